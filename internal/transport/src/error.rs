@@ -1,0 +1,37 @@
+//! Typed errors returned by the transport.
+
+use thiserror::Error;
+
+/// Why [`crate::Transport::send`] did not queue a frame.
+#[derive(Debug, Error)]
+pub enum SendError {
+    /// The destination is not one of the configured peers (or is this node itself).
+    #[error("unknown peer")]
+    UnknownPeer,
+    /// The peer's outbound queue is full; the frame was dropped (Raft retransmits).
+    #[error("outbound queue for peer is full; frame dropped")]
+    QueueFull,
+    /// The serialized message exceeds `max_frame_bytes`; the receiver would reject it.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Serialized size of the message.
+        len: usize,
+        /// Configured `max_frame_bytes`.
+        max: usize,
+    },
+    /// The message could not be serialized to JSON.
+    #[error("failed to serialize message: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The transport has been shut down.
+    #[error("transport is shut down")]
+    Shutdown,
+}
+
+/// Why an outbound connection attempt failed. Only used for logging and event reasons.
+#[derive(Debug, Error)]
+pub(crate) enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,240 @@
+//! The `Transport` handle: starts the tasks, queues outbound frames, shuts everything down.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use log::{debug, warn};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::ClientHandler;
+use crate::config::TransportConfig;
+use crate::error::SendError;
+use crate::event::PeerEvent;
+use crate::listener::Inbound;
+use crate::peer::OutboundPeer;
+use crate::stats::{PeerCounters, TransportStats};
+
+/// How long `shutdown` waits for tasks to notice cancellation before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Sending half of one peer's outbound queue.
+struct PeerHandle {
+    queue: mpsc::Sender<Bytes>,
+    counters: Arc<PeerCounters>,
+}
+
+struct Inner {
+    node_id: u64,
+    local_addr: Option<SocketAddr>,
+    max_frame_bytes: usize,
+    peers: HashMap<u64, PeerHandle>,
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    /// Dropping the last handle without `shutdown` still stops the tasks (without waiting for them).
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A node's TCP transport. Cheap to clone; all clones share the same connections.
+pub struct Transport<M> {
+    inner: Arc<Inner>,
+    // `fn(&M)`: the transport only consumes `M`s, so its Send/Sync must not depend on `M`'s.
+    _msg: PhantomData<fn(&M)>,
+}
+
+impl<M> Clone for Transport<M> {
+    fn clone(&self) -> Self {
+        Transport {
+            inner: self.inner.clone(),
+            _msg: PhantomData,
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Transport<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("node_id", &self.inner.node_id)
+            .field("local_addr", &self.inner.local_addr)
+            .field("peers", &self.peer_ids())
+            .finish()
+    }
+}
+
+impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
+    /// Starts the accept loop on an already-bound listener (the caller binds, so bind errors are reported
+    /// by the caller) and one outbound task per peer. Returns the transport and the receiver of inbound
+    /// events. Must be called from within a tokio runtime.
+    ///
+    /// Invalid settings are repaired rather than rejected: zero capacities become 1, our own id is
+    /// removed from `peers`, and `connect_backoff_max` is raised to at least `connect_backoff_min`.
+    pub fn start(
+        cfg: TransportConfig,
+        listener: TcpListener,
+        client_handler: ClientHandler,
+    ) -> (Transport<M>, mpsc::Receiver<PeerEvent<M>>) {
+        let cfg = cfg.normalized();
+        let cancel = CancellationToken::new();
+        let (events_tx, events_rx) = mpsc::channel(cfg.event_queue_capacity);
+        let local_addr = listener.local_addr().ok();
+        let mut tasks = Vec::with_capacity(cfg.peers.len() + 1);
+
+        let inbound = Arc::new(Inbound::new(
+            cfg.node_id,
+            cfg.peers.keys().copied().collect(),
+            cfg.max_frame_bytes,
+            cfg.handshake_timeout,
+            events_tx.clone(),
+            client_handler,
+            cancel.clone(),
+        ));
+        tasks.push(tokio::spawn(
+            inbound.accept_loop(listener, cfg.max_connections),
+        ));
+
+        let mut peers = HashMap::with_capacity(cfg.peers.len());
+        for (&peer_id, &addr) in &cfg.peers {
+            let (queue_tx, queue_rx) = mpsc::channel(cfg.peer_queue_capacity);
+            let counters = Arc::new(PeerCounters::default());
+            let task = OutboundPeer {
+                node_id: cfg.node_id,
+                peer_id,
+                addr,
+                max_frame_bytes: cfg.max_frame_bytes,
+                backoff_min: cfg.connect_backoff_min,
+                backoff_max: cfg.connect_backoff_max,
+                connect_timeout: cfg.connect_timeout,
+                queue: queue_rx,
+                counters: counters.clone(),
+                events: events_tx.clone(),
+                cancel: cancel.clone(),
+            };
+            tasks.push(tokio::spawn(task.run()));
+            peers.insert(
+                peer_id,
+                PeerHandle {
+                    queue: queue_tx,
+                    counters,
+                },
+            );
+        }
+        // Only the tasks hold senders now, so the receiver sees `None` once they have all ended.
+        drop(events_tx);
+        debug!(
+            "node {}: transport started on {local_addr:?} with {} peers",
+            cfg.node_id,
+            peers.len()
+        );
+
+        let inner = Inner {
+            node_id: cfg.node_id,
+            local_addr,
+            max_frame_bytes: cfg.max_frame_bytes,
+            peers,
+            cancel,
+            tasks: Mutex::new(tasks),
+        };
+        let transport = Transport {
+            inner: Arc::new(inner),
+            _msg: PhantomData,
+        };
+        (transport, events_rx)
+    }
+
+    /// Serializes `msg` now and queues it for `to`. Never blocks, never awaits: if the peer's queue is full
+    /// the frame is dropped (Raft retransmits) and `Err(SendError::QueueFull)` is returned;
+    /// `Err(SendError::UnknownPeer)` for an id not in peers.
+    pub fn send(&self, to: u64, msg: &M) -> Result<(), SendError> {
+        let peer = self.inner.peers.get(&to).ok_or(SendError::UnknownPeer)?;
+        if self.inner.cancel.is_cancelled() {
+            return Err(SendError::Shutdown);
+        }
+        let frame = serde_json::to_vec(msg)?;
+        if frame.len() > self.inner.max_frame_bytes {
+            // Checked here because the codec would fail the write and tear down the whole connection.
+            return Err(SendError::FrameTooLarge {
+                len: frame.len(),
+                max: self.inner.max_frame_bytes,
+            });
+        }
+        match peer.queue.try_send(Bytes::from(frame)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                peer.counters.add_dropped(1);
+                Err(SendError::QueueFull)
+            }
+            Err(TrySendError::Closed(_)) => Err(SendError::Shutdown),
+        }
+    }
+}
+
+impl<M> Transport<M> {
+    /// Counters for tests and benchmarks: frames and bytes sent per peer, frames dropped per peer.
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            peers: self
+                .inner
+                .peers
+                .iter()
+                .map(|(&id, p)| (id, p.counters.snapshot()))
+                .collect(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.inner.node_id
+    }
+
+    /// Address the listener was bound to (useful after binding port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr
+    }
+
+    /// Ids of the configured peers, sorted.
+    pub fn peer_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.inner.peers.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Stops accepting, closes every connection, waits for the tasks to end (at most about 2 s, after
+    /// which stragglers are aborted), returns. Other clones of this transport then fail every `send`
+    /// with `SendError::Shutdown`, and the event receiver yields `None` once drained.
+    pub async fn shutdown(self) {
+        self.inner.cancel.cancel();
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(
+            &mut *self
+                .inner
+                .tasks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = futures_util::future::join_all(tasks);
+        if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+            warn!(
+                "node {}: transport tasks did not stop within {SHUTDOWN_GRACE:?}; aborting them",
+                self.inner.node_id
+            );
+            for a in &aborts {
+                a.abort();
+            }
+        }
+        debug!("node {}: transport shut down", self.inner.node_id);
+    }
+}

@@ -1,0 +1,12 @@
+//! raftd: a Raft consensus daemon and the replicated key-value store on top of it.
+//!
+//! * [`raft`]: the deterministic, I/O-free consensus core.
+//! * [`rpc`]: every message type that crosses a process boundary.
+//! * [`sim`]: a seeded, virtual-time simulation of a cluster, used by the tests.
+
+pub mod config;
+pub mod raft;
+pub mod rpc;
+pub mod server;
+pub mod storage;
+pub mod sim;

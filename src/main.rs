@@ -1,0 +1,60 @@
+//! `raftd`: parse the command line, load the configuration, run the node until SIGTERM/Ctrl-C.
+
+use clap::Parser;
+use raftd::config::{Cli, NodeConfig};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cfg = match NodeConfig::load(&cli) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("raftd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let id = cfg.id;
+    match runtime.block_on(raftd::server::run(cfg, shutdown_signal())) {
+        Ok(()) => {
+            log::info!("node {id}: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("node {id}: {e}");
+            eprintln!("raftd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,2 @@
+//! Wire types shared by every layer.
+pub mod types;

@@ -1,0 +1,89 @@
+//! Wires the core, storage, transport and client connections together on tokio.
+
+mod client;
+mod node;
+
+pub use node::{raft_config, NodeRequest};
+
+use crate::config::NodeConfig;
+use crate::raft::Raft;
+use crate::storage::{Storage, StorageError};
+use node::NodeLoop;
+use raftd_transport::{client_handler, ClientConn, Transport, TransportConfig};
+use std::future::Future;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("invalid Raft settings: {0}")]
+    Raft(#[from] crate::raft::ConfigError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// Runs a node until `shutdown` resolves (Ok) or storage fails (Err).
+pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let rc = raft_config(&cfg)?;
+    let timing = cfg.timing()?;
+    let (storage, recovered) = tokio::task::block_in_place(|| Storage::open(&cfg.data_dir, cfg.id))?;
+    let raft = Raft::new(rc, recovered.hard_state, recovered.entries)?;
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|source| ServerError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    ::log::info!(
+        "node {}: listening on {} with peers {:?}, data in {}",
+        cfg.id,
+        cfg.listen,
+        cfg.peers,
+        cfg.data_dir.display()
+    );
+
+    let cancel = CancellationToken::new();
+    let (req_tx, req_rx) = mpsc::channel(1024);
+    let handler = {
+        let cancel = cancel.clone();
+        client_handler(move |conn: ClientConn| client::serve(conn, req_tx.clone(), cancel.clone()))
+    };
+    let mut tcfg = TransportConfig::new(cfg.id, cfg.peers.iter().map(|(k, v)| (*k, *v)).collect());
+    tcfg.max_frame_bytes = cfg.max_frame_bytes;
+    let (transport, events) = Transport::start(tcfg, listener, handler);
+
+    let node = NodeLoop {
+        raft,
+        storage,
+        transport,
+        events,
+        requests: req_rx,
+        members: cfg.members(),
+        tick: Duration::from_millis(timing.tick_ms),
+    };
+    let node_cancel = cancel.clone();
+    let node_task = tokio::spawn(node.run(node_cancel));
+    tokio::pin!(node_task);
+    tokio::select! {
+        _ = shutdown => {
+            cancel.cancel();
+            match node_task.await {
+                Ok(result) => result?,
+                Err(e) => ::log::error!("node {}: node task failed: {e}", cfg.id),
+            }
+        }
+        result = &mut node_task => {
+            cancel.cancel();
+            match result {
+                Ok(r) => r?,
+                Err(e) => ::log::error!("node {}: node task failed: {e}", cfg.id),
+            }
+        }
+    }
+    Ok(())
+}

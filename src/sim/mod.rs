@@ -1,0 +1,627 @@
+//! A seeded, virtual-time simulation of a raftd cluster.
+//!
+//! Every node is a real [`Raft`] core driven the way `src/server/` drives it: inputs are stepped,
+//! a `Ready` is taken, its messages go out, its durable part is "written" and becomes durable
+//! only when a simulated fsync completes; while that fsync runs, inputs queue up and are
+//! handled together afterwards (group commit). A crash throws away the core, the queued inputs
+//! and anything not yet synced; a restart rebuilds the core from the simulated disk.
+//!
+//! The network can cut links (partitions, one-way too), drop, delay, duplicate and reorder.
+//! All randomness comes from one seed, so a failing run replays exactly. Safety is checked as
+//! the run goes: at most one leader per term, and no two nodes applying different entries at
+//! one index (each node applying every index once, in order). A violation panics with the
+//! seed in the message.
+
+mod disk;
+mod network;
+
+pub use disk::MemDisk;
+pub use network::{Links, NetConfig};
+
+use crate::raft::{Config, Raft, Ready};
+use crate::rpc::types::{Entry, EntryKind, Envelope, NodeId, RaftMessage, Role};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+/// Virtual microseconds.
+pub type Micros = u64;
+
+pub const MS: Micros = 1_000;
+pub const SEC: Micros = 1_000_000;
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub seed: u64,
+    pub net: NetConfig,
+    /// Length of one tick (the core's defaults assume 10 ms).
+    pub tick_us: Micros,
+    /// fsync latency, uniform in this range.
+    pub fsync_us: (Micros, Micros),
+    /// Count serialized bytes of every message (slower; for the bandwidth test).
+    pub measure_bytes: bool,
+    /// Changes applied to every node's core config.
+    pub tune: fn(&mut Config),
+}
+
+impl SimConfig {
+    pub fn new(nodes: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            nodes,
+            seed,
+            net: NetConfig::reliable(),
+            tick_us: 10 * MS,
+            fsync_us: (100, 2_000),
+            measure_bytes: false,
+            tune: |_| {},
+        }
+    }
+}
+
+/// Called after every step of every up node, with the virtual time: lets a test check an
+/// invariant of the cores (say, that matchIndex never decreases) at every transition.
+pub type Observer = Box<dyn FnMut(Micros, &Raft)>;
+
+/// Traffic counters.
+#[derive(Debug, Clone, Default)]
+pub struct NetStats {
+    /// Messages sent, by kind (`RequestVote`, `AppendEntries`, …), whether or not delivered.
+    pub sent: BTreeMap<&'static str, u64>,
+    /// Serialized bytes of AppendEntries requests (with `measure_bytes`).
+    pub append_bytes: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    /// AppendEntries replies that refused the request (a log mismatch or a stale term): how
+    /// many round trips the leaders spent finding where logs diverge.
+    pub append_rejects: u64,
+}
+
+impl NetStats {
+    pub fn total(&self) -> u64 {
+        self.sent.values().sum()
+    }
+
+    pub fn count(&self, kind: &str) -> u64 {
+        self.sent.get(kind).copied().unwrap_or(0)
+    }
+}
+
+enum Input {
+    Tick,
+    Message(Envelope),
+}
+
+enum Event {
+    Tick { node: NodeId, incarnation: u64 },
+    Deliver(Envelope),
+    SyncDone { node: NodeId, incarnation: u64 },
+}
+
+struct Scheduled {
+    at: Micros,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+pub struct SimNode {
+    pub id: NodeId,
+    raft: Option<Raft>,
+    pub disk: MemDisk,
+    /// A `Ready` whose durable part is being synced.
+    syncing: Option<Ready>,
+    inbox: VecDeque<Input>,
+    /// What this incarnation's state machine applied, in order.
+    pub applied: Vec<Entry>,
+    incarnation: u64,
+    /// This node's tick length (clocks may run at different rates).
+    pub tick_us: Micros,
+}
+
+impl SimNode {
+    pub fn raft(&self) -> Option<&Raft> {
+        self.raft.as_ref()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.raft.is_some()
+    }
+}
+
+pub struct Cluster {
+    pub cfg: SimConfig,
+    pub now: Micros,
+    rng: StdRng,
+    queue: BinaryHeap<Scheduled>,
+    seq: u64,
+    pub nodes: Vec<SimNode>,
+    pub links: Links,
+    pub stats: NetStats,
+    /// index -> the entry every node must apply there.
+    applied_anywhere: BTreeMap<u64, Entry>,
+    /// term -> the node that led it.
+    leaders: BTreeMap<u64, NodeId>,
+    observer: Option<Observer>,
+    /// A node that sends a message matching this is crashed as soon as the event that made it
+    /// send is handled (before anything else happens), so a test can crash a node at exactly
+    /// the moment it promised something, e.g. right after granting a vote.
+    pub crash_on_send: Option<fn(&Envelope) -> bool>,
+    /// Nodes `crash_on_send` picked, crashed after the current event.
+    crash_pending: Vec<NodeId>,
+    /// Nodes crashed by `crash_on_send` so far, in order.
+    pub crashed_on_send: Vec<NodeId>,
+}
+
+impl Cluster {
+    pub fn new(cfg: SimConfig) -> Cluster {
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let n = cfg.nodes;
+        let mut cluster = Cluster {
+            now: 0,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            nodes: Vec::new(),
+            links: Links::new(n),
+            stats: NetStats::default(),
+            applied_anywhere: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            observer: None,
+            crash_on_send: None,
+            crash_pending: Vec::new(),
+            crashed_on_send: Vec::new(),
+            rng: StdRng::seed_from_u64(rng.gen()),
+            cfg,
+        };
+        for id in 1..=n as NodeId {
+            cluster.nodes.push(SimNode {
+                id,
+                raft: None,
+                disk: MemDisk::default(),
+                syncing: None,
+                inbox: VecDeque::new(),
+                applied: Vec::new(),
+                incarnation: 0,
+                tick_us: cluster.cfg.tick_us,
+            });
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.cfg.seed
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        (1..=self.cfg.nodes as NodeId).collect()
+    }
+
+    pub fn node(&self, id: NodeId) -> &SimNode {
+        &self.nodes[id as usize - 1]
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut SimNode {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    pub fn raft(&self, id: NodeId) -> Option<&Raft> {
+        self.node(id).raft.as_ref()
+    }
+
+    pub fn rng(&mut self) -> &mut StdRng {
+        &mut self.rng
+    }
+
+    fn schedule(&mut self, after: Micros, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            at: self.now + after,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let mut config = Config::new(id, self.ids());
+        config.seed = self.rng.gen();
+        (self.cfg.tune)(&mut config);
+        let disk = self.node(id).disk.clone();
+        let raft = Raft::new(config, disk.hard_state, disk.entries).expect("valid sim config");
+        let tick_us = self.node(id).tick_us;
+        let first_tick = self.rng.gen_range(1..=tick_us);
+        let node = self.node_mut(id);
+        node.raft = Some(raft);
+        node.incarnation += 1;
+        let incarnation = node.incarnation;
+        self.schedule(first_tick, Event::Tick { node: id, incarnation });
+    }
+
+    /// Kills a node: everything not fsynced is lost, with its queued inputs and its state
+    /// machine. The disk keeps what was synced.
+    pub fn crash(&mut self, id: NodeId) {
+        let node = self.node_mut(id);
+        node.raft = None;
+        node.syncing = None;
+        node.inbox.clear();
+        node.applied.clear();
+        node.incarnation += 1;
+    }
+
+    /// Starts a crashed node again from its disk.
+    pub fn restart(&mut self, id: NodeId) {
+        if self.node(id).is_up() {
+            self.crash(id);
+        }
+        self.start(id);
+    }
+
+    pub fn disconnect(&mut self, id: NodeId) {
+        self.links.set_node(id, false);
+    }
+
+    pub fn connect(&mut self, id: NodeId) {
+        self.links.set_node(id, true);
+    }
+
+    pub fn set_net(&mut self, net: NetConfig) {
+        self.cfg.net = net;
+    }
+
+    /// Runs the simulation for `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Micros) {
+        let end = self.now + duration;
+        while let Some(next) = self.queue.peek() {
+            if next.at > end {
+                break;
+            }
+            let Some(ev) = self.queue.pop() else { break };
+            self.now = ev.at;
+            self.handle(ev.event);
+            for id in std::mem::take(&mut self.crash_pending) {
+                if self.node(id).is_up() {
+                    self.crash(id);
+                    self.crashed_on_send.push(id);
+                }
+            }
+        }
+        self.now = end;
+    }
+
+    /// Runs until `cond` holds (checked every millisecond of virtual time) or `timeout` passes.
+    pub fn run_until(&mut self, timeout: Micros, mut cond: impl FnMut(&Cluster) -> bool) -> bool {
+        let end = self.now + timeout;
+        while self.now < end {
+            if cond(self) {
+                return true;
+            }
+            self.run_for(MS);
+        }
+        cond(self)
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick { node, incarnation } => {
+                if self.node(node).incarnation != incarnation {
+                    return; // a tick of a crashed incarnation
+                }
+                let tick_us = self.node(node).tick_us;
+                self.schedule(tick_us, Event::Tick { node, incarnation });
+                self.input(node, Input::Tick);
+            }
+            Event::Deliver(env) => {
+                if !self.links.is_up(env.from, env.to) {
+                    self.stats.dropped += 1;
+                    return;
+                }
+                self.stats.delivered += 1;
+                let to = env.to;
+                self.input(to, Input::Message(env));
+            }
+            Event::SyncDone { node, incarnation } => {
+                if self.node(node).incarnation != incarnation {
+                    return;
+                }
+                self.finish_sync(node);
+            }
+        }
+    }
+
+    fn input(&mut self, id: NodeId, input: Input) {
+        let node = self.node_mut(id);
+        if node.raft.is_none() {
+            return;
+        }
+        if node.syncing.is_some() {
+            node.inbox.push_back(input);
+            return;
+        }
+        self.step(id, input);
+        self.drive(id);
+    }
+
+    fn step(&mut self, id: NodeId, input: Input) {
+        let Some(raft) = self.node_mut(id).raft.as_mut() else {
+            return;
+        };
+        match input {
+            Input::Tick => raft.tick(),
+            Input::Message(env) => raft.step(env),
+        }
+        self.observe(id);
+    }
+
+    /// Safety check after every step: one leader per term. Then the test's observer, if any.
+    fn observe(&mut self, id: NodeId) {
+        let now = self.now;
+        if let (Some(observer), Some(raft)) = (self.observer.as_mut(), self.nodes[id as usize - 1].raft.as_ref()) {
+            observer(now, raft);
+        }
+        let Some(raft) = self.raft(id) else { return };
+        if raft.role() == Role::Leader {
+            let term = raft.term();
+            let seed = self.cfg.seed;
+            let leader = *self.leaders.entry(term).or_insert(id);
+            assert_eq!(
+                leader, id,
+                "[seed {seed}] two leaders in term {term}: node {leader} and node {id}"
+            );
+        }
+    }
+
+    /// Takes `Ready` batches until the node has nothing to do or is waiting on its disk.
+    fn drive(&mut self, id: NodeId) {
+        loop {
+            let node = self.node_mut(id);
+            if node.syncing.is_some() {
+                return;
+            }
+            let Some(raft) = node.raft.as_mut() else { return };
+            if !raft.has_ready() {
+                return;
+            }
+            let mut rd = raft.ready();
+            for env in std::mem::take(&mut rd.messages) {
+                self.send(env);
+            }
+            if rd.hard_state.is_none() && rd.entries.is_empty() {
+                self.complete(id, rd);
+                continue;
+            }
+            let (lo, hi) = self.cfg.fsync_us;
+            let delay = self.rng.gen_range(lo..=hi);
+            let node = self.node_mut(id);
+            node.syncing = Some(rd);
+            let incarnation = node.incarnation;
+            self.schedule(delay, Event::SyncDone { node: id, incarnation });
+            return;
+        }
+    }
+
+    fn finish_sync(&mut self, id: NodeId) {
+        let Some(rd) = self.node_mut(id).syncing.take() else {
+            return;
+        };
+        let node = self.node_mut(id);
+        node.disk.save(rd.hard_state, &rd.entries);
+        self.complete(id, rd);
+        // Everything that arrived during the fsync is handled now, as one batch.
+        while let Some(input) = self.node_mut(id).inbox.pop_front() {
+            self.step(id, input);
+        }
+        self.drive(id);
+    }
+
+    /// The durable part of `rd` is on disk: send what waited for it, apply, advance.
+    fn complete(&mut self, id: NodeId, mut rd: Ready) {
+        for env in std::mem::take(&mut rd.persisted_messages) {
+            self.send(env);
+        }
+        for entry in &rd.committed_entries {
+            self.apply(id, entry);
+        }
+        if let Some(raft) = self.node_mut(id).raft.as_mut() {
+            raft.advance();
+        }
+        self.observe(id);
+    }
+
+    /// State-machine safety: every node applies each index once, in order, and all nodes apply
+    /// the same entry at the same index.
+    fn apply(&mut self, id: NodeId, entry: &Entry) {
+        let seed = self.cfg.seed;
+        let node = self.node_mut(id);
+        let expected = node.applied.len() as u64 + 1;
+        assert_eq!(
+            entry.index, expected,
+            "[seed {seed}] node {id} applied index {} but expected {expected}",
+            entry.index
+        );
+        node.applied.push(entry.clone());
+        match self.applied_anywhere.get(&entry.index) {
+            Some(first) => assert_eq!(
+                first, entry,
+                "[seed {seed}] node {id} applied a different entry at index {} than another node",
+                entry.index
+            ),
+            None => {
+                self.applied_anywhere.insert(entry.index, entry.clone());
+            }
+        }
+    }
+
+    fn send(&mut self, env: Envelope) {
+        *self.stats.sent.entry(env.msg.kind()).or_default() += 1;
+        if let RaftMessage::AppendEntriesReply { success: false, .. } = env.msg {
+            self.stats.append_rejects += 1;
+        }
+        if self.crash_on_send.is_some_and(|crash| crash(&env)) && !self.crash_pending.contains(&env.from) {
+            self.crash_pending.push(env.from);
+        }
+        if self.cfg.measure_bytes {
+            if let RaftMessage::AppendEntries { .. } = env.msg {
+                let bytes = serde_json::to_vec(&env).map(|v| v.len()).unwrap_or(0);
+                self.stats.append_bytes += bytes as u64 + 4;
+            }
+        }
+        let net = self.cfg.net.clone();
+        if !self.links.is_up(env.from, env.to) || self.rng.gen_bool(net.drop_rate) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.gen_bool(net.dup_rate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let mut delay = self.rng.gen_range(net.min_delay_us..=net.max_delay_us);
+            if net.long_delay_rate > 0.0 && self.rng.gen_bool(net.long_delay_rate) {
+                delay += self.rng.gen_range(0..=net.long_delay_us);
+            }
+            self.schedule(delay, Event::Deliver(env.clone()));
+        }
+    }
+
+    // ----- helpers for tests -----
+
+    /// Installs `observer`, called after every step of every up node (see [`Observer`]).
+    pub fn set_observer(&mut self, observer: Observer) {
+        self.observer = Some(observer);
+    }
+
+    /// Nodes that are running (not crashed).
+    pub fn up_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().filter(|n| n.is_up()).map(|n| n.id).collect()
+    }
+
+    /// Up nodes among `among` whose role is leader, whatever their term.
+    pub fn leaders_among(&self, among: &[NodeId]) -> Vec<NodeId> {
+        self.leaders().into_iter().map(|(id, _)| id).filter(|id| among.contains(id)).collect()
+    }
+
+    /// Up nodes whose commit index has reached `index`.
+    pub fn committed_on(&self, index: u64) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref())
+            .filter(|r| r.log().committed() >= index)
+            .count()
+    }
+
+    /// Up nodes that believe they lead, with their terms.
+    pub fn leaders(&self) -> Vec<(NodeId, u64)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref())
+            .filter(|r| r.role() == Role::Leader)
+            .map(|r| (r.id(), r.term()))
+            .collect()
+    }
+
+    /// The leader among `among` with the highest term, if exactly one node of `among` leads in
+    /// that term.
+    pub fn leader_among(&self, among: &[NodeId]) -> Option<NodeId> {
+        let mut by_term: BTreeMap<u64, Vec<NodeId>> = BTreeMap::new();
+        for (id, term) in self.leaders() {
+            if among.contains(&id) {
+                by_term.entry(term).or_default().push(id);
+            }
+        }
+        let (_, ids) = by_term.iter().next_back()?;
+        (ids.len() == 1).then(|| ids[0])
+    }
+
+    /// Waits up to `timeout` for a leader among `among`; panics with the seed otherwise.
+    pub fn wait_for_leader(&mut self, among: &[NodeId], timeout: Micros) -> NodeId {
+        let among = among.to_vec();
+        let ok = self.run_until(timeout, |c| c.leader_among(&among).is_some());
+        let seed = self.cfg.seed;
+        assert!(ok, "[seed {seed}] no leader among {among:?} within {} ms", timeout / MS);
+        self.leader_among(&among).unwrap_or(0)
+    }
+
+    /// Nodes that applied index `index`, and the command there (None for a no-op).
+    pub fn applied_at(&self, index: u64) -> (usize, Option<Vec<u8>>) {
+        let mut count = 0;
+        let mut data = None;
+        for node in &self.nodes {
+            if let Some(e) = node.applied.get(index as usize - 1) {
+                count += 1;
+                if e.kind == EntryKind::Command {
+                    data = Some(e.data.clone());
+                }
+            }
+        }
+        (count, data)
+    }
+
+    /// Proposes `data` at node `id` if it is up and leads.
+    pub fn propose(&mut self, id: NodeId, data: &[u8]) -> Option<(u64, u64)> {
+        let raft = self.node_mut(id).raft.as_mut()?;
+        let result = raft.propose(data.to_vec()).ok();
+        if result.is_some() && self.node(id).syncing.is_none() {
+            self.drive(id);
+        }
+        result
+    }
+
+    /// Like the MIT lab's `one()`: submits `data` to a leader (retrying across leaders) until
+    /// at least `expected` nodes applied it, within `timeout`. Returns the index.
+    pub fn one(&mut self, data: &[u8], expected: usize, timeout: Micros) -> u64 {
+        let seed = self.cfg.seed;
+        let deadline = self.now + timeout;
+        while self.now < deadline {
+            let mut proposed = None;
+            for id in self.ids() {
+                if let Some((index, _)) = self.propose(id, data) {
+                    proposed = Some(index);
+                    break;
+                }
+            }
+            if let Some(index) = proposed {
+                let want = data.to_vec();
+                let until = (self.now + 2 * SEC).min(deadline);
+                let done = self.run_until(until - self.now, |c| {
+                    let (n, d) = c.applied_at(index);
+                    n >= expected && d.as_deref() == Some(&want[..])
+                });
+                if done {
+                    return index;
+                }
+            } else {
+                self.run_for(50 * MS);
+            }
+        }
+        panic!(
+            "[seed {seed}] one({:?}) did not reach {expected} nodes within {} ms",
+            String::from_utf8_lossy(data),
+            timeout / MS
+        );
+    }
+
+    /// Highest term any up node is in.
+    pub fn max_term(&self) -> u64 {
+        self.nodes.iter().filter_map(|n| n.raft.as_ref()).map(|r| r.term()).max().unwrap_or(0)
+    }
+
+    /// Every committed entry any node applied so far, by index.
+    pub fn applied_anywhere(&self) -> &BTreeMap<u64, Entry> {
+        &self.applied_anywhere
+    }
+}

@@ -1,0 +1,83 @@
+//! Typed storage errors. Every message names the file involved, says what is wrong, and says
+//! what the operator (or, for caller bugs, the developer) should do about it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::rpc::types::NodeId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The operating system refused a file operation.
+    #[error(
+        "cannot {op} {}: {source}; check that the data dir exists, is writable by this user and \
+         the disk is not full, then restart the node",
+        .path.display()
+    )]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The log holds damage that a crash during an unacknowledged write cannot explain.
+    #[error(
+        "{}: damaged at byte offset {offset}: {reason}. The node refuses to start, because \
+         skipping damaged records could lose data it already acknowledged to the cluster; \
+         restore the data dir from a peer or a backup",
+        .path.display()
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// The data dir belongs to another node.
+    #[error(
+        "{} shows this data dir was written by node {found}, but this is node {expected}; refusing \
+         to use another node's log and vote. Start node {expected} with another --data-dir",
+        .path.display()
+    )]
+    WrongNode {
+        path: PathBuf,
+        found: NodeId,
+        expected: NodeId,
+    },
+
+    /// The identity file exists but cannot be understood (or is missing next to an existing log).
+    #[error(
+        "{}: {reason}. This file records which node owns the data dir; if the dir really belongs \
+         to this node, rewrite it as {{\"node_id\":<id>,\"format\":1}}, otherwise start this node \
+         with another --data-dir",
+        .path.display()
+    )]
+    Identity { path: PathBuf, reason: String },
+
+    /// Another process (or another `Storage` in this one) has the log open.
+    #[error(
+        "{} is locked: another raftd process is already using this data dir; stop it or start \
+         this node with another --data-dir",
+        .path.display()
+    )]
+    InUse { path: PathBuf },
+
+    /// `save` was handed entries that would leave a gap in the log. Nothing was written.
+    #[error(
+        "save was given non-contiguous log entries: expected index {expected}, got {got}; nothing \
+         was written. This is a bug in the caller: entries must follow the log without gaps"
+    )]
+    NonContiguous { expected: u64, got: u64 },
+
+    /// A record could not be encoded (a single entry over the record size limit). Nothing was
+    /// written.
+    #[error("cannot encode a log record: {reason}; nothing was written. Use smaller commands")]
+    Encode { reason: String },
+}
+
+/// Builds a `map_err` adapter for an I/O failure of `op` on `path`.
+pub(crate) fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> StorageError {
+    let path = path.to_path_buf();
+    move |source| StorageError::Io { path, op, source }
+}

@@ -1,0 +1,190 @@
+//! The append-only log file: open (creating it durably), replay, append + fsync, and dropping a
+//! torn tail left by a crash.
+//!
+//! The file is only ever appended to. The single exception is cutting off a torn tail on open:
+//! those bytes belong to a write whose `save` never returned, so nobody was told they exist.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use super::error::{io_err, StorageError};
+use super::record::{Reader, Step, WalRecord};
+
+/// File name of the log inside the data dir.
+pub const WAL_FILE_NAME: &str = "raft.wal";
+
+/// The remains of an unfinished last write that `open` cut off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedTail {
+    /// Where the dropped bytes started (the end of the last good record, the new file length).
+    pub offset: u64,
+    /// How many bytes were dropped.
+    pub bytes: u64,
+    /// What was wrong with them.
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct Wal {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    /// Set while an append is in flight and left set if it fails. After a failed write or fsync
+    /// we do not know what reached the disk (and on Linux a failed fsync may have thrown the
+    /// dirty pages away while clearing the error), so appending more could put good records
+    /// after garbage, which the next start would rightly call damage. Only a restart, which
+    /// re-reads the file, gets back to a known state.
+    failed: bool,
+}
+
+impl Wal {
+    /// Opens (or creates) the log at `path`, locks it, and feeds every good record to `apply`
+    /// in order. An `Err` from `apply` is reported as damage at that record's offset. A torn
+    /// tail is logged and cut off.
+    pub(crate) fn open<F>(
+        path: &Path,
+        mut apply: F,
+    ) -> Result<(Wal, Option<DroppedTail>), StorageError>
+    where
+        F: FnMut(WalRecord) -> Result<(), String>,
+    {
+        // O_APPEND: every write lands at the current end, whatever the file position.
+        let mut options = OpenOptions::new();
+        options.read(true).append(true);
+        let (file, created) = match options.open(path) {
+            Ok(file) => (file, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let file = options
+                    .clone()
+                    .create_new(true)
+                    .open(path)
+                    .map_err(io_err(path, "create"))?;
+                (file, true)
+            }
+            Err(e) => return Err(io_err(path, "open")(e)),
+        };
+        // Two processes appending to one log would interleave records and break every
+        // durability promise; the lock is released when the file is closed.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(StorageError::InUse {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
+        }
+        if created {
+            // A new file's name lives in the directory: without this fsync a crash could lose
+            // the file, and with it records we later report as durable.
+            sync_dir(parent_dir(path))?;
+        }
+
+        let file_len = file.metadata().map_err(io_err(path, "stat"))?.len();
+        let mut reader = Reader::new(BufReader::with_capacity(1 << 20, &file), file_len);
+        let dropped = loop {
+            match reader.next_step().map_err(io_err(path, "read"))? {
+                Step::Record { offset, record, .. } => {
+                    apply(record).map_err(|reason| StorageError::Corrupt {
+                        path: path.to_path_buf(),
+                        offset,
+                        reason,
+                    })?;
+                }
+                Step::End => break None,
+                Step::TornTail { offset, reason } => {
+                    break Some(DroppedTail {
+                        offset,
+                        bytes: file_len - offset,
+                        reason,
+                    })
+                }
+                Step::Damaged { offset, reason } => {
+                    return Err(StorageError::Corrupt {
+                        path: path.to_path_buf(),
+                        offset,
+                        reason,
+                    })
+                }
+            }
+        };
+
+        let len = match &dropped {
+            None => file_len,
+            Some(tail) => {
+                log::warn!(
+                    "{}: dropping {} bytes at offset {} left by an unfinished write before a \
+                     crash ({}); that write was never acknowledged",
+                    path.display(),
+                    tail.bytes,
+                    tail.offset,
+                    tail.reason
+                );
+                // Cut the tail so new records follow good data; otherwise the next start would
+                // find good records after garbage and have to call it damage.
+                file.set_len(tail.offset)
+                    .map_err(io_err(path, "truncate the torn tail of"))?;
+                tail.offset
+            }
+        };
+        // What we just replayed may exist only in the page cache: the previous process can have
+        // died after write() but before its fsync. Make it durable now, before the caller acts
+        // on it (votes, acknowledges), or an OS crash could still take it back.
+        file.sync_all().map_err(io_err(path, "fsync"))?;
+
+        Ok((
+            Wal {
+                path: path.to_path_buf(),
+                file,
+                len,
+                failed: false,
+            },
+            dropped,
+        ))
+    }
+
+    /// Appends `buf` (whole, framed records) with one write and makes it durable with one
+    /// fdatasync. fdatasync is enough: it flushes the data and the file size needed to read it
+    /// back, skipping only timestamps, which saves a metadata journal commit per save.
+    pub(crate) fn append(&mut self, buf: &[u8]) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(io_err(&self.path, "append to")(io::Error::other(
+                "an earlier write or fsync of this file failed, so what is on disk is unknown; \
+                 restart the node so it re-reads the log",
+            )));
+        }
+        self.failed = true;
+        (&self.file)
+            .write_all(buf)
+            .map_err(io_err(&self.path, "write"))?;
+        self.file.sync_data().map_err(io_err(&self.path, "fsync"))?;
+        self.failed = false;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes of good records in the file.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The directory holding `path` ("." for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// fsyncs a directory, making the names created or renamed in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "fsync directory"))
+}
