@@ -68,7 +68,10 @@ pub struct NodeConfig {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid: {reason}")]
     ParseFile { path: PathBuf, reason: String },
     #[error("no node id: give --id N (a positive integer)")]
@@ -78,14 +81,20 @@ pub enum ConfigError {
     #[error("no address to listen on: give --listen HOST:PORT")]
     MissingListen,
     #[error("cannot use {what} address {value:?}: {reason}")]
-    BadAddress { what: String, value: String, reason: String },
+    BadAddress {
+        what: String,
+        value: String,
+        reason: String,
+    },
     #[error("malformed --peers entry {entry:?}: expected ID=HOST:PORT, e.g. 2=127.0.0.1:8001")]
     MalformedPeer { entry: String },
     #[error("node id {0} appears twice in --peers; give each member once")]
     DuplicatePeer(NodeId),
     #[error("peer address {addr} of node {id} is this node's own --listen address; give each member its own address")]
     PeerIsSelf { id: NodeId, addr: SocketAddr },
-    #[error("malformed --election-timeout-ms {0:?}: expected MIN-MAX in milliseconds, e.g. 150-300")]
+    #[error(
+        "malformed --election-timeout-ms {0:?}: expected MIN-MAX in milliseconds, e.g. 150-300"
+    )]
     MalformedRange(String),
     #[error("timing: {0}")]
     Timing(String),
@@ -104,7 +113,11 @@ impl NodeConfig {
         if id == 0 {
             return Err(ConfigError::ZeroId);
         }
-        let listen_text = cli.listen.clone().or(file.listen).ok_or(ConfigError::MissingListen)?;
+        let listen_text = cli
+            .listen
+            .clone()
+            .or(file.listen)
+            .ok_or(ConfigError::MissingListen)?;
         let listen = resolve("--listen", &listen_text)?;
         let mut peers = match (&cli.peers, file.peers) {
             (Some(text), _) => parse_peers(text)?,
@@ -123,11 +136,15 @@ impl NodeConfig {
             }
         }
         let heartbeat_ms = cli.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50);
-        let election_timeout_ms = match cli.election_timeout_ms.clone().or(file.election_timeout_ms) {
+        let election_timeout_ms = match cli.election_timeout_ms.clone().or(file.election_timeout_ms)
+        {
             Some(text) => parse_range(&text)?,
             None => (150, 300),
         };
-        let max_frame_bytes = cli.max_frame_bytes.or(file.max_frame_bytes).unwrap_or(16 << 20);
+        let max_frame_bytes = cli
+            .max_frame_bytes
+            .or(file.max_frame_bytes)
+            .unwrap_or(16 << 20);
         if max_frame_bytes < 1024 {
             return Err(ConfigError::FrameTooSmall);
         }
@@ -154,7 +171,9 @@ impl NodeConfig {
     pub fn timing(&self) -> Result<Timing, ConfigError> {
         let (min, max) = self.election_timeout_ms;
         if self.heartbeat_ms == 0 {
-            return Err(ConfigError::Timing("--heartbeat-ms must be positive".into()));
+            return Err(ConfigError::Timing(
+                "--heartbeat-ms must be positive".into(),
+            ));
         }
         if min >= max {
             return Err(ConfigError::Timing(format!(
@@ -210,7 +229,9 @@ fn resolve(what: &str, text: &str) -> Result<SocketAddr, ConfigError> {
         reason,
     };
     let mut addrs = text.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
-    addrs.next().ok_or_else(|| bad("it resolves to no address".into()))
+    addrs
+        .next()
+        .ok_or_else(|| bad("it resolves to no address".into()))
 }
 
 /// Parses `ID=HOST:PORT,ID=HOST:PORT`.
@@ -230,7 +251,9 @@ pub fn parse_peers(text: &str) -> Result<Vec<(NodeId, SocketAddr)>, ConfigError>
     Ok(out)
 }
 
-fn peers_from_table(table: &BTreeMap<String, String>) -> Result<Vec<(NodeId, SocketAddr)>, ConfigError> {
+fn peers_from_table(
+    table: &BTreeMap<String, String>,
+) -> Result<Vec<(NodeId, SocketAddr)>, ConfigError> {
     let text: Vec<String> = table.iter().map(|(k, v)| format!("{k}={v}")).collect();
     parse_peers(&text.join(","))
 }
@@ -256,15 +279,29 @@ mod tests {
     #[test]
     fn flags_make_a_config_and_self_in_peers_is_ignored() {
         let c = cli(&[
-            "--id", "1", "--listen", "127.0.0.1:8000", "--peers",
-            "1=127.0.0.1:8000,2=127.0.0.1:8001,3=127.0.0.1:8002", "--data-dir", "d",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:8000",
+            "--peers",
+            "1=127.0.0.1:8000,2=127.0.0.1:8001,3=127.0.0.1:8002",
+            "--data-dir",
+            "d",
         ]);
         let cfg = NodeConfig::load(&c).unwrap();
         assert_eq!(cfg.peers.len(), 2);
         assert_eq!(cfg.members().len(), 3);
         assert_eq!(cfg.election_timeout_ms, (150, 300));
         let t = cfg.timing().unwrap();
-        assert_eq!((t.tick_ms, t.heartbeat_ticks, t.election_ticks_min, t.election_ticks_max), (10, 5, 15, 30));
+        assert_eq!(
+            (
+                t.tick_ms,
+                t.heartbeat_ticks,
+                t.election_ticks_min,
+                t.election_ticks_max
+            ),
+            (10, 5, 15, 30)
+        );
     }
 
     #[test]
@@ -273,11 +310,43 @@ mod tests {
         assert!(err(&["--listen", "127.0.0.1:1"]).contains("--id"));
         assert!(err(&["--id", "1"]).contains("--listen"));
         assert!(err(&["--id", "0", "--listen", "127.0.0.1:1"]).contains("positive"));
-        assert!(err(&["--id", "1", "--listen", "127.0.0.1:1", "--peers", "2:127.0.0.1:2"]).contains("ID=HOST:PORT"));
-        assert!(err(&["--id", "1", "--listen", "127.0.0.1:1", "--peers", "2=127.0.0.1:2,2=127.0.0.1:3"]).contains("twice"));
+        assert!(err(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--peers",
+            "2:127.0.0.1:2"
+        ])
+        .contains("ID=HOST:PORT"));
+        assert!(err(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--peers",
+            "2=127.0.0.1:2,2=127.0.0.1:3"
+        ])
+        .contains("twice"));
         assert!(err(&["--id", "1", "--listen", "nonsense", "--peers", ""]).contains("--listen"));
-        assert!(err(&["--id", "1", "--listen", "127.0.0.1:1", "--election-timeout-ms", "300"]).contains("MIN-MAX"));
-        assert!(err(&["--id", "1", "--listen", "127.0.0.1:1", "--heartbeat-ms", "200"]).contains("shorter"));
+        assert!(err(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--election-timeout-ms",
+            "300"
+        ])
+        .contains("MIN-MAX"));
+        assert!(err(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--heartbeat-ms",
+            "200"
+        ])
+        .contains("shorter"));
     }
 
     #[test]
@@ -289,7 +358,13 @@ mod tests {
             "id = 2\nlisten = \"127.0.0.1:8001\"\nheartbeat_ms = 40\n[peers]\n1 = \"127.0.0.1:8000\"\n",
         )
         .unwrap();
-        let cfg = NodeConfig::load(&cli(&["--config", path.to_str().unwrap(), "--heartbeat-ms", "30"])).unwrap();
+        let cfg = NodeConfig::load(&cli(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--heartbeat-ms",
+            "30",
+        ]))
+        .unwrap();
         assert_eq!(cfg.id, 2);
         assert_eq!(cfg.heartbeat_ms, 30);
         assert_eq!(cfg.peers.len(), 1);

@@ -8,5 +8,5 @@ pub mod config;
 pub mod raft;
 pub mod rpc;
 pub mod server;
-pub mod storage;
 pub mod sim;
+pub mod storage;

@@ -14,7 +14,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raftd: cannot start the async runtime: {e}");
@@ -28,8 +32,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            log::error!("node {id}: {e}");
-            eprintln!("raftd: {e}");
+            // One line on stderr (where the log goes too) that says what to fix.
+            eprintln!("raftd: node {id}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -9,9 +9,10 @@ impl Raft {
     /// Does any follower have entries waiting that flow control lets us send now?
     pub(super) fn has_appends_to_send(&self) -> bool {
         let last = self.log.last_index();
-        self.progress
-            .values()
-            .any(|pr| pr.can_send(self.cfg.max_inflight) && (pr.next <= last || pr.state == ProgressState::Probe))
+        self.progress.values().any(|pr| {
+            pr.can_send(self.cfg.max_inflight)
+                && (pr.next <= last || pr.state == ProgressState::Probe)
+        })
     }
 
     /// Sends every follower what it is missing, as far as its flow control allows. Called once
@@ -39,10 +40,17 @@ impl Raft {
             let Some(prev_term) = self.log.term(prev) else {
                 // The entry is no longer in the log (compacted). Until snapshots can be sent,
                 // this cannot happen: the log is never compacted.
-                ::log::error!("node {}: no term for index {prev} to send to node {peer}", self.id);
+                ::log::error!(
+                    "node {}: no term for index {prev} to send to node {peer}",
+                    self.id
+                );
                 return;
             };
-            let entries = self.log.slice(pr.next, self.cfg.max_entries_per_message, self.cfg.max_bytes_per_message);
+            let entries = self.log.slice(
+                pr.next,
+                self.cfg.max_entries_per_message,
+                self.cfg.max_bytes_per_message,
+            );
             let last_sent = prev + entries.len() as u64;
             let replicate = pr.state == ProgressState::Replicate;
             if let Some(pr) = self.progress.get_mut(&peer) {
@@ -55,7 +63,13 @@ impl Raft {
         }
     }
 
-    fn send_append_message(&mut self, peer: NodeId, prev: u64, prev_term: u64, entries: Vec<Entry>) {
+    fn send_append_message(
+        &mut self,
+        peer: NodeId,
+        prev: u64,
+        prev_term: u64,
+        entries: Vec<Entry>,
+    ) {
         let msg = RaftMessage::AppendEntries {
             term: self.term,
             leader_id: self.id,
@@ -172,7 +186,11 @@ impl Raft {
         // `prev + entries.len()` could still be a divergent suffix of ours.
         let verified = prev + entries.len() as u64;
         if self.log.commit_to(leader_commit.min(verified)) {
-            ::log::debug!("node {}: commit index now {} in term {term}", self.id, self.log.committed());
+            ::log::debug!(
+                "node {}: commit index now {} in term {term}",
+                self.id,
+                self.log.committed()
+            );
         }
         let msg = RaftMessage::AppendEntriesReply {
             term,
@@ -202,7 +220,10 @@ impl Raft {
         pr.recent_active = true;
         if success {
             if index > last {
-                ::log::warn!("node {}: node {from} claims a match at {index} past our last index {last}", self.id);
+                ::log::warn!(
+                    "node {}: node {from} claims a match at {index} past our last index {last}",
+                    self.id
+                );
                 return;
             }
             if pr.acknowledge(index) {
@@ -254,7 +275,11 @@ impl Raft {
         let index = committed_index(&mut matches);
         if index > self.log.committed() && self.log.term(index) == Some(self.term) {
             self.log.commit_to(index);
-            ::log::debug!("node {}: commit index now {index} in term {}", self.id, self.term);
+            ::log::debug!(
+                "node {}: commit index now {index} in term {}",
+                self.id,
+                self.term
+            );
         }
     }
 }

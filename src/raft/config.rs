@@ -44,7 +44,9 @@ pub enum ConfigError {
     DuplicateVoter(NodeId),
     #[error("heartbeat interval ({heartbeat} ticks) must be positive and below the minimum election timeout ({election_min} ticks)")]
     HeartbeatTooSlow { heartbeat: u32, election_min: u32 },
-    #[error("election timeout range {min}..{max} ticks is empty; give a maximum above the minimum")]
+    #[error(
+        "election timeout range {min}..{max} ticks is empty; give a maximum above the minimum"
+    )]
     EmptyElectionRange { min: u32, max: u32 },
     #[error("{0} must be positive")]
     ZeroLimit(&'static str),

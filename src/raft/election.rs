@@ -217,7 +217,9 @@ impl Raft {
     }
 
     fn in_leader_lease(&self) -> bool {
-        self.cfg.check_quorum && self.leader != 0 && self.election_elapsed < self.cfg.election_ticks_min
+        self.cfg.check_quorum
+            && self.leader != 0
+            && self.election_elapsed < self.cfg.election_ticks_min
     }
 
     pub(super) fn handle_request_vote(
@@ -256,7 +258,11 @@ impl Raft {
             // Granting a vote resets the election timer (Figure 2), so we do not compete with
             // the candidate we just helped.
             self.election_elapsed = 0;
-            ::log::info!("node {}: voted for node {from} in term {}", self.id, self.term);
+            ::log::info!(
+                "node {}: voted for node {from} in term {}",
+                self.id,
+                self.term
+            );
         } else {
             ::log::info!(
                 "node {}: rejected vote for node {from} in term {} ({})",
@@ -277,7 +283,13 @@ impl Raft {
         self.send_after_persist(from, reply);
     }
 
-    pub(super) fn handle_vote_reply(&mut self, from: NodeId, term: u64, granted: bool, pre_vote: bool) {
+    pub(super) fn handle_vote_reply(
+        &mut self,
+        from: NodeId,
+        term: u64,
+        granted: bool,
+        pre_vote: bool,
+    ) {
         let current = match (self.role, pre_vote) {
             (Role::PreCandidate, true) => term == self.term + 1,
             (Role::Candidate, false) => term == self.term,

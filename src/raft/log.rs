@@ -31,7 +31,11 @@ impl RaftLog {
     /// A log restored from storage: everything given is already durable.
     pub fn restore(entries: Vec<Entry>) -> RaftLog {
         for (i, e) in entries.iter().enumerate() {
-            assert_eq!(e.index, i as u64 + 1, "restored log must be contiguous from index 1");
+            assert_eq!(
+                e.index,
+                i as u64 + 1,
+                "restored log must be contiguous from index 1"
+            );
         }
         let stable = entries.len() as u64;
         RaftLog {
@@ -89,7 +93,8 @@ impl RaftLog {
     /// Is a log ending at (`last_index`, `last_term`) at least as up to date as ours (§5.4.1)?
     /// Compare last terms first; with equal terms, the longer log wins.
     pub fn is_up_to_date(&self, last_index: u64, last_term: u64) -> bool {
-        last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
     /// Does our entry at `index` have `term`? Index 0 (the empty prefix) always matches.
@@ -219,7 +224,11 @@ impl RaftLog {
 
     /// Committed entries not yet applied, at most `max_entries` of them.
     pub fn next_committed(&self, max_entries: usize) -> Vec<Entry> {
-        self.slice(self.applied + 1, max_entries.min((self.committed - self.applied) as usize), usize::MAX)
+        self.slice(
+            self.applied + 1,
+            max_entries.min((self.committed - self.applied) as usize),
+            usize::MAX,
+        )
     }
 
     pub fn has_next_committed(&self) -> bool {
@@ -227,7 +236,11 @@ impl RaftLog {
     }
 
     pub fn applied_to(&mut self, index: u64) {
-        assert!(index <= self.committed, "applied {index} past committed {}", self.committed);
+        assert!(
+            index <= self.committed,
+            "applied {index} past committed {}",
+            self.committed
+        );
         if index > self.applied {
             self.applied = index;
         }
@@ -252,8 +265,14 @@ mod tests {
     fn up_to_date_compares_term_then_length() {
         let log = log_of(&[1, 1, 2]);
         assert!(log.is_up_to_date(3, 2));
-        assert!(log.is_up_to_date(1, 3), "higher last term wins even if shorter");
-        assert!(!log.is_up_to_date(5, 1), "lower last term loses even if longer");
+        assert!(
+            log.is_up_to_date(1, 3),
+            "higher last term wins even if shorter"
+        );
+        assert!(
+            !log.is_up_to_date(5, 1),
+            "lower last term loses even if longer"
+        );
         assert!(!log.is_up_to_date(2, 2), "same term, shorter loses");
     }
 
@@ -298,6 +317,10 @@ mod tests {
             big.append(Entry::command(1, i, vec![0; 100]));
         }
         assert_eq!(big.slice(1, 10, 250).len(), 2);
-        assert_eq!(big.slice(1, 10, 10).len(), 1, "one oversized entry still goes");
+        assert_eq!(
+            big.slice(1, 10, 10).len(),
+            1,
+            "one oversized entry still goes"
+        );
     }
 }

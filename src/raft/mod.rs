@@ -127,9 +127,18 @@ pub struct Raft {
 
 impl Raft {
     /// A node starting from what storage recovered (an empty log and zero state on first boot).
-    pub fn new(cfg: Config, hard_state: HardState, entries: Vec<Entry>) -> Result<Raft, ConfigError> {
+    pub fn new(
+        cfg: Config,
+        hard_state: HardState,
+        entries: Vec<Entry>,
+    ) -> Result<Raft, ConfigError> {
         cfg.validate()?;
-        let peers = cfg.voters.iter().copied().filter(|v| *v != cfg.id).collect();
+        let peers = cfg
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != cfg.id)
+            .collect();
         let mut raft = Raft {
             id: cfg.id,
             peers,
@@ -251,7 +260,14 @@ impl Raft {
                 prev_log_term,
                 entries,
                 leader_commit,
-            } => self.handle_append_entries(from, term, prev_log_index, prev_log_term, &entries, leader_commit),
+            } => self.handle_append_entries(
+                from,
+                term,
+                prev_log_index,
+                prev_log_term,
+                &entries,
+                leader_commit,
+            ),
             RaftMessage::AppendEntriesReply {
                 term,
                 success,
@@ -266,7 +282,9 @@ impl Raft {
     /// one fsync. Returns the (index, term) the entry will be committed at, if it is.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), NotLeader> {
         if self.role != Role::Leader {
-            return Err(NotLeader { leader: self.leader });
+            return Err(NotLeader {
+                leader: self.leader,
+            });
         }
         let index = self.log.last_index() + 1;
         self.log.append(Entry::command(self.term, index, data));
@@ -293,7 +311,10 @@ impl Raft {
 
     /// Takes the next batch of work. Must be followed by `advance()` before the next `ready()`.
     pub fn ready(&mut self) -> Ready {
-        assert!(self.handed.is_none(), "ready() called again before advance()");
+        assert!(
+            self.handed.is_none(),
+            "ready() called again before advance()"
+        );
         if self.role == Role::Leader {
             self.send_appends();
         }
@@ -314,7 +335,10 @@ impl Raft {
         }
         self.handed = Some(Handed {
             stable_to: rd.entries.last().map(|e| (e.index, e.term)),
-            applied_to: rd.committed_entries.last().map_or(self.log.applied(), |e| e.index),
+            applied_to: rd
+                .committed_entries
+                .last()
+                .map_or(self.log.applied(), |e| e.index),
         });
         rd
     }
@@ -359,13 +383,13 @@ impl Raft {
         self.reset(term);
         self.role = Role::Follower;
         self.leader = leader;
-        if was != Role::Follower || old_term != term {
-            ::log::info!(
-                "node {}: {} -> follower in term {} ({why})",
-                self.id,
-                was,
-                self.term
-            );
+        if was != Role::Follower {
+            ::log::info!("node {}: {was} -> follower in term {term} ({why})", self.id);
+        } else if old_term != term {
+            ::log::info!("node {}: follower moves from term {old_term} to {term} ({why})", self.id);
+        }
+        if leader != 0 {
+            ::log::info!("node {}: new leader node {leader} in term {term}", self.id);
         }
     }
 

@@ -74,16 +74,21 @@ impl Progress {
             self.inflight.pop_front();
         }
         self.probe_sent = false;
-        if index <= self.matched {
-            return false;
+        if index < self.matched {
+            return false; // stale: an older request's answer
         }
-        self.matched = index;
-        self.stalled_heartbeats = 0;
-        self.next = self.next.max(index + 1);
+        let grew = index > self.matched;
+        if grew {
+            self.matched = index;
+            self.stalled_heartbeats = 0;
+            self.next = self.next.max(index + 1);
+        }
+        // Any accepted probe, even one that carried nothing new, proves where the logs match:
+        // start streaming.
         if self.state == ProgressState::Probe {
             self.become_replicate();
         }
-        true
+        grew
     }
 
     pub fn become_probe(&mut self, next: u64) {

@@ -40,7 +40,11 @@ pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: 
                     Some(Err(e)) => {
                         // The codec refuses frames over the limit before reading them.
                         if e.kind() == std::io::ErrorKind::InvalidData {
-                            let resp = ClientResponse::error(None, ErrorCode::TooLarge, format!("frame rejected: {e}"));
+                            let resp = ClientResponse::error(
+                                None,
+                                ErrorCode::TooLarge,
+                                format!("frame rejected: {e}"),
+                            );
                             let _ = framed.send(encode(&resp)).await;
                         }
                         ::log::debug!("client {peer_addr}: closing after a framing error: {e}");
@@ -60,15 +64,27 @@ pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: 
     }
 }
 
-async fn answer(frame: &[u8], node: &mpsc::Sender<NodeRequest>, shutdown: &CancellationToken) -> (ClientResponse, Next) {
+async fn answer(
+    frame: &[u8],
+    node: &mpsc::Sender<NodeRequest>,
+    shutdown: &CancellationToken,
+) -> (ClientResponse, Next) {
     let value: serde_json::Value = match serde_json::from_slice(frame) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         Ok(_) => {
-            let resp = ClientResponse::error(None, ErrorCode::BadRequest, "a request must be a JSON object");
+            let resp = ClientResponse::error(
+                None,
+                ErrorCode::BadRequest,
+                "a request must be a JSON object",
+            );
             return (resp, Next::Close);
         }
         Err(e) => {
-            let resp = ClientResponse::error(None, ErrorCode::BadRequest, format!("not valid UTF-8 JSON: {e}"));
+            let resp = ClientResponse::error(
+                None,
+                ErrorCode::BadRequest,
+                format!("not valid UTF-8 JSON: {e}"),
+            );
             return (resp, Next::Close);
         }
     };
@@ -76,18 +92,29 @@ async fn answer(frame: &[u8], node: &mpsc::Sender<NodeRequest>, shutdown: &Cance
     let request: ClientRequest = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => {
-            let resp = ClientResponse::error(id, ErrorCode::BadRequest, format!("bad request: {e}"));
+            let resp =
+                ClientResponse::error(id, ErrorCode::BadRequest, format!("bad request: {e}"));
             return (resp, Next::Continue);
         }
     };
-    let shutting_down = || ClientResponse::error(Some(request.id()), ErrorCode::ShuttingDown, "node is stopping; use another node");
+    let shutting_down = || {
+        ClientResponse::error(
+            Some(request.id()),
+            ErrorCode::ShuttingDown,
+            "node is stopping; use another node",
+        )
+    };
     if shutdown.is_cancelled() {
         return (shutting_down(), Next::Close);
     }
     match request {
         ClientRequest::Status { id } => {
             let (tx, rx) = oneshot::channel();
-            if node.send(NodeRequest::Status { id, reply: tx }).await.is_err() {
+            if node
+                .send(NodeRequest::Status { id, reply: tx })
+                .await
+                .is_err()
+            {
                 return (shutting_down(), Next::Close);
             }
             match rx.await {

@@ -26,19 +26,25 @@ pub enum ServerError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs a node until `shutdown` resolves (Ok) or storage fails (Err).
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let rc = raft_config(&cfg)?;
     let timing = cfg.timing()?;
-    let (storage, recovered) = tokio::task::block_in_place(|| Storage::open(&cfg.data_dir, cfg.id))?;
+    let (storage, recovered) =
+        tokio::task::block_in_place(|| Storage::open(&cfg.data_dir, cfg.id))?;
     let raft = Raft::new(rc, recovered.hard_state, recovered.entries)?;
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|source| ServerError::Listen {
-        addr: cfg.listen,
-        source,
-    })?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
     ::log::info!(
         "node {}: listening on {} with peers {:?}, data in {}",
         cfg.id,

@@ -19,7 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Inputs a connection task can give the node loop.
 pub enum NodeRequest {
-    Status { id: u64, reply: oneshot::Sender<StatusResponse> },
+    Status {
+        id: u64,
+        reply: oneshot::Sender<StatusResponse>,
+    },
 }
 
 /// Most inputs taken in one turn before the `Ready` is handled, so a flood of messages cannot
@@ -83,11 +86,25 @@ impl NodeLoop {
                     );
                     return;
                 }
-                ::log::trace!("node {}: recv {msg}", self.raft.id());
+                ::log::debug!("node {}: recv {msg}", self.raft.id());
                 self.raft.step(msg);
             }
-            // The transport logs connections coming and going; the core needs no notice.
-            PeerEvent::Connected { .. } | PeerEvent::Disconnected { .. } => {}
+            // The core needs no notice (Raft retransmits); people reading the log do.
+            PeerEvent::Connected { peer } => {
+                let addr = self.members.get(&peer).map(|a| a.to_string()).unwrap_or_default();
+                ::log::info!(
+                    "node {}: peer {peer} up (connected to {addr}) in term {}",
+                    self.raft.id(),
+                    self.raft.term()
+                );
+            }
+            PeerEvent::Disconnected { peer, reason } => {
+                ::log::info!(
+                    "node {}: peer {peer} down in term {}: {reason}",
+                    self.raft.id(),
+                    self.raft.term()
+                );
+            }
         }
     }
 
@@ -108,7 +125,9 @@ impl NodeLoop {
             role: s.role.public_name().to_string(),
             term: s.term,
             leader_id: leader,
-            leader_addr: leader.and_then(|l| self.members.get(&l)).map(|a| a.to_string()),
+            leader_addr: leader
+                .and_then(|l| self.members.get(&l))
+                .map(|a| a.to_string()),
             commit_index: s.commit_index,
             last_applied: s.last_applied,
             last_log_index: s.last_log_index,
@@ -150,14 +169,24 @@ impl NodeLoop {
     }
 
     fn send(&self, env: Envelope) {
-        ::log::trace!("node {}: send {env}", self.raft.id());
+        ::log::debug!("node {}: send {env}", self.raft.id());
         match self.transport.send(env.to, &env) {
             Ok(()) => {}
             // Raft retransmits: a dropped message to a slow or absent peer costs nothing but time.
             Err(SendError::QueueFull) => {
-                ::log::debug!("node {}: queue to node {} full; dropped {}", self.raft.id(), env.to, env.msg.kind())
+                ::log::debug!(
+                    "node {}: queue to node {} full; dropped {}",
+                    self.raft.id(),
+                    env.to,
+                    env.msg.kind()
+                )
             }
-            Err(e) => ::log::warn!("node {}: cannot send {} to node {}: {e}", self.raft.id(), env.msg.kind(), env.to),
+            Err(e) => ::log::warn!(
+                "node {}: cannot send {} to node {}: {e}",
+                self.raft.id(),
+                env.msg.kind(),
+                env.to
+            ),
         }
     }
 }

@@ -64,6 +64,10 @@ impl SimConfig {
 /// invariant of the cores (say, that matchIndex never decreases) at every transition.
 pub type Observer = Box<dyn FnMut(Micros, &Raft)>;
 
+/// Decides, for each message a node sends, whether to crash that node right after (see
+/// `Cluster::crash_on_send`).
+pub type CrashOnSend = Box<dyn FnMut(&Envelope) -> bool>;
+
 /// Traffic counters.
 #[derive(Debug, Clone, Default)]
 pub struct NetStats {
@@ -154,7 +158,10 @@ pub struct Cluster {
     queue: BinaryHeap<Scheduled>,
     seq: u64,
     pub nodes: Vec<SimNode>,
+    /// Links are what carries traffic; tests may also set them directly (one-way cuts,
+    /// partitions). `disconnect`/`connect` keep this per-node flag on top.
     pub links: Links,
+    disconnected: Vec<bool>,
     pub stats: NetStats,
     /// index -> the entry every node must apply there.
     applied_anywhere: BTreeMap<u64, Entry>,
@@ -164,7 +171,7 @@ pub struct Cluster {
     /// A node that sends a message matching this is crashed as soon as the event that made it
     /// send is handled (before anything else happens), so a test can crash a node at exactly
     /// the moment it promised something, e.g. right after granting a vote.
-    pub crash_on_send: Option<fn(&Envelope) -> bool>,
+    pub crash_on_send: Option<CrashOnSend>,
     /// Nodes `crash_on_send` picked, crashed after the current event.
     crash_pending: Vec<NodeId>,
     /// Nodes crashed by `crash_on_send` so far, in order.
@@ -181,6 +188,7 @@ impl Cluster {
             seq: 0,
             nodes: Vec::new(),
             links: Links::new(n),
+            disconnected: vec![false; n],
             stats: NetStats::default(),
             applied_anywhere: BTreeMap::new(),
             leaders: BTreeMap::new(),
@@ -252,7 +260,13 @@ impl Cluster {
         node.raft = Some(raft);
         node.incarnation += 1;
         let incarnation = node.incarnation;
-        self.schedule(first_tick, Event::Tick { node: id, incarnation });
+        self.schedule(
+            first_tick,
+            Event::Tick {
+                node: id,
+                incarnation,
+            },
+        );
     }
 
     /// Kills a node: everything not fsynced is lost, with its queued inputs and its state
@@ -274,12 +288,34 @@ impl Cluster {
         self.start(id);
     }
 
+    /// Cuts `id` off from every other node (as the MIT lab's `disconnect`): it stays cut off
+    /// until `connect(id)` or `heal()`, whatever other nodes are connected meanwhile.
     pub fn disconnect(&mut self, id: NodeId) {
+        self.disconnected[id as usize - 1] = true;
         self.links.set_node(id, false);
     }
 
+    /// Joins `id` back to every node that is not itself disconnected (as the MIT lab's
+    /// `connect`): links to nodes still cut off stay down.
     pub fn connect(&mut self, id: NodeId) {
-        self.links.set_node(id, true);
+        self.disconnected[id as usize - 1] = false;
+        for other in self.ids() {
+            if other != id && !self.disconnected[other as usize - 1] {
+                self.links.set(id, other, true);
+                self.links.set(other, id, true);
+            }
+        }
+    }
+
+    /// Is `id` cut off by `disconnect`?
+    pub fn is_connected(&self, id: NodeId) -> bool {
+        !self.disconnected[id as usize - 1]
+    }
+
+    /// Every link up again, every node connected.
+    pub fn heal(&mut self) {
+        self.disconnected.iter_mut().for_each(|d| *d = false);
+        self.links.heal();
     }
 
     pub fn set_net(&mut self, net: NetConfig) {
@@ -373,7 +409,10 @@ impl Cluster {
     /// Safety check after every step: one leader per term. Then the test's observer, if any.
     fn observe(&mut self, id: NodeId) {
         let now = self.now;
-        if let (Some(observer), Some(raft)) = (self.observer.as_mut(), self.nodes[id as usize - 1].raft.as_ref()) {
+        if let (Some(observer), Some(raft)) = (
+            self.observer.as_mut(),
+            self.nodes[id as usize - 1].raft.as_ref(),
+        ) {
             observer(now, raft);
         }
         let Some(raft) = self.raft(id) else { return };
@@ -395,7 +434,9 @@ impl Cluster {
             if node.syncing.is_some() {
                 return;
             }
-            let Some(raft) = node.raft.as_mut() else { return };
+            let Some(raft) = node.raft.as_mut() else {
+                return;
+            };
             if !raft.has_ready() {
                 return;
             }
@@ -412,7 +453,13 @@ impl Cluster {
             let node = self.node_mut(id);
             node.syncing = Some(rd);
             let incarnation = node.incarnation;
-            self.schedule(delay, Event::SyncDone { node: id, incarnation });
+            self.schedule(
+                delay,
+                Event::SyncDone {
+                    node: id,
+                    incarnation,
+                },
+            );
             return;
         }
     }
@@ -474,7 +521,9 @@ impl Cluster {
         if let RaftMessage::AppendEntriesReply { success: false, .. } = env.msg {
             self.stats.append_rejects += 1;
         }
-        if self.crash_on_send.is_some_and(|crash| crash(&env)) && !self.crash_pending.contains(&env.from) {
+        if self.crash_on_send.as_mut().is_some_and(|crash| crash(&env))
+            && !self.crash_pending.contains(&env.from)
+        {
             self.crash_pending.push(env.from);
         }
         if self.cfg.measure_bytes {
@@ -488,7 +537,11 @@ impl Cluster {
             self.stats.dropped += 1;
             return;
         }
-        let copies = if self.rng.gen_bool(net.dup_rate) { 2 } else { 1 };
+        let copies = if self.rng.gen_bool(net.dup_rate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let mut delay = self.rng.gen_range(net.min_delay_us..=net.max_delay_us);
             if net.long_delay_rate > 0.0 && self.rng.gen_bool(net.long_delay_rate) {
@@ -507,12 +560,20 @@ impl Cluster {
 
     /// Nodes that are running (not crashed).
     pub fn up_ids(&self) -> Vec<NodeId> {
-        self.nodes.iter().filter(|n| n.is_up()).map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.is_up())
+            .map(|n| n.id)
+            .collect()
     }
 
     /// Up nodes among `among` whose role is leader, whatever their term.
     pub fn leaders_among(&self, among: &[NodeId]) -> Vec<NodeId> {
-        self.leaders().into_iter().map(|(id, _)| id).filter(|id| among.contains(id)).collect()
+        self.leaders()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| among.contains(id))
+            .collect()
     }
 
     /// Up nodes whose commit index has reached `index`.
@@ -552,7 +613,11 @@ impl Cluster {
         let among = among.to_vec();
         let ok = self.run_until(timeout, |c| c.leader_among(&among).is_some());
         let seed = self.cfg.seed;
-        assert!(ok, "[seed {seed}] no leader among {among:?} within {} ms", timeout / MS);
+        assert!(
+            ok,
+            "[seed {seed}] no leader among {among:?} within {} ms",
+            timeout / MS
+        );
         self.leader_among(&among).unwrap_or(0)
     }
 
@@ -617,7 +682,12 @@ impl Cluster {
 
     /// Highest term any up node is in.
     pub fn max_term(&self) -> u64 {
-        self.nodes.iter().filter_map(|n| n.raft.as_ref()).map(|r| r.term()).max().unwrap_or(0)
+        self.nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref())
+            .map(|r| r.term())
+            .max()
+            .unwrap_or(0)
     }
 
     /// Every committed entry any node applied so far, by index.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use log::{debug, info, warn};
+use log::{debug, warn};
 use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -189,13 +189,13 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             return;
         }
         let (conn_id, token) = self.register(peer);
-        info!(
+        debug!(
             "node {}: accepted connection from peer {peer} at {addr}",
             self.node_id
         );
         let reason = self.read_peer(&mut conn, addr, peer, &token).await;
         self.unregister(peer, conn_id);
-        info!(
+        debug!(
             "node {}: connection from peer {peer} at {addr} closed: {reason}",
             self.node_id
         );

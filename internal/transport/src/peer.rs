@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use log::{debug, info, warn};
+use log::{debug, warn};
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -81,7 +81,7 @@ impl<M: Send + 'static> OutboundPeer<M> {
                 }
             };
 
-            info!(
+            debug!(
                 "node {}: connected to peer {} at {}",
                 self.node_id, self.peer_id, self.addr
             );
@@ -93,7 +93,7 @@ impl<M: Send + 'static> OutboundPeer<M> {
                 SessionEnd::Stop => return,
                 SessionEnd::Lost(reason) => reason,
             };
-            info!(
+            debug!(
                 "node {}: disconnected from peer {} at {}: {reason}",
                 self.node_id, self.peer_id, self.addr
             );
