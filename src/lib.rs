@@ -4,7 +4,10 @@
 //! * [`rpc`]: every message type that crosses a process boundary.
 //! * [`sim`]: a seeded, virtual-time simulation of a cluster, used by the tests.
 
+pub mod check;
+pub mod client;
 pub mod config;
+pub mod kv;
 pub mod raft;
 pub mod rpc;
 pub mod server;

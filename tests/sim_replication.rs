@@ -30,19 +30,18 @@ fn settle(c: &mut Cluster, nodes: usize) -> u64 {
 fn basic_agreement() {
     let mut c = cluster(3, 201);
     let seed = c.seed();
-    let mut next = settle(&mut c, 3);
-    for i in 0..3 {
+    let first = settle(&mut c, 3);
+    for (i, next) in (first..first + 3).enumerate() {
         assert_eq!(
             c.applied_at(next).0,
             0,
             "[seed {seed}] index {next} applied before it was proposed"
         );
-        let index = c.one(&cmd("basic", i), 3, AGREE);
+        let index = c.one(&cmd("basic", i as u64), 3, AGREE);
         assert_eq!(
             index, next,
             "[seed {seed}] command {i} landed at {index}, expected {next}"
         );
-        next += 1;
     }
 }
 

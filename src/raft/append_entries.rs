@@ -77,6 +77,7 @@ impl Raft {
             prev_log_term: prev_term,
             entries,
             leader_commit: self.log.committed(),
+            read_round: self.read_only.round,
         };
         self.send(peer, msg);
     }
@@ -112,25 +113,40 @@ impl Raft {
                         pr.become_probe(next);
                         self.send_append(peer);
                     } else {
-                        let matched = pr.matched;
-                        let term = self.log.term(matched).unwrap_or(0);
-                        self.send_append_message(peer, matched, term, Vec::new());
+                        self.send_heartbeat(peer);
                     }
                 }
             }
         }
     }
 
+    /// An empty AppendEntries anchored at what `peer` is known to hold: it cannot be refused
+    /// (short of lost data) and cannot truncate anything.
+    fn send_heartbeat(&mut self, peer: NodeId) {
+        let Some(matched) = self.progress.get(&peer).map(|pr| pr.matched) else {
+            return;
+        };
+        let term = self.log.term(matched).unwrap_or(0);
+        self.send_append_message(peer, matched, term, Vec::new());
+    }
+
+    /// A heartbeat to every follower (a ReadIndex round).
+    pub(super) fn send_heartbeats(&mut self) {
+        for peer in self.peers.clone() {
+            self.send_heartbeat(peer);
+        }
+    }
+
     /// Follower side of AppendEntries (§5.3). `term` equals ours here (`handle_term` ran).
-    pub(super) fn handle_append_entries(
-        &mut self,
-        from: NodeId,
-        term: u64,
-        prev: u64,
-        prev_term: u64,
-        entries: &[Entry],
-        leader_commit: u64,
-    ) {
+    pub(super) fn handle_append_entries(&mut self, from: NodeId, req: AppendArgs<'_>) {
+        let AppendArgs {
+            term,
+            prev,
+            prev_term,
+            entries,
+            leader_commit,
+            read_round,
+        } = req;
         match self.role {
             Role::Leader => panic!(
                 "node {}: AppendEntries from node {from} in my own term {term}: two leaders in one term",
@@ -154,6 +170,7 @@ impl Raft {
             success: false,
             match_index: prev,
             conflict: Some(hint),
+            read_round,
         };
         if prev > last {
             // Our log is too short: tell the leader where it ends.
@@ -197,18 +214,19 @@ impl Raft {
             success: true,
             match_index: verified,
             conflict: None,
+            read_round,
         };
         self.send_after_persist(from, msg);
     }
 
-    /// Leader side: a follower's answer. `term` equals ours here.
+    /// Leader side: a follower's answer, of our current term (`handle_term` ran).
     pub(super) fn handle_append_reply(
         &mut self,
         from: NodeId,
-        _term: u64,
         success: bool,
         index: u64,
         conflict: Option<ConflictHint>,
+        read_round: u64,
     ) {
         if self.role != Role::Leader {
             return;
@@ -218,6 +236,15 @@ impl Raft {
             return;
         };
         pr.recent_active = true;
+        // Any answer in our term, success or not, shows the follower still accepted us as
+        // leader after `read_round` began.
+        if read_round > pr.read_round {
+            pr.read_round = read_round;
+            self.release_confirmed_reads();
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         if success {
             if index > last {
                 ::log::warn!(
@@ -275,6 +302,7 @@ impl Raft {
         let index = committed_index(&mut matches);
         if index > self.log.committed() && self.log.term(index) == Some(self.term) {
             self.log.commit_to(index);
+            self.release_reads_waiting_for_commit();
             ::log::debug!(
                 "node {}: commit index now {index} in term {}",
                 self.id,
@@ -282,4 +310,14 @@ impl Raft {
             );
         }
     }
+}
+
+/// The fields of an AppendEntries request.
+pub(super) struct AppendArgs<'a> {
+    pub term: u64,
+    pub prev: u64,
+    pub prev_term: u64,
+    pub entries: &'a [Entry],
+    pub leader_commit: u64,
+    pub read_round: u64,
 }

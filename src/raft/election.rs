@@ -198,6 +198,7 @@ impl Raft {
                         success: false,
                         match_index: 0,
                         conflict: None,
+                        read_round: 0,
                     };
                     self.send_after_persist(env.from, reply);
                 }
@@ -237,7 +238,12 @@ impl Raft {
         // in this term, or already voted for this very candidate (a retried request).
         let free = self.vote == from || (self.vote == 0 && self.leader == 0);
         if pre_vote {
-            let grant = up_to_date && (term > self.term || free);
+            // A pre-vote is not a vote (thesis §9.6): it asks whether the log is up to date
+            // and no leader is known, so a vote already cast in `term` does not refuse it.
+            // Refusing it could stall the cluster for good: nodes that voted in term T with
+            // logs too short to win, and a node one term behind with the longest log, whose
+            // pre-vote for T they refuse while its refusals never show it term T.
+            let grant = up_to_date && (term > self.term || self.vote == from || self.leader == 0);
             ::log::debug!(
                 "node {}: pre-vote for node {from} (term {term}): granted={grant}",
                 self.id

@@ -15,6 +15,7 @@ mod election;
 mod log;
 mod progress;
 mod quorum;
+mod read_index;
 
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ pub use config::{Config, ConfigError};
 pub use log::RaftLog;
 pub use progress::{Progress, ProgressState};
 pub use quorum::{committed_index, majority};
+pub use read_index::ReadState;
 
 use crate::rpc::types::{Entry, Envelope, HardState, NodeId, RaftMessage, Role};
 use rand::rngs::StdRng;
@@ -44,6 +46,9 @@ pub struct Ready {
     pub messages: Vec<Envelope>,
     pub persisted_messages: Vec<Envelope>,
     pub committed_entries: Vec<Entry>,
+    /// Reads the leader has confirmed (see `Raft::read_index`): serve each once its index is
+    /// applied.
+    pub read_states: Vec<ReadState>,
     /// Set when the role or the known leader changed since the previous `Ready`.
     pub soft_state: Option<SoftState>,
 }
@@ -55,6 +60,7 @@ impl Ready {
             && self.messages.is_empty()
             && self.persisted_messages.is_empty()
             && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
             && self.soft_state.is_none()
     }
 }
@@ -116,6 +122,7 @@ pub struct Raft {
     /// Per follower, on a leader only.
     progress: BTreeMap<NodeId, Progress>,
     rng: StdRng,
+    read_only: read_index::ReadOnly,
 
     messages: Vec<Envelope>,
     persisted_messages: Vec<Envelope>,
@@ -153,6 +160,7 @@ impl Raft {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             rng: StdRng::seed_from_u64(cfg.seed),
+            read_only: read_index::ReadOnly::default(),
             messages: Vec::new(),
             persisted_messages: Vec::new(),
             saved_hard_state: hard_state,
@@ -260,20 +268,25 @@ impl Raft {
                 prev_log_term,
                 entries,
                 leader_commit,
+                read_round,
             } => self.handle_append_entries(
                 from,
-                term,
-                prev_log_index,
-                prev_log_term,
-                &entries,
-                leader_commit,
+                append_entries::AppendArgs {
+                    term,
+                    prev: prev_log_index,
+                    prev_term: prev_log_term,
+                    entries: &entries,
+                    leader_commit,
+                    read_round,
+                },
             ),
             RaftMessage::AppendEntriesReply {
-                term,
+                term: _,
                 success,
                 match_index,
                 conflict,
-            } => self.handle_append_reply(from, term, success, match_index, conflict),
+                read_round,
+            } => self.handle_append_reply(from, success, match_index, conflict, read_round),
         }
     }
 
@@ -299,6 +312,8 @@ impl Raft {
             || !self.persisted_messages.is_empty()
             || self.log.has_next_committed()
             || self.soft_state() != self.last_soft_state
+            || !self.read_only.ready.is_empty()
+            || (self.role == Role::Leader && self.read_only.round_wanted())
             || (self.role == Role::Leader && self.has_appends_to_send())
     }
 
@@ -316,6 +331,7 @@ impl Raft {
             "ready() called again before advance()"
         );
         if self.role == Role::Leader {
+            self.start_read_round();
             self.send_appends();
         }
         let mut rd = Ready::default();
@@ -328,6 +344,7 @@ impl Raft {
         rd.messages = std::mem::take(&mut self.messages);
         rd.persisted_messages = std::mem::take(&mut self.persisted_messages);
         rd.committed_entries = self.log.next_committed(self.cfg.max_apply_batch);
+        rd.read_states = std::mem::take(&mut self.read_only.ready);
         let soft = self.soft_state();
         if soft != self.last_soft_state {
             rd.soft_state = Some(soft);
@@ -368,6 +385,7 @@ impl Raft {
         self.heartbeat_elapsed = 0;
         self.votes.clear();
         self.progress.clear();
+        self.read_only.clear();
         self.reset_election_timer();
     }
 
@@ -386,7 +404,10 @@ impl Raft {
         if was != Role::Follower {
             ::log::info!("node {}: {was} -> follower in term {term} ({why})", self.id);
         } else if old_term != term {
-            ::log::info!("node {}: follower moves from term {old_term} to {term} ({why})", self.id);
+            ::log::info!(
+                "node {}: follower moves from term {old_term} to {term} ({why})",
+                self.id
+            );
         }
         if leader != 0 {
             ::log::info!("node {}: new leader node {leader} in term {term}", self.id);

@@ -30,6 +30,8 @@ pub struct Progress {
     pub matched_at_heartbeat: u64,
     /// Heartbeats in a row with messages in flight and no progress.
     pub stalled_heartbeats: u32,
+    /// Highest ReadIndex round this follower has acknowledged in the current term.
+    pub read_round: u64,
     /// Heard from since the leader last checked its quorum.
     pub recent_active: bool,
 }
@@ -44,6 +46,7 @@ impl Progress {
             inflight: VecDeque::new(),
             matched_at_heartbeat: 0,
             stalled_heartbeats: 0,
+            read_round: 0,
             recent_active: true,
         }
     }

@@ -107,6 +107,9 @@ pub enum RaftMessage {
         prev_log_term: u64,
         entries: Vec<Entry>,
         leader_commit: u64,
+        /// The leader's latest ReadIndex round (see src/raft/read_index.rs); echoed back.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        read_round: u64,
     },
     AppendEntriesReply {
         term: u64,
@@ -117,7 +120,15 @@ pub enum RaftMessage {
         match_index: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conflict: Option<ConflictHint>,
+        /// The request's `read_round`: this follower accepted the leader after that round
+        /// began.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        read_round: u64,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RaftMessage {
@@ -199,6 +210,7 @@ impl fmt::Display for Envelope {
                 success,
                 match_index,
                 conflict,
+                ..
             } => write!(
                 f,
                 "{}->{} AppendEntriesReply(term={term}, success={success}, index={match_index}, hint={conflict:?})",
@@ -261,19 +273,102 @@ pub mod b64 {
 // ----- client protocol v1 (../shared/PROTOCOL.md) -----
 
 /// A request from a client. Parsed only after the frame was checked to be a JSON object, so a
-/// failure here is a `BadRequest` that can still echo the request's `id`.
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(tag = "type", deny_unknown_fields)]
+/// failure here is a `BadRequest` that can still echo the request's `id`. Unknown extra fields
+/// are ignored (newer clients may send more); missing or mistyped ones are errors.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "type")]
 pub enum ClientRequest {
-    Status { id: u64 },
+    Put {
+        id: u64,
+        key: String,
+        value: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    Get {
+        id: u64,
+        key: String,
+        #[serde(default)]
+        consistency: Consistency,
+    },
+    Delete {
+        id: u64,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    Cas {
+        id: u64,
+        key: String,
+        /// Required, but may be null ("the key is absent").
+        #[serde(deserialize_with = "required_nullable")]
+        expected: Option<String>,
+        /// Required, but may be null ("delete the key").
+        #[serde(deserialize_with = "required_nullable")]
+        value: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    Status {
+        id: u64,
+    },
+}
+
+/// A field that must be present but may be null: without a `default`, serde reports a missing
+/// field instead of silently reading it as null.
+fn required_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Served by the leader after confirming it still leads (ReadIndex).
+    #[default]
+    Linearizable,
+    /// Served from the local copy of whichever node receives it; may be behind.
+    Stale,
 }
 
 impl ClientRequest {
     pub fn id(&self) -> u64 {
         match self {
-            ClientRequest::Status { id } => *id,
+            ClientRequest::Put { id, .. }
+            | ClientRequest::Get { id, .. }
+            | ClientRequest::Delete { id, .. }
+            | ClientRequest::Cas { id, .. }
+            | ClientRequest::Status { id } => *id,
         }
     }
+}
+
+/// A successful answer to `Put`, `Get`, `Delete` or `Cas`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct OkResponse {
+    pub id: u64,
+    /// `Get` and `Cas`: the value (null when absent). Omitted for `Put` and `Delete`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_nullable"
+    )]
+    pub value: Option<Option<String>>,
+    /// `Cas` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<bool>,
+}
+
+/// Reads a present field (even null) as Some, so `"value": null` differs from no `value`.
+fn present_nullable<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// The answer to `Status`.
@@ -320,6 +415,7 @@ pub struct ErrorResponse {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "type")]
 pub enum ClientResponse {
+    Ok(OkResponse),
     Status(StatusResponse),
     Error(ErrorResponse),
 }
@@ -352,6 +448,7 @@ mod tests {
                 prev_log_term: 2,
                 entries: vec![Entry::noop(3, 5), Entry::command(3, 6, b"hello".to_vec())],
                 leader_commit: 4,
+                read_round: 0,
             },
         };
         let text = serde_json::to_string(&env).unwrap();

@@ -1,74 +1,148 @@
-//! One client connection: read frames, answer each request by its `id`.
+//! One client connection: requests are read and handed to the node loop as they arrive, and
+//! answers are written back as they come, in any order (pipelining; each answer carries its
+//! request's `id`).
+//!
+//! Memory per connection is bounded: at most `MAX_IN_FLIGHT` requests may await an answer. A
+//! client that stops reading its answers stops having its requests read (TCP backpressure), so
+//! a slow reader cannot make the node buffer without bound.
 //!
 //! Bad input is answered, never fatal to the node: a frame that is not a JSON object gets
 //! `BadRequest` with `"id": null` and the connection is closed (the stream can no longer be
-//! trusted); a well-formed object with an unknown type or a mistyped field gets `BadRequest`
-//! with its id and the connection stays open; an oversized frame gets `TooLarge` and is closed.
+//! trusted); a well-formed object with an unknown type or a missing or mistyped field gets
+//! `BadRequest` with its id and the connection stays open; an oversized frame gets `TooLarge`
+//! and the connection is closed.
 
 use super::node::NodeRequest;
 use crate::rpc::types::{ClientRequest, ClientResponse, ErrorCode};
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use raftd_transport::ClientConn;
-use tokio::sync::{mpsc, oneshot};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-/// What to do after answering a frame.
-enum Next {
-    Continue,
-    Close,
-}
+/// Requests one connection may have awaiting an answer.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// How long a closing connection waits for answers still owed to it.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+type Reader = SplitStream<Framed<TcpStream, LengthDelimitedCodec>>;
 
 pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: CancellationToken) {
     let ClientConn {
         peer_addr,
         first_frame,
-        mut framed,
+        framed,
     } = conn;
-    let mut pending = Some(first_frame);
-    loop {
-        let frame: BytesMut = match pending.take() {
-            Some(frame) => frame,
-            None => {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    next = framed.next() => next,
-                };
-                match next {
-                    None => return,
-                    Some(Ok(frame)) => frame,
-                    Some(Err(e)) => {
-                        // The codec refuses frames over the limit before reading them.
-                        if e.kind() == std::io::ErrorKind::InvalidData {
-                            let resp = ClientResponse::error(
-                                None,
-                                ErrorCode::TooLarge,
-                                format!("frame rejected: {e}"),
-                            );
-                            let _ = framed.send(encode(&resp)).await;
-                        }
-                        ::log::debug!("client {peer_addr}: closing after a framing error: {e}");
-                        return;
-                    }
-                }
+    let (mut sink, stream) = framed.split();
+    // Capacity covers every answer that can be owed, so the node loop's `try_send` never fails
+    // for lack of room.
+    let (tx, mut rx) = mpsc::channel::<ClientResponse>(MAX_IN_FLIGHT + 1);
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+
+    let writer_permits = permits.clone();
+    let writer = async move {
+        while let Some(resp) = rx.recv().await {
+            if sink.send(encode(&resp)).await.is_err() {
+                return;
             }
-        };
-        let (resp, next) = answer(&frame, &node, &shutdown).await;
-        if framed.send(encode(&resp)).await.is_err() {
-            return;
+            writer_permits.add_permits(1);
         }
-        if let Next::Close = next {
-            ::log::debug!("client {peer_addr}: closing after a frame that is not a JSON object");
-            return;
+    };
+    let reader = read_requests(peer_addr, first_frame, stream, tx, node, permits);
+    tokio::pin!(writer);
+    tokio::pin!(reader);
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = &mut writer => {}
+        _ = &mut reader => {
+            // The client is done sending (or sent garbage): deliver what is still owed, then
+            // close.
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::timeout(DRAIN_TIMEOUT, &mut writer) => {}
+            }
         }
     }
 }
 
-async fn answer(
-    frame: &[u8],
-    node: &mpsc::Sender<NodeRequest>,
-    shutdown: &CancellationToken,
-) -> (ClientResponse, Next) {
+async fn read_requests(
+    peer_addr: SocketAddr,
+    first_frame: BytesMut,
+    mut stream: Reader,
+    tx: mpsc::Sender<ClientResponse>,
+    node: mpsc::Sender<NodeRequest>,
+    permits: Arc<Semaphore>,
+) {
+    let mut pending = Some(first_frame);
+    loop {
+        // One permit per request; the writer returns it when the answer is written.
+        let Ok(permit) = permits.acquire().await else {
+            return;
+        };
+        permit.forget();
+        let frame = match pending.take() {
+            Some(frame) => frame,
+            None => match stream.next().await {
+                None => return,
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    // The codec refuses frames over the limit before buffering them.
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        let resp = ClientResponse::error(
+                            None,
+                            ErrorCode::TooLarge,
+                            format!("frame rejected: {e}"),
+                        );
+                        let _ = tx.send(resp).await;
+                    }
+                    ::log::debug!("client {peer_addr}: closing after a framing error: {e}");
+                    return;
+                }
+            },
+        };
+        match parse(&frame) {
+            Ok(req) => {
+                let id = req.id();
+                if node
+                    .send(NodeRequest::Client {
+                        req,
+                        reply: tx.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    let resp = ClientResponse::error(
+                        Some(id),
+                        ErrorCode::ShuttingDown,
+                        "node is stopping; use another node",
+                    );
+                    let _ = tx.send(resp).await;
+                    return;
+                }
+            }
+            Err(refused) => {
+                let (resp, close) = *refused;
+                let _ = tx.send(resp).await;
+                if close {
+                    ::log::debug!(
+                        "client {peer_addr}: closing after a frame that is not a JSON object"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Parses a frame. On failure: the answer, and whether the connection must be closed.
+fn parse(frame: &[u8]) -> Result<ClientRequest, Box<(ClientResponse, bool)>> {
     let value: serde_json::Value = match serde_json::from_slice(frame) {
         Ok(v @ serde_json::Value::Object(_)) => v,
         Ok(_) => {
@@ -77,7 +151,7 @@ async fn answer(
                 ErrorCode::BadRequest,
                 "a request must be a JSON object",
             );
-            return (resp, Next::Close);
+            return Err(Box::new((resp, true)));
         }
         Err(e) => {
             let resp = ClientResponse::error(
@@ -85,51 +159,52 @@ async fn answer(
                 ErrorCode::BadRequest,
                 format!("not valid UTF-8 JSON: {e}"),
             );
-            return (resp, Next::Close);
+            return Err(Box::new((resp, true)));
         }
     };
     let id = value.get("id").and_then(|v| v.as_u64());
-    let request: ClientRequest = match serde_json::from_value(value) {
-        Ok(r) => r,
-        Err(e) => {
-            let resp =
-                ClientResponse::error(id, ErrorCode::BadRequest, format!("bad request: {e}"));
-            return (resp, Next::Continue);
-        }
-    };
-    let shutting_down = || {
-        ClientResponse::error(
-            Some(request.id()),
-            ErrorCode::ShuttingDown,
-            "node is stopping; use another node",
-        )
-    };
-    if shutdown.is_cancelled() {
-        return (shutting_down(), Next::Close);
-    }
-    match request {
-        ClientRequest::Status { id } => {
-            let (tx, rx) = oneshot::channel();
-            if node
-                .send(NodeRequest::Status { id, reply: tx })
-                .await
-                .is_err()
-            {
-                return (shutting_down(), Next::Close);
-            }
-            match rx.await {
-                Ok(status) => (ClientResponse::Status(status), Next::Continue),
-                Err(_) => (shutting_down(), Next::Close),
-            }
-        }
-    }
+    serde_json::from_value(value).map_err(|e| {
+        let resp = ClientResponse::error(id, ErrorCode::BadRequest, format!("bad request: {e}"));
+        Box::new((resp, false))
+    })
 }
 
 fn encode(resp: &ClientResponse) -> Bytes {
-    // Serializing our own response types cannot fail (no maps with non-string keys, no
-    // non-finite floats); fall back to a fixed error rather than panic if it ever did.
+    // Serializing our own response types cannot fail (string keys only, no floats); fall back
+    // to a fixed error rather than panic if it ever did.
     match serde_json::to_vec(resp) {
         Ok(v) => Bytes::from(v),
         Err(_) => Bytes::from_static(br#"{"type":"Error","id":null,"code":"BadRequest","message":"internal encoding error"}"#),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_distinguishes_garbage_from_bad_fields() {
+        assert!(matches!(parse(b"[1,2]").map_err(|e| *e), Err((_, true))));
+        assert!(matches!(parse(b"\xff\xfe").map_err(|e| *e), Err((_, true))));
+        assert!(
+            matches!(parse(br#"{"type":"Nope","id":3}"#).map_err(|e| *e), Err((ClientResponse::Error(e), false)) if e.id == Some(3))
+        );
+        assert!(
+            matches!(parse(br#"{"type":"Put","id":4,"key":"k"}"#).map_err(|e| *e), Err((ClientResponse::Error(e), false)) if e.id == Some(4))
+        );
+        assert!(matches!(
+            parse(br#"{"type":"Put","id":5,"key":"k","value":7}"#).map_err(|e| *e),
+            Err((_, false))
+        ));
+        assert!(
+            matches!(
+                parse(br#"{"type":"Cas","id":6,"key":"k","value":"v"}"#).map_err(|e| *e),
+                Err((_, false))
+            ),
+            "Cas needs expected"
+        );
+        assert!(parse(br#"{"type":"Cas","id":6,"key":"k","expected":null,"value":"v"}"#).is_ok());
+        assert!(parse(br#"{"type":"Get","id":7,"key":"k","consistency":"stale"}"#).is_ok());
+        assert!(parse(br#"{"type":"Get","id":7,"key":"k","consistency":"eventual"}"#).is_err());
     }
 }

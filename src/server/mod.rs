@@ -6,10 +6,12 @@ mod node;
 pub use node::{raft_config, NodeRequest};
 
 use crate::config::NodeConfig;
+use crate::kv::{KvService, KvStore};
 use crate::raft::Raft;
 use crate::storage::{Storage, StorageError};
 use node::NodeLoop;
 use raftd_transport::{client_handler, ClientConn, Transport, TransportConfig};
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 use thiserror::Error;
@@ -63,7 +65,15 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     tcfg.max_frame_bytes = cfg.max_frame_bytes;
     let (transport, events) = Transport::start(tcfg, listener, handler);
 
+    let addrs = cfg
+        .members()
+        .iter()
+        .map(|(id, a)| (*id, a.to_string()))
+        .collect();
     let node = NodeLoop {
+        service: KvService::new(cfg.id, KvStore::default(), addrs),
+        waiting: HashMap::new(),
+        next_request: 1,
         raft,
         storage,
         transport,

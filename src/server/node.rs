@@ -6,22 +6,24 @@
 //! advance. Inputs that arrive during the fsync are batched into the next turn (group commit).
 
 use crate::config::NodeConfig;
+use crate::kv::{Answer, KvService};
 use crate::raft::Raft;
-use crate::rpc::types::{Envelope, NodeId, StatusResponse};
+use crate::rpc::types::{ClientRequest, ClientResponse, Envelope, NodeId, StatusResponse};
 use crate::storage::{Storage, StorageError};
 use raftd_transport::{PeerEvent, SendError, Transport};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 /// Inputs a connection task can give the node loop.
 pub enum NodeRequest {
-    Status {
-        id: u64,
-        reply: oneshot::Sender<StatusResponse>,
+    /// A client request; its answer goes to `reply` (sized so `try_send` cannot fail).
+    Client {
+        req: ClientRequest,
+        reply: mpsc::Sender<ClientResponse>,
     },
 }
 
@@ -37,6 +39,10 @@ pub struct NodeLoop {
     pub requests: mpsc::Receiver<NodeRequest>,
     pub members: BTreeMap<NodeId, SocketAddr>,
     pub tick: Duration,
+    pub service: KvService,
+    /// Where to send the answer of each request the service has not answered yet.
+    pub waiting: HashMap<u64, mpsc::Sender<ClientResponse>>,
+    pub next_request: u64,
 }
 
 impl NodeLoop {
@@ -64,6 +70,8 @@ impl NodeLoop {
             }
             self.handle_ready()?;
         }
+        let answers = self.service.shutdown();
+        self.deliver(answers);
         ::log::info!(
             "node {}: shutting down in term {} (disk writes complete)",
             self.raft.id(),
@@ -91,7 +99,11 @@ impl NodeLoop {
             }
             // The core needs no notice (Raft retransmits); people reading the log do.
             PeerEvent::Connected { peer } => {
-                let addr = self.members.get(&peer).map(|a| a.to_string()).unwrap_or_default();
+                let addr = self
+                    .members
+                    .get(&peer)
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
                 ::log::info!(
                     "node {}: peer {peer} up (connected to {addr}) in term {}",
                     self.raft.id(),
@@ -109,9 +121,28 @@ impl NodeLoop {
     }
 
     fn on_request(&mut self, request: NodeRequest) {
-        match request {
-            NodeRequest::Status { id, reply } => {
-                let _ = reply.send(self.status(id));
+        let NodeRequest::Client { req, reply } = request;
+        if let ClientRequest::Status { id } = req {
+            let _ = reply.try_send(ClientResponse::Status(self.status(id)));
+            return;
+        }
+        let rid = self.next_request;
+        self.next_request += 1;
+        match self.service.request(&mut self.raft, rid, req) {
+            Some(resp) => {
+                let _ = reply.try_send(resp);
+            }
+            None => {
+                self.waiting.insert(rid, reply);
+            }
+        }
+    }
+
+    fn deliver(&mut self, answers: Vec<Answer>) {
+        for (rid, resp) in answers {
+            if let Some(reply) = self.waiting.remove(&rid) {
+                // The connection may be gone; its answers are simply dropped.
+                let _ = reply.try_send(resp);
             }
         }
     }
@@ -141,6 +172,9 @@ impl NodeLoop {
     }
 
     fn handle_ready(&mut self) -> Result<(), StorageError> {
+        // Every linearizable read received this turn shares one ReadIndex round.
+        let answers = self.service.flush_reads(&mut self.raft);
+        self.deliver(answers);
         while self.raft.has_ready() {
             let mut rd = self.raft.ready();
             for env in std::mem::take(&mut rd.messages) {
@@ -155,6 +189,8 @@ impl NodeLoop {
             for env in std::mem::take(&mut rd.persisted_messages) {
                 self.send(env);
             }
+            let answers = self.service.on_ready(&self.raft, &rd);
+            self.deliver(answers);
             if let Some(last) = rd.committed_entries.last() {
                 ::log::debug!(
                     "node {}: applied {} entries up to index {}",

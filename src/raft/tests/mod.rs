@@ -7,6 +7,7 @@
 //! section.
 
 use super::*;
+use crate::rpc::types::ConflictHint;
 use std::collections::BTreeSet;
 
 mod paper_5_1;
@@ -48,12 +49,16 @@ pub(super) fn entry(term: u64, index: u64) -> Entry {
 
 /// The terms of a log, by index from 1.
 pub(super) fn terms_of(log: &RaftLog) -> Vec<u64> {
-    (1..=log.last_index()).map(|i| log.term(i).unwrap()).collect()
+    (1..=log.last_index())
+        .map(|i| log.term(i).unwrap())
+        .collect()
 }
 
 /// Every entry of a log, by index from 1.
 pub(super) fn entries_of(log: &RaftLog) -> Vec<Entry> {
-    (1..=log.last_index()).map(|i| log.get(i).unwrap().clone()).collect()
+    (1..=log.last_index())
+        .map(|i| log.get(i).unwrap().clone())
+        .collect()
 }
 
 /// A node restarted from storage with this hard state and log.
@@ -114,7 +119,11 @@ pub(super) fn elect(r: &mut Raft) {
             r.step(pre_vote_reply(*p, id, asked, true));
         }
     }
-    assert_eq!(r.role(), Role::Candidate, "node {id} did not become candidate");
+    assert_eq!(
+        r.role(),
+        Role::Candidate,
+        "node {id} did not become candidate"
+    );
     let term = r.term();
     for p in &peers {
         if r.role() == Role::Leader {
@@ -147,7 +156,13 @@ pub(super) fn env(from: NodeId, to: NodeId, msg: RaftMessage) -> Envelope {
     Envelope { from, to, msg }
 }
 
-pub(super) fn vote_req(from: NodeId, to: NodeId, term: u64, last_index: u64, last_term: u64) -> Envelope {
+pub(super) fn vote_req(
+    from: NodeId,
+    to: NodeId,
+    term: u64,
+    last_index: u64,
+    last_term: u64,
+) -> Envelope {
     env(
         from,
         to,
@@ -161,7 +176,13 @@ pub(super) fn vote_req(from: NodeId, to: NodeId, term: u64, last_index: u64, las
     )
 }
 
-pub(super) fn pre_vote_req(from: NodeId, to: NodeId, term: u64, last_index: u64, last_term: u64) -> Envelope {
+pub(super) fn pre_vote_req(
+    from: NodeId,
+    to: NodeId,
+    term: u64,
+    last_index: u64,
+    last_term: u64,
+) -> Envelope {
     env(
         from,
         to,
@@ -217,6 +238,7 @@ pub(super) fn append(
             prev_log_term: prev.1,
             entries,
             leader_commit: commit,
+            read_round: 0,
         },
     )
 }
@@ -237,6 +259,7 @@ pub(super) fn append_reply(
             success,
             match_index,
             conflict,
+            read_round: 0,
         },
     )
 }
@@ -297,7 +320,9 @@ pub(super) fn appends(msgs: &[Envelope]) -> Vec<Append> {
 }
 
 /// One AppendEntriesReply as seen by a test: (to, term, success, match_index, hint).
-pub(super) fn append_replies(msgs: &[Envelope]) -> Vec<(NodeId, u64, bool, u64, Option<ConflictHint>)> {
+pub(super) fn append_replies(
+    msgs: &[Envelope],
+) -> Vec<(NodeId, u64, bool, u64, Option<ConflictHint>)> {
     msgs.iter()
         .filter_map(|m| match m.msg {
             RaftMessage::AppendEntriesReply {
@@ -305,6 +330,7 @@ pub(super) fn append_replies(msgs: &[Envelope]) -> Vec<(NodeId, u64, bool, u64, 
                 success,
                 match_index,
                 conflict,
+                ..
             } => Some((m.to, term, success, match_index, conflict)),
             _ => None,
         })
@@ -351,7 +377,10 @@ impl Net {
                     break;
                 }
                 let rd = r.ready();
-                self.applied.get_mut(id).unwrap().extend(rd.committed_entries);
+                self.applied
+                    .get_mut(id)
+                    .unwrap()
+                    .extend(rd.committed_entries);
                 out.extend(rd.messages);
                 out.extend(rd.persisted_messages);
                 r.advance();

@@ -30,11 +30,18 @@ fn higher_term_in_any_message_makes_node_follower_in_that_term() {
     type Msg = fn(u64) -> Envelope;
     let kinds: [(&str, Msg); 4] = [
         ("AppendEntries", |t| append(2, 1, t, (0, 0), vec![], 0)),
-        ("AppendEntriesReply", |t| append_reply(2, 1, t, false, 0, None)),
+        ("AppendEntriesReply", |t| {
+            append_reply(2, 1, t, false, 0, None)
+        }),
         ("RequestVote", |t| vote_req(2, 1, t, 0, 0)),
         ("RequestVoteReply", |t| vote_reply(2, 1, t, false)),
     ];
-    for role in [Role::Follower, Role::PreCandidate, Role::Candidate, Role::Leader] {
+    for role in [
+        Role::Follower,
+        Role::PreCandidate,
+        Role::Candidate,
+        Role::Leader,
+    ] {
         for (kind, msg) in kinds {
             let mut r = in_role(role);
             let higher = r.term() + 2;
@@ -42,7 +49,11 @@ fn higher_term_in_any_message_makes_node_follower_in_that_term() {
             assert_eq!(r.term(), higher, "{role} receiving {kind}: term");
             assert_eq!(r.role(), Role::Follower, "{role} receiving {kind}: role");
             let expected_leader = if kind == "AppendEntries" { 2 } else { 0 };
-            assert_eq!(r.leader(), expected_leader, "{role} receiving {kind}: leader");
+            assert_eq!(
+                r.leader(),
+                expected_leader,
+                "{role} receiving {kind}: leader"
+            );
             let rd = r.ready();
             assert_eq!(
                 rd.hard_state.map(|hs| hs.term),
@@ -90,7 +101,11 @@ fn stale_term_requests_are_rejected_with_current_term() {
     assert_eq!(r.leader(), 0, "a stale leader is not followed");
     assert_eq!(r.term(), 5);
     r.tick();
-    assert_eq!(r.role(), Role::Candidate, "a stale leader does not reset the election timer");
+    assert_eq!(
+        r.role(),
+        Role::Candidate,
+        "a stale leader does not reset the election timer"
+    );
 
     // RequestVote from a candidate of term 4, whose log is as good as ours.
     let mut r = fresh();
@@ -100,7 +115,11 @@ fn stale_term_requests_are_rejected_with_current_term() {
     assert_eq!(r.status().vote, 0, "no vote given");
     assert_eq!(r.term(), 5);
     r.tick();
-    assert_eq!(r.role(), Role::Candidate, "a stale vote request does not reset the election timer");
+    assert_eq!(
+        r.role(),
+        Role::Candidate,
+        "a stale vote request does not reset the election timer"
+    );
 
     // Pre-vote for term 4: also refused with our term.
     let mut r = fresh();
@@ -117,8 +136,13 @@ fn deposed_leader_steps_down_on_reply_to_its_stale_append() {
     let mut leader = in_role(Role::Leader);
     let old_term = leader.term();
     let mut other = restored(config(2, 3), old_term + 1, 3, &[1, 2]);
-    leader.propose(b"x".to_vec()).unwrap();
-    let to_other: Vec<Envelope> = drain(&mut leader).into_iter().filter(|m| m.to == 2).collect();
+    for _ in 0..HEARTBEAT {
+        leader.tick();
+    }
+    let to_other: Vec<Envelope> = drain(&mut leader)
+        .into_iter()
+        .filter(|m| m.to == 2)
+        .collect();
     assert!(!to_other.is_empty());
     for m in to_other {
         other.step(m);
@@ -172,7 +196,11 @@ fn stale_term_replies_are_ignored() {
         })
         .collect();
     assert_eq!(before, after, "stale replies moved a progress");
-    assert_eq!(r.log().committed(), 0, "stale acknowledgements committed an entry");
+    assert_eq!(
+        r.log().committed(),
+        0,
+        "stale acknowledgements committed an entry"
+    );
     assert_eq!(r.role(), Role::Leader);
     assert_eq!(r.term(), term);
 }

@@ -32,11 +32,16 @@ fn follower_starts_election_after_timeout() {
     let rd = r.ready();
     assert_eq!(rd.hard_state, Some(HardState { term: 3, vote: 1 }));
     assert!(
-        rd.messages.iter().all(|m| !matches!(m.msg, RaftMessage::RequestVote { .. })),
+        rd.messages
+            .iter()
+            .all(|m| !matches!(m.msg, RaftMessage::RequestVote { .. })),
         "a RequestVote must not leave before the vote for self is durable: {:?}",
         rd.messages
     );
-    assert_eq!(vote_requests(&rd.persisted_messages, 3, false), (2..=5).collect());
+    assert_eq!(
+        vote_requests(&rd.persisted_messages, 3, false),
+        (2..=5).collect()
+    );
     for m in &rd.persisted_messages {
         assert_eq!(
             m.msg,
@@ -68,12 +73,19 @@ fn follower_starts_pre_vote_then_election_after_timeout() {
     assert_eq!(vote_requests(&rd.messages, 3, true), [2, 3].into());
 
     r.step(pre_vote_reply(2, 1, 3, true));
-    assert_eq!(r.role(), Role::Candidate, "a majority of pre-votes starts the election");
+    assert_eq!(
+        r.role(),
+        Role::Candidate,
+        "a majority of pre-votes starts the election"
+    );
     assert_eq!(r.term(), 3);
     let rd = ready_once(&mut r);
     assert_eq!(rd.hard_state, Some(HardState { term: 3, vote: 1 }));
     assert!(vote_requests(&rd.messages, 3, false).is_empty());
-    assert_eq!(vote_requests(&rd.persisted_messages, 3, false), [2, 3].into());
+    assert_eq!(
+        vote_requests(&rd.persisted_messages, 3, false),
+        [2, 3].into()
+    );
 }
 
 /// §5.2: a candidate that neither wins nor loses (a split vote) times out and starts a new
@@ -91,7 +103,10 @@ fn candidate_starts_new_election_after_timeout() {
     assert_eq!(r.status().vote, 1);
     let rd = ready_once(&mut r);
     assert_eq!(rd.hard_state, Some(HardState { term: 3, vote: 1 }));
-    assert_eq!(vote_requests(&rd.persisted_messages, 3, false), [2, 3].into());
+    assert_eq!(
+        vote_requests(&rd.persisted_messages, 3, false),
+        [2, 3].into()
+    );
 }
 
 /// §5.2: "A candidate wins an election if it receives votes from a majority of the servers in
@@ -151,7 +166,11 @@ fn duplicated_vote_counts_once() {
     for _ in 0..3 {
         r.step(vote_reply(2, 1, 2, true));
     }
-    assert_eq!(r.role(), Role::Candidate, "two distinct votes of five are not a majority");
+    assert_eq!(
+        r.role(),
+        Role::Candidate,
+        "two distinct votes of five are not a majority"
+    );
     r.step(vote_reply(3, 1, 2, true));
     assert_eq!(r.role(), Role::Leader);
 }
@@ -172,9 +191,17 @@ fn candidate_returns_to_follower_on_append_entries_of_its_term() {
         assert_eq!(r.role(), Role::Follower, "pre_vote={pre_vote}");
         assert_eq!(r.term(), term, "pre_vote={pre_vote}");
         assert_eq!(r.leader(), 2, "pre_vote={pre_vote}");
-        assert_eq!(r.log().last_index(), 2, "pre_vote={pre_vote}: the entry is appended");
+        assert_eq!(
+            r.log().last_index(),
+            2,
+            "pre_vote={pre_vote}: the entry is appended"
+        );
         let msgs = drain(&mut r);
-        assert_eq!(append_replies(&msgs), vec![(2, term, true, 2, None)], "pre_vote={pre_vote}");
+        assert_eq!(
+            append_replies(&msgs),
+            vec![(2, term, true, 2, None)],
+            "pre_vote={pre_vote}"
+        );
     }
 }
 
@@ -187,30 +214,49 @@ fn one_vote_per_term() {
     let mut r = follower(1, 3, 1);
     r.step(vote_req(2, 1, 2, 0, 0));
     let rd = ready_once(&mut r);
-    assert_eq!(vote_replies(&rd.persisted_messages, 2, false), vec![(2, true)]);
+    assert_eq!(
+        vote_replies(&rd.persisted_messages, 2, false),
+        vec![(2, true)]
+    );
     let saved = rd.hard_state.expect("the vote is persisted");
     assert_eq!(saved, HardState { term: 2, vote: 2 });
 
     r.step(vote_req(3, 1, 2, 0, 0));
     let msgs = drain(&mut r);
-    assert_eq!(vote_replies(&msgs, 3, false), vec![(2, false)], "second candidate refused");
+    assert_eq!(
+        vote_replies(&msgs, 3, false),
+        vec![(2, false)],
+        "second candidate refused"
+    );
     assert_eq!(r.status().vote, 2);
 
     r.step(vote_req(2, 1, 2, 0, 0));
     let msgs = drain(&mut r);
-    assert_eq!(vote_replies(&msgs, 2, false), vec![(2, true)], "same candidate granted again");
+    assert_eq!(
+        vote_replies(&msgs, 2, false),
+        vec![(2, true)],
+        "same candidate granted again"
+    );
 
     // After a crash the node comes back with what it persisted and still refuses node 3.
     let mut r = Raft::new(config(1, 3), saved, vec![]).unwrap();
     r.step(vote_req(3, 1, 2, 0, 0));
     let msgs = drain(&mut r);
-    assert_eq!(vote_replies(&msgs, 3, false), vec![(2, false)], "refused after restart");
+    assert_eq!(
+        vote_replies(&msgs, 3, false),
+        vec![(2, false)],
+        "refused after restart"
+    );
     // A follower that already follows a leader in this term has no vote to give either.
     let mut r = follower(1, 3, 2);
     r.step(append(2, 1, 2, (0, 0), vec![], 0));
     r.step(vote_req(3, 1, 2, 0, 0));
     let msgs = drain(&mut r);
-    assert_eq!(vote_replies(&msgs, 3, false), vec![(2, false)], "refused while following 2");
+    assert_eq!(
+        vote_replies(&msgs, 3, false),
+        vec![(2, false)],
+        "refused while following 2"
+    );
 }
 
 /// Figure 2 ("Persistent state ... updated on stable storage before responding to RPCs"): a
@@ -223,9 +269,20 @@ fn vote_is_persisted_before_the_reply() {
         let mut r = restored(config(1, 3), term, vote_before, &[]);
         r.step(vote_req(3, 1, 2, 0, 0));
         let rd = r.ready();
-        assert_eq!(rd.hard_state, Some(HardState { term: 2, vote: 3 }), "from term {term}");
-        assert!(vote_replies(&rd.messages, 3, false).is_empty(), "from term {term}: sent before persisting");
-        assert_eq!(vote_replies(&rd.persisted_messages, 3, false), vec![(2, true)], "from term {term}");
+        assert_eq!(
+            rd.hard_state,
+            Some(HardState { term: 2, vote: 3 }),
+            "from term {term}"
+        );
+        assert!(
+            vote_replies(&rd.messages, 3, false).is_empty(),
+            "from term {term}: sent before persisting"
+        );
+        assert_eq!(
+            vote_replies(&rd.persisted_messages, 3, false),
+            vec![(2, true)],
+            "from term {term}"
+        );
     }
 }
 
@@ -241,7 +298,10 @@ fn election_timeout_is_randomized_within_range_across_seeds() {
         cfg.seed = seed;
         let mut r = Raft::new(cfg, HardState::default(), vec![]).unwrap();
         let ticks = tick_until(&mut r, |r| r.role() != Role::Follower);
-        assert!((15..30).contains(&ticks), "seed {seed}: timed out after {ticks} ticks");
+        assert!(
+            (15..30).contains(&ticks),
+            "seed {seed}: timed out after {ticks} ticks"
+        );
         seen.insert(ticks);
     }
     assert!(seen.len() >= 10, "timeouts are hardly random: {seen:?}");
@@ -259,11 +319,17 @@ fn election_timeout_is_rerandomized_every_term() {
     let mut seen = BTreeSet::new();
     for term in 1..=30 {
         let ticks = tick_until(&mut r, |r| r.term() == term);
-        assert!((15..30).contains(&ticks), "term {term}: timed out after {ticks} ticks");
+        assert!(
+            (15..30).contains(&ticks),
+            "term {term}: timed out after {ticks} ticks"
+        );
         seen.insert(ticks);
         drain(&mut r);
     }
-    assert!(seen.len() >= 5, "the timeout is not redrawn per term: {seen:?}");
+    assert!(
+        seen.len() >= 5,
+        "the timeout is not redrawn per term: {seen:?}"
+    );
 }
 
 /// Figure 2 (Followers): "If election timeout elapses without receiving AppendEntries RPC from
@@ -308,7 +374,10 @@ fn leader_sends_heartbeats_every_interval() {
     for round in 0..5 {
         for _ in 0..HEARTBEAT - 1 {
             r.tick();
-            assert!(drain(&mut r).is_empty(), "round {round}: sent between heartbeats");
+            assert!(
+                drain(&mut r).is_empty(),
+                "round {round}: sent between heartbeats"
+            );
         }
         r.tick();
         let msgs = drain(&mut r);
@@ -346,7 +415,8 @@ fn follower_receiving_heartbeats_never_starts_an_election() {
             r.step(append(2, 1, 2, (2, 2), vec![], 2));
             let msgs = drain(&mut r);
             assert!(
-                msgs.iter().all(|m| !matches!(m.msg, RaftMessage::RequestVote { .. })),
+                msgs.iter()
+                    .all(|m| !matches!(m.msg, RaftMessage::RequestVote { .. })),
                 "round {round}: campaigned: {msgs:?}"
             );
             assert_eq!(r.role(), Role::Follower);

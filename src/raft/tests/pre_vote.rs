@@ -34,7 +34,10 @@ fn pre_vote_changes_no_term() {
         assert_eq!(v.status().vote, 0);
         assert_eq!(v.role(), Role::Follower);
         let rd = ready_once(&mut v);
-        assert_eq!(rd.hard_state, None, "granted={granted}: a pre-vote wrote the hard state");
+        assert_eq!(
+            rd.hard_state, None,
+            "granted={granted}: a pre-vote wrote the hard state"
+        );
         assert_eq!(vote_replies(&rd.messages, 1, true), vec![(5, granted)]);
     }
 
@@ -98,12 +101,19 @@ fn follower_in_leader_lease_ignores_vote_requests() {
         assert_eq!(r.term(), 2, "pre_vote={pre_vote}");
         assert_eq!(r.leader(), 2, "pre_vote={pre_vote}");
         assert_eq!(r.status().vote, 0, "pre_vote={pre_vote}");
-        assert!(drain(&mut r).is_empty(), "pre_vote={pre_vote}: answered in lease");
+        assert!(
+            drain(&mut r).is_empty(),
+            "pre_vote={pre_vote}: answered in lease"
+        );
 
         r.tick(); // a whole minimum election timeout without the leader
         r.step(req);
         let msgs = drain(&mut r);
-        assert_eq!(vote_replies(&msgs, 3, pre_vote), vec![(3, true)], "pre_vote={pre_vote}");
+        assert_eq!(
+            vote_replies(&msgs, 3, pre_vote),
+            vec![(3, true)],
+            "pre_vote={pre_vote}"
+        );
     }
 }
 
@@ -137,7 +147,11 @@ fn check_quorum_leader_steps_down_without_a_majority() {
                 r.step(append_reply(2, 1, term, true, *prev_log_index, None));
             }
         }
-        assert_eq!(r.role(), Role::Leader, "stepped down while a majority answers");
+        assert_eq!(
+            r.role(),
+            Role::Leader,
+            "stepped down while a majority answers"
+        );
     }
     // Then silence.
     let mut silent = 0;
@@ -145,9 +159,15 @@ fn check_quorum_leader_steps_down_without_a_majority() {
         r.tick();
         drain(&mut r);
         silent += 1;
-        assert!(silent <= 2 * ELECTION, "still leader after {silent} silent ticks");
+        assert!(
+            silent <= 2 * ELECTION,
+            "still leader after {silent} silent ticks"
+        );
     }
-    assert!(silent >= ELECTION, "stepped down after only {silent} silent ticks");
+    assert!(
+        silent >= ELECTION,
+        "stepped down after only {silent} silent ticks"
+    );
     assert_eq!(r.role(), Role::Follower);
     assert_eq!(r.term(), term, "stepping down does not change the term");
     assert_eq!(r.leader(), 0);

@@ -1,0 +1,254 @@
+//! `raftctl`: a command-line client for a raftd cluster (../shared/PROTOCOL.md).
+//!
+//! ```text
+//! raftctl --cluster 127.0.0.1:8000,127.0.0.1:8001,127.0.0.1:8002 put KEY VALUE
+//! raftctl … get KEY [--stale] | del KEY | cas KEY EXPECTED NEW | status
+//! ```
+//! Exit status: 0 on success; 1 when `get` finds no value or a `cas` does not match; 2 on
+//! usage errors; 3 when the cluster cannot be reached or refuses the request.
+
+use clap::{Parser, Subcommand};
+use raftd::client::{Client, ClientError, ClientOptions};
+use raftd::rpc::types::Consistency;
+use serde_json::json;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "raftctl", version, about = "Talk to a raftd cluster")]
+struct Cli {
+    /// The cluster's nodes, HOST:PORT,...
+    #[arg(
+        long,
+        env = "RAFTCTL_CLUSTER",
+        default_value = "127.0.0.1:8000,127.0.0.1:8001,127.0.0.1:8002"
+    )]
+    cluster: String,
+    /// Print one JSON object instead of plain text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10.0, global = true)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Set KEY to VALUE.
+    Put { key: String, value: String },
+    /// Print KEY's value (exit 1 if absent).
+    Get {
+        key: String,
+        /// Read from whichever node answers, without confirming with the leader (may be behind).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete KEY.
+    #[command(alias = "delete")]
+    Del { key: String },
+    /// Set KEY to NEW only if its value is EXPECTED (exit 1 if it is not).
+    Cas {
+        key: String,
+        /// The value KEY must have (omit with --expect-absent).
+        expected: Option<String>,
+        /// The new value (omit with --delete).
+        new: Option<String>,
+        /// Succeed only if KEY is absent.
+        #[arg(long)]
+        expect_absent: bool,
+        /// Delete KEY instead of setting it.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Show every node's status.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let nodes = match parse_cluster(&cli.cluster) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("raftctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
+        eprintln!("raftctl: --timeout must be a positive number of seconds");
+        return ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftctl: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let opts = ClientOptions {
+        deadline: Duration::from_secs_f64(cli.timeout),
+        attempt_timeout: Duration::from_secs_f64(cli.timeout.min(3.0)),
+        ..ClientOptions::default()
+    };
+    rt.block_on(run(cli, nodes, opts))
+}
+
+fn parse_cluster(text: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let addr = part
+            .to_socket_addrs()
+            .map_err(|e| format!("bad --cluster address {part:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--cluster address {part:?} resolves to nothing"))?;
+        out.push(addr);
+    }
+    if out.is_empty() {
+        return Err("--cluster lists no nodes; give HOST:PORT,...".into());
+    }
+    Ok(out)
+}
+
+async fn run(cli: Cli, nodes: Vec<SocketAddr>, opts: ClientOptions) -> ExitCode {
+    let mut client = Client::new(nodes.clone(), opts);
+    let json_out = cli.json;
+    let result: Result<(serde_json::Value, String, u8), ClientError> = match cli.command {
+        Cmd::Put { key, value } => client.put(&key, &value).await.map(|()| {
+            (
+                json!({"ok": true, "key": key, "value": value}),
+                "OK".to_string(),
+                0,
+            )
+        }),
+        Cmd::Get { key, stale } => {
+            let consistency = if stale {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            };
+            client.get(&key, consistency).await.map(|value| {
+                let text = value
+                    .clone()
+                    .unwrap_or_else(|| format!("(key {key:?} not found)"));
+                let code = if value.is_some() { 0 } else { 1 };
+                (json!({"key": key, "value": value}), text, code)
+            })
+        }
+        Cmd::Del { key } => client
+            .delete(&key)
+            .await
+            .map(|()| (json!({"ok": true, "key": key}), "OK".to_string(), 0)),
+        Cmd::Cas {
+            key,
+            expected,
+            new,
+            expect_absent,
+            delete,
+        } => {
+            let (expected, new) = match cas_args(expected, new, expect_absent, delete) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("raftctl: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            client
+                .cas(&key, expected.as_deref(), new.as_deref())
+                .await
+                .map(|(ok, value)| {
+                    let shown = value.clone().unwrap_or_else(|| "(absent)".into());
+                    let text = if ok {
+                        format!("OK (value now {shown})")
+                    } else {
+                        format!("NOT SWAPPED: current value is {shown}")
+                    };
+                    (
+                        json!({"key": key, "succeeded": ok, "value": value}),
+                        text,
+                        if ok { 0 } else { 1 },
+                    )
+                })
+        }
+        Cmd::Status => {
+            let mut rows = Vec::new();
+            let mut text = Vec::new();
+            for addr in &nodes {
+                match client.status_of(*addr).await {
+                    Ok(s) => {
+                        text.push(format!(
+                            "{addr}  node {}  {:<9} term {:<4} leader {:<4} commit {:<6} applied {:<6} last_log {}",
+                            s.node_id,
+                            s.role,
+                            s.term,
+                            s.leader_id.map_or("-".to_string(), |l| l.to_string()),
+                            s.commit_index,
+                            s.last_applied,
+                            s.last_log_index
+                        ));
+                        rows.push(serde_json::to_value(&s).unwrap_or(serde_json::Value::Null));
+                    }
+                    Err(e) => {
+                        text.push(format!("{addr}  unreachable ({e})"));
+                        rows.push(json!({"addr": addr.to_string(), "error": e.to_string()}));
+                    }
+                }
+            }
+            let reachable = rows.iter().any(|r| r.get("error").is_none());
+            if !reachable {
+                Err(ClientError::Unavailable(
+                    Duration::from_secs_f64(cli.timeout),
+                    "every node".into(),
+                ))
+            } else {
+                Ok((json!({"nodes": rows}), text.join("\n"), 0))
+            }
+        }
+    };
+    match result {
+        Ok((value, text, code)) => {
+            if json_out {
+                println!("{value}");
+            } else {
+                println!("{text}");
+            }
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            if json_out {
+                println!("{}", json!({"error": e.to_string()}));
+            }
+            eprintln!("raftctl: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn cas_args(
+    expected: Option<String>,
+    new: Option<String>,
+    expect_absent: bool,
+    delete: bool,
+) -> Result<(Option<String>, Option<String>), String> {
+    // Positional arguments fill EXPECTED first; with --expect-absent the only one is NEW.
+    let (expected, new) = match (expect_absent, expected, new) {
+        (true, Some(v), None) => (None, Some(v)),
+        (true, None, None) => (None, None),
+        (true, Some(_), Some(_)) => return Err("with --expect-absent give only KEY and NEW".into()),
+        (false, e, n) => (e, n),
+        (true, None, Some(v)) => (None, Some(v)),
+    };
+    if !expect_absent && expected.is_none() {
+        return Err("cas needs EXPECTED (or --expect-absent)".into());
+    }
+    match (delete, new) {
+        (true, None) => Ok((expected, None)),
+        (true, Some(_)) => Err("with --delete give no NEW value".into()),
+        (false, Some(n)) => Ok((expected, Some(n))),
+        (false, None) => Err("cas needs NEW (or --delete)".into()),
+    }
+}

@@ -1,0 +1,299 @@
+//! An async client for raftd's client protocol (../shared/PROTOCOL.md).
+//!
+//! A [`Client`] finds the leader by itself (following `NotLeader` hints, trying each node in
+//! turn otherwise) and retries a write after a timeout or a lost connection with the same
+//! `client_id`/`seq`, so the cluster applies it at most once. One request is in flight per
+//! `Client`; use several for concurrency.
+
+mod conn;
+
+pub use conn::Connection;
+
+use crate::rpc::types::{
+    ClientRequest, ClientResponse, Consistency, ErrorCode, ErrorResponse, OkResponse,
+    StatusResponse,
+};
+use std::net::SocketAddr;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::time::Instant;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("no node of the cluster answered within {0:?} (tried {1}); are the nodes running?")]
+    Unavailable(Duration, String),
+    #[error("the cluster rejected the request: {0}")]
+    BadRequest(String),
+    #[error("request too large: {0}")]
+    TooLarge(String),
+    #[error("unexpected answer from {addr}: {what}")]
+    Protocol { addr: SocketAddr, what: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Give up on a request after this long (all retries included).
+    pub deadline: Duration,
+    /// Wait this long for one answer before trying again.
+    pub attempt_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            deadline: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_millis(500),
+            max_frame_bytes: 16 << 20,
+        }
+    }
+}
+
+pub struct Client {
+    nodes: Vec<SocketAddr>,
+    opts: ClientOptions,
+    client_id: String,
+    seq: u64,
+    next_id: u64,
+    /// Index into `nodes` of the node believed to lead.
+    target: usize,
+    conn: Option<Connection>,
+}
+
+/// What a write or read needs from one attempt.
+enum Attempt {
+    Done(OkResponse),
+    Fatal(ClientError),
+    Retry,
+}
+
+impl Client {
+    pub fn new(nodes: Vec<SocketAddr>, opts: ClientOptions) -> Client {
+        let client_id = format!("c{:016x}", rand::random::<u64>());
+        Client {
+            nodes,
+            opts,
+            client_id,
+            seq: 0,
+            next_id: 1,
+            target: 0,
+            conn: None,
+        }
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    pub async fn put(&mut self, key: &str, value: &str) -> Result<(), ClientError> {
+        let seq = self.next_seq();
+        let (client_id, key, value) = (
+            Some(self.client_id.clone()),
+            key.to_string(),
+            value.to_string(),
+        );
+        self.call(move |id| ClientRequest::Put {
+            id,
+            key: key.clone(),
+            value: value.clone(),
+            client_id: client_id.clone(),
+            seq: Some(seq),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn delete(&mut self, key: &str) -> Result<(), ClientError> {
+        let seq = self.next_seq();
+        let (client_id, key) = (Some(self.client_id.clone()), key.to_string());
+        self.call(move |id| ClientRequest::Delete {
+            id,
+            key: key.clone(),
+            client_id: client_id.clone(),
+            seq: Some(seq),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Returns whether it succeeded and the value after the request.
+    pub async fn cas(
+        &mut self,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+    ) -> Result<(bool, Option<String>), ClientError> {
+        let seq = self.next_seq();
+        let client_id = Some(self.client_id.clone());
+        let (key, expected, value) = (
+            key.to_string(),
+            expected.map(str::to_string),
+            value.map(str::to_string),
+        );
+        let ok = self
+            .call(move |id| ClientRequest::Cas {
+                id,
+                key: key.clone(),
+                expected: expected.clone(),
+                value: value.clone(),
+                client_id: client_id.clone(),
+                seq: Some(seq),
+            })
+            .await?;
+        Ok((ok.succeeded.unwrap_or(false), ok.value.flatten()))
+    }
+
+    pub async fn get(
+        &mut self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<String>, ClientError> {
+        let key = key.to_string();
+        let ok = self
+            .call(move |id| ClientRequest::Get {
+                id,
+                key: key.clone(),
+                consistency,
+            })
+            .await?;
+        Ok(ok.value.flatten())
+    }
+
+    /// Asks one node for its status (no leader needed).
+    pub async fn status_of(&mut self, addr: SocketAddr) -> Result<StatusResponse, ClientError> {
+        let id = self.fresh_id();
+        let mut conn =
+            Connection::connect(addr, self.opts.connect_timeout, self.opts.max_frame_bytes)
+                .await
+                .map_err(|e| {
+                    ClientError::Unavailable(self.opts.connect_timeout, format!("{addr}: {e}"))
+                })?;
+        match conn
+            .request(&ClientRequest::Status { id }, self.opts.attempt_timeout)
+            .await
+        {
+            Ok(ClientResponse::Status(s)) => Ok(s),
+            Ok(other) => Err(ClientError::Protocol {
+                addr,
+                what: format!("{other:?}"),
+            }),
+            Err(e) => Err(ClientError::Unavailable(
+                self.opts.attempt_timeout,
+                format!("{addr}: {e}"),
+            )),
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Sends the request built by `make` (with a fresh request id per attempt) until it
+    /// succeeds, fails for good, or the deadline passes.
+    async fn call(
+        &mut self,
+        make: impl Fn(u64) -> ClientRequest,
+    ) -> Result<OkResponse, ClientError> {
+        let deadline = Instant::now() + self.opts.deadline;
+        let mut tried = Vec::new();
+        let mut backoff = Duration::from_millis(10);
+        while Instant::now() < deadline {
+            let id = self.fresh_id();
+            let req = make(id);
+            match self.attempt(&req, &mut tried).await {
+                Attempt::Done(ok) => return Ok(ok),
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Retry => {
+                    tokio::time::sleep(
+                        backoff.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+            }
+        }
+        tried.dedup();
+        Err(ClientError::Unavailable(
+            self.opts.deadline,
+            tried.join("; "),
+        ))
+    }
+
+    async fn attempt(&mut self, req: &ClientRequest, tried: &mut Vec<String>) -> Attempt {
+        let addr = self.nodes[self.target % self.nodes.len()];
+        if self.conn.as_ref().map(|c| c.addr()) != Some(addr) {
+            match Connection::connect(addr, self.opts.connect_timeout, self.opts.max_frame_bytes)
+                .await
+            {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => {
+                    tried.push(format!("{addr}: {e}"));
+                    self.conn = None;
+                    self.target = (self.target + 1) % self.nodes.len();
+                    return Attempt::Retry;
+                }
+            }
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Attempt::Retry;
+        };
+        let resp = match conn.request(req, self.opts.attempt_timeout).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                // Lost connection or no answer in time: the outcome is unknown, so retry with
+                // the same client_id/seq (at the next node).
+                tried.push(format!("{addr}: {e}"));
+                self.conn = None;
+                self.target = (self.target + 1) % self.nodes.len();
+                return Attempt::Retry;
+            }
+        };
+        match resp {
+            ClientResponse::Ok(ok) => Attempt::Done(ok),
+            ClientResponse::Error(err) => self.on_error(addr, err, tried),
+            ClientResponse::Status(_) => Attempt::Fatal(ClientError::Protocol {
+                addr,
+                what: "a Status answer to a key-value request".into(),
+            }),
+        }
+    }
+
+    fn on_error(
+        &mut self,
+        addr: SocketAddr,
+        err: ErrorResponse,
+        tried: &mut Vec<String>,
+    ) -> Attempt {
+        match err.code {
+            ErrorCode::NotLeader => {
+                let hinted = err
+                    .leader_addr
+                    .flatten()
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+                    .and_then(|a| self.nodes.iter().position(|n| *n == a));
+                tried.push(format!("{addr}: not the leader"));
+                self.target = hinted.unwrap_or((self.target + 1) % self.nodes.len());
+                Attempt::Retry
+            }
+            ErrorCode::Timeout | ErrorCode::ShuttingDown => {
+                tried.push(format!("{addr}: {}", err.message));
+                if err.code == ErrorCode::ShuttingDown {
+                    self.conn = None;
+                    self.target = (self.target + 1) % self.nodes.len();
+                }
+                Attempt::Retry
+            }
+            ErrorCode::BadRequest => Attempt::Fatal(ClientError::BadRequest(err.message)),
+            ErrorCode::TooLarge => Attempt::Fatal(ClientError::TooLarge(err.message)),
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! What a key-value write looks like inside a log entry, and what applying it returns.
+
+use serde::{Deserialize, Serialize};
+
+/// A client write, as stored in the log (JSON in the entry's data).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// Session of the client that sent it, for at-most-once application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub seq: u64,
+    pub op: Op,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "op")]
+pub enum Op {
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    /// Sets `key` to `value` (or deletes it, if `value` is None) only if its current value is
+    /// `expected` (None: absent).
+    Cas {
+        key: String,
+        expected: Option<String>,
+        value: Option<String>,
+    },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } | Op::Cas { key, .. } => key,
+        }
+    }
+}
+
+/// The result of applying a command. Kept in the client's session so that a retry gets the
+/// first outcome back.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Put and Delete.
+    Done,
+    Cas {
+        succeeded: bool,
+        /// The value after the request.
+        value: Option<String>,
+    },
+    /// The (client_id, seq) pair is older than what the session still remembers: it was
+    /// applied before, but its outcome is gone. Nothing was changed now.
+    Forgotten,
+}

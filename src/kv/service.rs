@@ -1,0 +1,413 @@
+//! The key-value service of one node, with no I/O: it turns client requests into proposals and
+//! read-index requests on the Raft core, and `Ready` batches into answers.
+//!
+//! The daemon's node loop and the simulation drive it the same way:
+//! 1. `request()` for each client request (some are answered at once);
+//! 2. `flush_reads()` once per turn, so every linearizable read received in the turn shares one
+//!    ReadIndex round;
+//! 3. after persisting a `Ready`, `on_ready()` applies its committed entries and releases the
+//!    reads whose index has been applied, returning the answers.
+//!
+//! A write is answered only after its entry is committed and applied. A linearizable read is
+//! answered only after the leader confirmed, with a heartbeat round acknowledged by a majority,
+//! that it still led after the read arrived, and after it applied everything committed when
+//! the read arrived (Raft thesis §6.4). A leader that loses leadership answers everything
+//! pending with `Timeout`.
+
+use super::command::{Command, Op, Outcome};
+use super::store::KvStore;
+use crate::raft::{NotLeader, Raft, Ready};
+use crate::rpc::types::{
+    ClientRequest, ClientResponse, Consistency, Entry, ErrorCode, ErrorResponse, NodeId,
+    OkResponse, Role,
+};
+use std::collections::BTreeMap;
+
+/// Identifies one request for the shell (unique per node).
+pub type RequestId = u64;
+
+struct PendingWrite {
+    term: u64,
+    request: RequestId,
+    id: u64,
+}
+
+struct PendingRead {
+    /// The leader's term when the read arrived.
+    term: u64,
+    request: RequestId,
+    id: u64,
+    key: String,
+}
+
+pub struct KvService {
+    node: NodeId,
+    store: KvStore,
+    /// Log index -> the write waiting for it.
+    writes: BTreeMap<u64, PendingWrite>,
+    /// Reads received this turn, not yet given to the core.
+    new_reads: Vec<PendingRead>,
+    /// ReadIndex context -> the reads waiting for the leader's confirmation.
+    confirming: BTreeMap<u64, Vec<PendingRead>>,
+    /// Confirmed reads waiting for their read index to be applied, by that index.
+    applying: BTreeMap<u64, Vec<PendingRead>>,
+    next_ctx: u64,
+    /// Where each member listens, for `NotLeader` hints.
+    addrs: BTreeMap<NodeId, String>,
+}
+
+/// An answer to send, addressed by the shell's request id.
+pub type Answer = (RequestId, ClientResponse);
+
+impl KvService {
+    pub fn new(node: NodeId, store: KvStore, addrs: BTreeMap<NodeId, String>) -> KvService {
+        KvService {
+            node,
+            store,
+            writes: BTreeMap::new(),
+            new_reads: Vec::new(),
+            confirming: BTreeMap::new(),
+            applying: BTreeMap::new(),
+            next_ctx: 1,
+            addrs,
+        }
+    }
+
+    pub fn store(&self) -> &KvStore {
+        &self.store
+    }
+
+    /// Requests still waiting for an answer.
+    pub fn pending(&self) -> usize {
+        self.writes.len()
+            + self.new_reads.len()
+            + self.confirming.values().map(Vec::len).sum::<usize>()
+            + self.applying.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Handles a request. Returns the answer if it is known now; otherwise the answer comes
+    /// from a later `on_ready` (or `leadership_lost`).
+    pub fn request(
+        &mut self,
+        raft: &mut Raft,
+        request: RequestId,
+        req: ClientRequest,
+    ) -> Option<ClientResponse> {
+        match req {
+            ClientRequest::Status { id } => Some(bad_request(
+                Some(id),
+                "Status is answered by the node, not the store",
+            )),
+            ClientRequest::Get {
+                id,
+                key,
+                consistency,
+            } => {
+                if let Err(msg) = check_key(&key) {
+                    return Some(bad_request(Some(id), msg));
+                }
+                match consistency {
+                    Consistency::Stale => Some(ok_value(id, self.store.get(&key).cloned())),
+                    Consistency::Linearizable => {
+                        if raft.role() != Role::Leader {
+                            return Some(self.not_leader(id, raft.leader()));
+                        }
+                        self.new_reads.push(PendingRead {
+                            term: raft.term(),
+                            request,
+                            id,
+                            key,
+                        });
+                        None
+                    }
+                }
+            }
+            ClientRequest::Put {
+                id,
+                key,
+                value,
+                client_id,
+                seq,
+            } => self.write(raft, request, id, client_id, seq, Op::Put { key, value }),
+            ClientRequest::Delete {
+                id,
+                key,
+                client_id,
+                seq,
+            } => self.write(raft, request, id, client_id, seq, Op::Delete { key }),
+            ClientRequest::Cas {
+                id,
+                key,
+                expected,
+                value,
+                client_id,
+                seq,
+            } => self.write(
+                raft,
+                request,
+                id,
+                client_id,
+                seq,
+                Op::Cas {
+                    key,
+                    expected,
+                    value,
+                },
+            ),
+        }
+    }
+
+    fn write(
+        &mut self,
+        raft: &mut Raft,
+        request: RequestId,
+        id: u64,
+        client_id: Option<String>,
+        seq: Option<u64>,
+        op: Op,
+    ) -> Option<ClientResponse> {
+        if let Err(msg) = check_key(op.key()) {
+            return Some(bad_request(Some(id), msg));
+        }
+        let seq = match (&client_id, seq) {
+            (Some(_), None) => {
+                return Some(bad_request(Some(id), "a write with client_id needs seq"))
+            }
+            (Some(c), _) if c.is_empty() => {
+                return Some(bad_request(Some(id), "client_id must not be empty"))
+            }
+            (_, seq) => seq.unwrap_or(0),
+        };
+        if raft.role() != Role::Leader {
+            return Some(self.not_leader(id, raft.leader()));
+        }
+        let cmd = Command { client_id, seq, op };
+        let data = match serde_json::to_vec(&cmd) {
+            Ok(data) => data,
+            Err(e) => {
+                return Some(bad_request(
+                    Some(id),
+                    &format!("cannot encode the command: {e}"),
+                ))
+            }
+        };
+        match raft.propose(data) {
+            Ok((index, term)) => {
+                self.writes
+                    .insert(index, PendingWrite { term, request, id });
+                None
+            }
+            Err(NotLeader { leader }) => Some(self.not_leader(id, leader)),
+        }
+    }
+
+    /// Gives every linearizable read received since the last call one ReadIndex request.
+    pub fn flush_reads(&mut self, raft: &mut Raft) -> Vec<Answer> {
+        if self.new_reads.is_empty() {
+            return Vec::new();
+        }
+        let reads = std::mem::take(&mut self.new_reads);
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        match raft.read_index(ctx) {
+            Ok(()) => {
+                self.confirming.insert(ctx, reads);
+                Vec::new()
+            }
+            Err(NotLeader { leader }) => reads
+                .into_iter()
+                .map(|r| (r.request, self.not_leader(r.id, leader)))
+                .collect(),
+        }
+    }
+
+    /// Applies the committed entries of a persisted `Ready` and releases what it allows.
+    pub fn on_ready(&mut self, raft: &Raft, rd: &Ready) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        for entry in &rd.committed_entries {
+            self.apply(entry, &mut answers);
+        }
+        for rs in &rd.read_states {
+            if let Some(reads) = self.confirming.remove(&rs.ctx) {
+                self.applying.entry(rs.index).or_default().extend(reads);
+            }
+        }
+        self.serve_applied_reads(&mut answers);
+        // Pending requests exist only on a leader, for its term. If this node no longer leads,
+        // or leads a later term (deposed and re-elected within one batch), none of them can
+        // be answered by it any more.
+        if raft.role() != Role::Leader {
+            answers.extend(self.leadership_lost());
+        } else {
+            answers.extend(self.drop_older_terms(raft.term()));
+        }
+        answers
+    }
+
+    fn apply(&mut self, entry: &Entry, answers: &mut Vec<Answer>) {
+        let outcome = self.store.apply(entry);
+        let Some(waiting) = self.writes.remove(&entry.index) else {
+            return;
+        };
+        if waiting.term != entry.term {
+            // Another leader's entry took this index: ours was lost. Whether it was applied
+            // elsewhere is unknown to us.
+            answers.push((
+                waiting.request,
+                timeout(waiting.id, "the write was overwritten by a new leader"),
+            ));
+            return;
+        }
+        let resp = match outcome {
+            Some(Outcome::Done) | None => ClientResponse::Ok(OkResponse {
+                id: waiting.id,
+                value: None,
+                succeeded: None,
+            }),
+            Some(Outcome::Cas { succeeded, value }) => ClientResponse::Ok(OkResponse {
+                id: waiting.id,
+                value: Some(value),
+                succeeded: Some(succeeded),
+            }),
+            Some(Outcome::Forgotten) => bad_request(
+                Some(waiting.id),
+                "this client_id/seq was applied long ago and its outcome is no longer kept; use a new seq",
+            ),
+        };
+        answers.push((waiting.request, resp));
+    }
+
+    fn serve_applied_reads(&mut self, answers: &mut Vec<Answer>) {
+        let applied = self.store.applied();
+        while let Some(entry) = self.applying.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            for read in entry.remove() {
+                answers.push((
+                    read.request,
+                    ok_value(read.id, self.store.get(&read.key).cloned()),
+                ));
+            }
+        }
+    }
+
+    /// Answers with `Timeout` whatever is pending from a term before `term` (the node was
+    /// deposed and elected again between two batches).
+    fn drop_older_terms(&mut self, term: u64) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        let stale: Vec<u64> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.term != term)
+            .map(|(i, _)| *i)
+            .collect();
+        for index in stale {
+            if let Some(w) = self.writes.remove(&index) {
+                answers.push((
+                    w.request,
+                    timeout(w.id, "leadership changed while the write was pending"),
+                ));
+            }
+        }
+        let stale: Vec<u64> = self
+            .confirming
+            .iter()
+            .filter(|(_, reads)| reads.iter().any(|r| r.term != term))
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in stale {
+            for r in self.confirming.remove(&ctx).unwrap_or_default() {
+                answers.push((
+                    r.request,
+                    timeout(r.id, "leadership changed while the read was pending"),
+                ));
+            }
+        }
+        answers
+    }
+
+    /// Answers everything waiting on this node's leadership with `Timeout`: the outcome of a
+    /// pending write is unknown (it may still commit under the next leader); a pending read is
+    /// safe to retry.
+    pub fn leadership_lost(&mut self) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        for (_, w) in std::mem::take(&mut self.writes) {
+            answers.push((
+                w.request,
+                timeout(w.id, "leadership was lost while the write was pending"),
+            ));
+        }
+        let reads = std::mem::take(&mut self.new_reads)
+            .into_iter()
+            .chain(std::mem::take(&mut self.confirming).into_values().flatten())
+            .chain(std::mem::take(&mut self.applying).into_values().flatten());
+        for r in reads {
+            answers.push((
+                r.request,
+                timeout(r.id, "leadership was lost while the read was pending"),
+            ));
+        }
+        answers
+    }
+
+    /// Answers everything pending with `ShuttingDown`.
+    pub fn shutdown(&mut self) -> Vec<Answer> {
+        self.leadership_lost()
+            .into_iter()
+            .map(|(r, resp)| {
+                let id = match &resp {
+                    ClientResponse::Error(e) => e.id,
+                    _ => None,
+                };
+                (
+                    r,
+                    ClientResponse::error(
+                        id,
+                        ErrorCode::ShuttingDown,
+                        "node is stopping; retry at another node",
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    pub fn not_leader(&self, id: u64, leader: NodeId) -> ClientResponse {
+        let leader = (leader != 0 && leader != self.node).then_some(leader);
+        let addr = leader.and_then(|l| self.addrs.get(&l).cloned());
+        ClientResponse::Error(ErrorResponse {
+            id: Some(id),
+            code: ErrorCode::NotLeader,
+            message: match leader {
+                Some(l) => format!("not the leader; node {l} leads"),
+                None => "not the leader; no leader is known yet, retry shortly".to_string(),
+            },
+            leader_id: Some(leader),
+            leader_addr: Some(addr),
+        })
+    }
+}
+
+fn check_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() {
+        Err("key must not be empty")
+    } else {
+        Ok(())
+    }
+}
+
+fn bad_request(id: Option<u64>, msg: &str) -> ClientResponse {
+    ClientResponse::error(id, ErrorCode::BadRequest, msg)
+}
+
+fn timeout(id: u64, msg: &str) -> ClientResponse {
+    ClientResponse::error(Some(id), ErrorCode::Timeout, msg)
+}
+
+fn ok_value(id: u64, value: Option<String>) -> ClientResponse {
+    ClientResponse::Ok(OkResponse {
+        id,
+        value: Some(value),
+        succeeded: None,
+    })
+}

@@ -1,0 +1,219 @@
+//! The replicated key-value state machine: applies committed commands in log order.
+
+use super::command::{Command, Op, Outcome};
+use super::sessions::{Check, Sessions};
+use crate::rpc::types::{Entry, EntryKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Clients remembered at once (each with up to 256 outcomes).
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct KvStore {
+    data: BTreeMap<String, String>,
+    sessions: Sessions,
+    applied: u64,
+}
+
+impl Default for KvStore {
+    fn default() -> Self {
+        KvStore::new(DEFAULT_MAX_SESSIONS)
+    }
+}
+
+impl KvStore {
+    pub fn new(max_sessions: usize) -> KvStore {
+        KvStore {
+            data: BTreeMap::new(),
+            sessions: Sessions::new(max_sessions),
+            applied: 0,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.data.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Applies one committed entry. Returns the outcome for a command (None for a no-op).
+    /// An entry whose data is not a valid command (which the server never proposes) changes
+    /// nothing, on every node alike, and yields None.
+    pub fn apply(&mut self, entry: &Entry) -> Option<Outcome> {
+        assert_eq!(
+            entry.index,
+            self.applied + 1,
+            "entries must be applied in order, each once"
+        );
+        self.applied = entry.index;
+        if entry.kind != EntryKind::Command {
+            return None;
+        }
+        let cmd: Command = match serde_json::from_slice(&entry.data) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                ::log::warn!(
+                    "skipping entry {} that is not a key-value command: {e}",
+                    entry.index
+                );
+                return None;
+            }
+        };
+        Some(self.apply_command(entry.index, &cmd))
+    }
+
+    fn apply_command(&mut self, index: u64, cmd: &Command) -> Outcome {
+        if let Some(client) = &cmd.client_id {
+            if let Check::Duplicate(outcome) = self.sessions.check(client, cmd.seq) {
+                return outcome;
+            }
+        }
+        let outcome = self.execute(&cmd.op);
+        if let Some(client) = &cmd.client_id {
+            self.sessions
+                .record(client, cmd.seq, index, outcome.clone());
+        }
+        outcome
+    }
+
+    fn execute(&mut self, op: &Op) -> Outcome {
+        match op {
+            Op::Put { key, value } => {
+                self.data.insert(key.clone(), value.clone());
+                Outcome::Done
+            }
+            Op::Delete { key } => {
+                self.data.remove(key);
+                Outcome::Done
+            }
+            Op::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                let current = self.data.get(key);
+                if current != expected.as_ref() {
+                    return Outcome::Cas {
+                        succeeded: false,
+                        value: current.cloned(),
+                    };
+                }
+                match value {
+                    Some(v) => {
+                        self.data.insert(key.clone(), v.clone());
+                    }
+                    None => {
+                        self.data.remove(key);
+                    }
+                }
+                Outcome::Cas {
+                    succeeded: true,
+                    value: value.clone(),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, client: Option<&str>, seq: u64, op: Op) -> Entry {
+        let cmd = Command {
+            client_id: client.map(str::to_string),
+            seq,
+            op,
+        };
+        Entry::command(1, index, serde_json::to_vec(&cmd).unwrap())
+    }
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn put_get_delete_cas() {
+        let mut kv = KvStore::default();
+        assert_eq!(kv.apply(&Entry::noop(1, 1)), None);
+        assert_eq!(
+            kv.apply(&entry(2, None, 0, put("a", "1"))),
+            Some(Outcome::Done)
+        );
+        assert_eq!(kv.get("a").map(String::as_str), Some("1"));
+        let cas = |expected: Option<&str>, value: Option<&str>| Op::Cas {
+            key: "a".into(),
+            expected: expected.map(str::to_string),
+            value: value.map(str::to_string),
+        };
+        assert_eq!(
+            kv.apply(&entry(3, None, 0, cas(Some("2"), Some("3")))),
+            Some(Outcome::Cas {
+                succeeded: false,
+                value: Some("1".into())
+            })
+        );
+        assert_eq!(
+            kv.apply(&entry(4, None, 0, cas(Some("1"), None))),
+            Some(Outcome::Cas {
+                succeeded: true,
+                value: None
+            })
+        );
+        assert_eq!(kv.get("a"), None);
+        assert_eq!(
+            kv.apply(&entry(5, None, 0, cas(None, Some("9")))),
+            Some(Outcome::Cas {
+                succeeded: true,
+                value: Some("9".into())
+            })
+        );
+        assert_eq!(
+            kv.apply(&entry(6, None, 0, Op::Delete { key: "a".into() })),
+            Some(Outcome::Done)
+        );
+        assert!(kv.is_empty());
+    }
+
+    #[test]
+    fn a_retried_write_is_applied_once_and_answered_with_its_first_outcome() {
+        let mut kv = KvStore::default();
+        let cas = Op::Cas {
+            key: "k".into(),
+            expected: None,
+            value: Some("v".into()),
+        };
+        let first = kv.apply(&entry(1, Some("c1"), 7, cas.clone()));
+        kv.apply(&entry(2, Some("other"), 1, put("k", "w")));
+        // The same (client, seq) committed again (a retry after a timeout) changes nothing.
+        let again = kv.apply(&entry(3, Some("c1"), 7, cas));
+        assert_eq!(first, again);
+        assert_eq!(kv.get("k").map(String::as_str), Some("w"));
+    }
+
+    #[test]
+    fn garbage_entry_data_changes_nothing() {
+        let mut kv = KvStore::default();
+        assert_eq!(kv.apply(&Entry::command(1, 1, b"not json".to_vec())), None);
+        assert!(kv.is_empty());
+        assert_eq!(kv.applied(), 1);
+    }
+}
