@@ -62,6 +62,27 @@ pub struct Client {
     conn: Option<Connection>,
 }
 
+/// The last failure seen at each node, for the error message.
+#[derive(Default)]
+struct Tried(std::collections::BTreeMap<SocketAddr, String>);
+
+impl Tried {
+    fn note(&mut self, addr: SocketAddr, what: String) {
+        self.0.insert(addr, what);
+    }
+
+    fn summary(&self) -> String {
+        if self.0.is_empty() {
+            return "no node".into();
+        }
+        self.0
+            .iter()
+            .map(|(a, w)| format!("{a}: {w}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 /// What a write or read needs from one attempt.
 enum Attempt {
     Done(OkResponse),
@@ -204,7 +225,7 @@ impl Client {
         make: impl Fn(u64) -> ClientRequest,
     ) -> Result<OkResponse, ClientError> {
         let deadline = Instant::now() + self.opts.deadline;
-        let mut tried = Vec::new();
+        let mut tried = Tried::default();
         let mut backoff = Duration::from_millis(10);
         while Instant::now() < deadline {
             let id = self.fresh_id();
@@ -221,14 +242,13 @@ impl Client {
                 }
             }
         }
-        tried.dedup();
         Err(ClientError::Unavailable(
             self.opts.deadline,
-            tried.join("; "),
+            tried.summary(),
         ))
     }
 
-    async fn attempt(&mut self, req: &ClientRequest, tried: &mut Vec<String>) -> Attempt {
+    async fn attempt(&mut self, req: &ClientRequest, tried: &mut Tried) -> Attempt {
         let addr = self.nodes[self.target % self.nodes.len()];
         if self.conn.as_ref().map(|c| c.addr()) != Some(addr) {
             match Connection::connect(addr, self.opts.connect_timeout, self.opts.max_frame_bytes)
@@ -236,7 +256,7 @@ impl Client {
             {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => {
-                    tried.push(format!("{addr}: {e}"));
+                    tried.note(addr, e.to_string());
                     self.conn = None;
                     self.target = (self.target + 1) % self.nodes.len();
                     return Attempt::Retry;
@@ -251,7 +271,7 @@ impl Client {
             Err(e) => {
                 // Lost connection or no answer in time: the outcome is unknown, so retry with
                 // the same client_id/seq (at the next node).
-                tried.push(format!("{addr}: {e}"));
+                tried.note(addr, e.to_string());
                 self.conn = None;
                 self.target = (self.target + 1) % self.nodes.len();
                 return Attempt::Retry;
@@ -267,12 +287,7 @@ impl Client {
         }
     }
 
-    fn on_error(
-        &mut self,
-        addr: SocketAddr,
-        err: ErrorResponse,
-        tried: &mut Vec<String>,
-    ) -> Attempt {
+    fn on_error(&mut self, addr: SocketAddr, err: ErrorResponse, tried: &mut Tried) -> Attempt {
         match err.code {
             ErrorCode::NotLeader => {
                 let hinted = err
@@ -280,12 +295,12 @@ impl Client {
                     .flatten()
                     .and_then(|a| a.parse::<SocketAddr>().ok())
                     .and_then(|a| self.nodes.iter().position(|n| *n == a));
-                tried.push(format!("{addr}: not the leader"));
+                tried.note(addr, "not the leader".into());
                 self.target = hinted.unwrap_or((self.target + 1) % self.nodes.len());
                 Attempt::Retry
             }
             ErrorCode::Timeout | ErrorCode::ShuttingDown => {
-                tried.push(format!("{addr}: {}", err.message));
+                tried.note(addr, err.message.clone());
                 if err.code == ErrorCode::ShuttingDown {
                     self.conn = None;
                     self.target = (self.target + 1) % self.nodes.len();

@@ -23,6 +23,9 @@ use crate::rpc::types::{
 };
 use std::collections::BTreeMap;
 
+/// Default request timeout in ticks (5 s at the daemon's 10 ms tick).
+pub const DEFAULT_REQUEST_TIMEOUT_TICKS: u64 = 500;
+
 /// Identifies one request for the shell (unique per node).
 pub type RequestId = u64;
 
@@ -30,6 +33,8 @@ struct PendingWrite {
     term: u64,
     request: RequestId,
     id: u64,
+    /// `ticks` when it arrived.
+    since: u64,
 }
 
 struct PendingRead {
@@ -38,6 +43,7 @@ struct PendingRead {
     request: RequestId,
     id: u64,
     key: String,
+    since: u64,
 }
 
 pub struct KvService {
@@ -52,6 +58,9 @@ pub struct KvService {
     /// Confirmed reads waiting for their read index to be applied, by that index.
     applying: BTreeMap<u64, Vec<PendingRead>>,
     next_ctx: u64,
+    /// Ticks seen, the service's clock for request timeouts.
+    ticks: u64,
+    request_timeout_ticks: u64,
     /// Where each member listens, for `NotLeader` hints.
     addrs: BTreeMap<NodeId, String>,
 }
@@ -69,8 +78,63 @@ impl KvService {
             confirming: BTreeMap::new(),
             applying: BTreeMap::new(),
             next_ctx: 1,
+            ticks: 0,
+            request_timeout_ticks: DEFAULT_REQUEST_TIMEOUT_TICKS,
             addrs,
         }
+    }
+
+    /// Answers requests with `Timeout` after this many ticks (default 500: 5 s at 10 ms).
+    pub fn set_request_timeout_ticks(&mut self, ticks: u64) {
+        self.request_timeout_ticks = ticks.max(1);
+    }
+
+    /// Advances the service's clock by one tick (the same ticks the core gets) and answers
+    /// with `Timeout` every request pending for longer than the request timeout. Their outcome
+    /// is unknown: a write may still commit later, which a retry with the same
+    /// `client_id`/`seq` finds out without applying it twice.
+    pub fn tick(&mut self) -> Vec<Answer> {
+        self.ticks += 1;
+        let Some(cutoff) = self.ticks.checked_sub(self.request_timeout_ticks) else {
+            return Vec::new();
+        };
+        let mut answers = Vec::new();
+        let expired: Vec<u64> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.since < cutoff)
+            .map(|(i, _)| *i)
+            .collect();
+        for index in expired {
+            if let Some(w) = self.writes.remove(&index) {
+                answers.push((
+                    w.request,
+                    timeout(w.id, "not committed in time; outcome unknown"),
+                ));
+            }
+        }
+        let mut expire_reads = |reads: &mut Vec<PendingRead>| {
+            reads.retain(|r| {
+                let keep = r.since >= cutoff;
+                if !keep {
+                    answers.push((
+                        r.request,
+                        timeout(r.id, "the read could not be confirmed in time"),
+                    ));
+                }
+                keep
+            })
+        };
+        for reads in self
+            .confirming
+            .values_mut()
+            .chain(self.applying.values_mut())
+        {
+            expire_reads(reads);
+        }
+        self.confirming.retain(|_, reads| !reads.is_empty());
+        self.applying.retain(|_, reads| !reads.is_empty());
+        answers
     }
 
     pub fn store(&self) -> &KvStore {
@@ -117,6 +181,7 @@ impl KvService {
                             request,
                             id,
                             key,
+                            since: self.ticks,
                         });
                         None
                     }
@@ -193,8 +258,15 @@ impl KvService {
         };
         match raft.propose(data) {
             Ok((index, term)) => {
-                self.writes
-                    .insert(index, PendingWrite { term, request, id });
+                self.writes.insert(
+                    index,
+                    PendingWrite {
+                        term,
+                        request,
+                        id,
+                        since: self.ticks,
+                    },
+                );
                 None
             }
             Err(NotLeader { leader }) => Some(self.not_leader(id, leader)),

@@ -575,3 +575,45 @@ fn leader_ignores_stale_rejections_and_never_moves_next_to_or_below_matched() {
     assert_eq!(r.progress(2).unwrap().next, 4, "a stale refusal moved next");
     assert_eq!(r.progress(2).unwrap().state, ProgressState::Probe);
 }
+
+/// §5.3: "If followers crash or run slowly, or if network packets are lost, the leader retries
+/// AppendEntries RPCs indefinitely ... until all followers eventually store all log entries."
+/// Every message to the followers is lost for a while; the leader keeps resending the entry
+/// (not only empty heartbeats) until they acknowledge it.
+#[test]
+fn leader_retries_lost_appends_until_followers_store_the_entries() {
+    let mut r = leader();
+    r.propose(b"x".to_vec()).unwrap();
+    let first = appends(&drain(&mut r));
+    assert_eq!(first.len(), 2, "sent once");
+    // Lost. Count how many more times each follower is sent entry 2 over a few heartbeats.
+    let mut resent = BTreeMap::new();
+    for _ in 0..10 * HEARTBEAT {
+        r.tick();
+        for a in appends(&drain(&mut r)) {
+            if a.entries.iter().any(|e| e.index == 2) {
+                *resent.entry(a.to).or_insert(0) += 1;
+            }
+        }
+    }
+    for p in [2, 3] {
+        assert!(
+            resent.get(&p).copied().unwrap_or(0) >= 2,
+            "entry 2 not retried to node {p}: {resent:?}"
+        );
+    }
+    assert_eq!(r.log().committed(), 1);
+    // The network heals: the next retry arrives and is acknowledged.
+    let mut f = restored(config(2, 3), 2, 1, &[2]);
+    for _ in 0..4 * HEARTBEAT {
+        r.tick();
+        for m in drain(&mut r).into_iter().filter(|m| m.to == 2) {
+            f.step(m);
+        }
+        for m in drain(&mut f) {
+            r.step(m);
+        }
+    }
+    assert_eq!(f.log().last_index(), 2);
+    assert_eq!(r.log().committed(), 2);
+}
