@@ -11,15 +11,31 @@
 //! the run goes: at most one leader per term, and no two nodes applying different entries at
 //! one index (each node applying every index once, in order). A violation panics with the
 //! seed in the message.
+//!
+//! Every node also runs the real key-value service ([`KvService`]), driven as the daemon's
+//! node loop (`src/server/node.rs`) drives it: `tick()` with every core tick, `flush_reads()`
+//! before taking a `Ready`, `on_ready()` once the `Ready`'s durable part is synced (before
+//! `advance()`). Simulated clients (`clients.rs`) send it requests over the simulated network
+//! and record a history for the linearizability checker. A crash loses the service's pending
+//! requests (their clients time out); a restart starts an empty store that the log rebuilds.
 
+mod clients;
 mod disk;
 mod network;
 
+pub use clients::{
+    client_name, AnswerFate, AnswerHook, Arrival, Attempt, ClientConfig, ClientId, ClientStats,
+    OpRecord, SimClient,
+};
 pub use disk::MemDisk;
 pub use network::{Links, NetConfig};
 
+use crate::kv::{Answer, KvService, KvStore, RequestId};
 use crate::raft::{Config, Raft, Ready};
-use crate::rpc::types::{Entry, EntryKind, Envelope, NodeId, RaftMessage, Role};
+use crate::rpc::types::{
+    ClientRequest, ClientResponse, Entry, EntryKind, Envelope, NodeId, RaftMessage, Role,
+};
+use clients::{Clients, Route};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Ordering;
@@ -95,12 +111,35 @@ impl NetStats {
 enum Input {
     Tick,
     Message(Envelope),
+    Client { route: Route, req: ClientRequest },
 }
 
 enum Event {
-    Tick { node: NodeId, incarnation: u64 },
+    Tick {
+        node: NodeId,
+        incarnation: u64,
+    },
     Deliver(Envelope),
-    SyncDone { node: NodeId, incarnation: u64 },
+    SyncDone {
+        node: NodeId,
+        incarnation: u64,
+    },
+    /// A client request reaches a node.
+    ClientArrive {
+        node: NodeId,
+        route: Route,
+        req: ClientRequest,
+    },
+    /// A node's answer reaches a client.
+    ClientAnswer {
+        node: NodeId,
+        route: Route,
+        resp: ClientResponse,
+    },
+    ClientTimer {
+        client: clients::ClientId,
+        token: u64,
+    },
 }
 
 struct Scheduled {
@@ -139,11 +178,26 @@ pub struct SimNode {
     incarnation: u64,
     /// This node's tick length (clocks may run at different rates).
     pub tick_us: Micros,
+    /// The key-value service of this incarnation (None while down).
+    service: Option<KvService>,
+    /// Requests the service has not answered yet: where their answers go.
+    waiting: BTreeMap<RequestId, Route>,
+    next_request: RequestId,
 }
 
 impl SimNode {
     pub fn raft(&self) -> Option<&Raft> {
         self.raft.as_ref()
+    }
+
+    /// The key-value service (None while the node is down).
+    pub fn service(&self) -> Option<&KvService> {
+        self.service.as_ref()
+    }
+
+    /// The key-value store this incarnation rebuilt from the log.
+    pub fn store(&self) -> Option<&KvStore> {
+        self.service.as_ref().map(KvService::store)
     }
 
     pub fn is_up(&self) -> bool {
@@ -176,6 +230,9 @@ pub struct Cluster {
     crash_pending: Vec<NodeId>,
     /// Nodes crashed by `crash_on_send` so far, in order.
     pub crashed_on_send: Vec<NodeId>,
+    /// Nodes to crash once the current event is handled (an `AnswerFate::DropAndCrash`).
+    crash_after_event: Vec<NodeId>,
+    clients: Clients,
 }
 
 impl Cluster {
@@ -196,6 +253,8 @@ impl Cluster {
             crash_on_send: None,
             crash_pending: Vec::new(),
             crashed_on_send: Vec::new(),
+            crash_after_event: Vec::new(),
+            clients: Clients::default(),
             rng: StdRng::seed_from_u64(rng.gen()),
             cfg,
         };
@@ -209,6 +268,9 @@ impl Cluster {
                 applied: Vec::new(),
                 incarnation: 0,
                 tick_us: cluster.cfg.tick_us,
+                service: None,
+                waiting: BTreeMap::new(),
+                next_request: 1,
             });
             cluster.start(id);
         }
@@ -256,8 +318,15 @@ impl Cluster {
         let raft = Raft::new(config, disk.hard_state, disk.entries).expect("valid sim config");
         let tick_us = self.node(id).tick_us;
         let first_tick = self.rng.gen_range(1..=tick_us);
+        let addrs = self
+            .ids()
+            .into_iter()
+            .map(|n| (n, format!("sim-node-{n}")))
+            .collect();
         let node = self.node_mut(id);
         node.raft = Some(raft);
+        // The state machine starts empty and is rebuilt as the log is applied again.
+        node.service = Some(KvService::new(id, KvStore::default(), addrs));
         node.incarnation += 1;
         let incarnation = node.incarnation;
         self.schedule(
@@ -270,10 +339,13 @@ impl Cluster {
     }
 
     /// Kills a node: everything not fsynced is lost, with its queued inputs and its state
-    /// machine. The disk keeps what was synced.
+    /// machine. The disk keeps what was synced. Pending client requests are dropped without
+    /// an answer (their clients time out).
     pub fn crash(&mut self, id: NodeId) {
         let node = self.node_mut(id);
         node.raft = None;
+        node.service = None;
+        node.waiting.clear();
         node.syncing = None;
         node.inbox.clear();
         node.applied.clear();
@@ -338,6 +410,11 @@ impl Cluster {
                     self.crashed_on_send.push(id);
                 }
             }
+            for id in std::mem::take(&mut self.crash_after_event) {
+                if self.node(id).is_up() {
+                    self.crash(id);
+                }
+            }
         }
         self.now = end;
     }
@@ -379,6 +456,9 @@ impl Cluster {
                 }
                 self.finish_sync(node);
             }
+            Event::ClientArrive { node, route, req } => self.client_arrive(node, route, req),
+            Event::ClientAnswer { node, route, resp } => self.client_answer(node, route, resp),
+            Event::ClientTimer { client, token } => self.client_timer(client, token),
         }
     }
 
@@ -395,15 +475,52 @@ impl Cluster {
         self.drive(id);
     }
 
+    /// One input, as the daemon's node loop handles it: a tick goes to the core and to the
+    /// service's request timeouts, a peer message to the core, a client request to the service
+    /// (answered now, or remembered until the service answers it).
     fn step(&mut self, id: NodeId, input: Input) {
-        let Some(raft) = self.node_mut(id).raft.as_mut() else {
+        if let Input::Client { route, .. } = &input {
+            self.note_arrival(id, *route);
+        }
+        let node = self.node_mut(id);
+        let (Some(raft), Some(service)) = (node.raft.as_mut(), node.service.as_mut()) else {
             return;
         };
-        match input {
-            Input::Tick => raft.tick(),
-            Input::Message(env) => raft.step(env),
-        }
+        let answers = match input {
+            Input::Tick => {
+                raft.tick();
+                service.tick()
+            }
+            Input::Message(env) => {
+                raft.step(env);
+                Vec::new()
+            }
+            Input::Client { route, req } => {
+                let rid = node.next_request;
+                node.next_request += 1;
+                match service.request(raft, rid, req) {
+                    Some(resp) => {
+                        self.answer(id, route, resp);
+                        Vec::new()
+                    }
+                    None => {
+                        node.waiting.insert(rid, route);
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        self.deliver(id, answers);
         self.observe(id);
+    }
+
+    /// Routes the service's answers back to the clients that wait for them.
+    fn deliver(&mut self, id: NodeId, answers: Vec<Answer>) {
+        for (rid, resp) in answers {
+            if let Some(route) = self.node_mut(id).waiting.remove(&rid) {
+                self.answer(id, route, resp);
+            }
+        }
     }
 
     /// Safety check after every step: one leader per term. Then the test's observer, if any.
@@ -434,7 +551,14 @@ impl Cluster {
             if node.syncing.is_some() {
                 return;
             }
-            let Some(raft) = node.raft.as_mut() else {
+            let (Some(raft), Some(service)) = (node.raft.as_mut(), node.service.as_mut()) else {
+                return;
+            };
+            // Every linearizable read received since the last `Ready` shares one ReadIndex
+            // round (the daemon does this once per turn, before its `ready()` loop).
+            let answers = service.flush_reads(raft);
+            self.deliver(id, answers);
+            let Some(raft) = self.node_mut(id).raft.as_mut() else {
                 return;
             };
             if !raft.has_ready() {
@@ -478,13 +602,19 @@ impl Cluster {
         self.drive(id);
     }
 
-    /// The durable part of `rd` is on disk: send what waited for it, apply, advance.
+    /// The durable part of `rd` is on disk: send what waited for it, apply (the service
+    /// answers what the batch allows), advance.
     fn complete(&mut self, id: NodeId, mut rd: Ready) {
         for env in std::mem::take(&mut rd.persisted_messages) {
             self.send(env);
         }
         for entry in &rd.committed_entries {
             self.apply(id, entry);
+        }
+        let node = self.node_mut(id);
+        if let (Some(raft), Some(service)) = (node.raft.as_ref(), node.service.as_mut()) {
+            let answers = service.on_ready(raft, &rd);
+            self.deliver(id, answers);
         }
         if let Some(raft) = self.node_mut(id).raft.as_mut() {
             raft.advance();
