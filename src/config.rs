@@ -37,6 +37,12 @@ pub struct Cli {
     /// Largest frame accepted from clients and peers, in bytes (default 16 MiB).
     #[arg(long, value_name = "BYTES")]
     pub max_frame_bytes: Option<usize>,
+    /// Take a snapshot once this many entries were applied since the last one (default 10000).
+    #[arg(long, value_name = "N")]
+    pub snapshot_entries: Option<u64>,
+    /// ... or once the log holds this many bytes of commands (default 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub snapshot_bytes: Option<u64>,
 }
 
 /// The same settings as a TOML file. `peers` is a table of id = "host:port".
@@ -50,6 +56,8 @@ struct FileConfig {
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<String>,
     max_frame_bytes: Option<usize>,
+    snapshot_entries: Option<u64>,
+    snapshot_bytes: Option<u64>,
 }
 
 /// A validated node configuration.
@@ -63,6 +71,10 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: (u64, u64),
     pub max_frame_bytes: usize,
+    /// Snapshot when this many entries were applied since the last snapshot...
+    pub snapshot_entries: u64,
+    /// ... or when the log holds this many command bytes.
+    pub snapshot_bytes: u64,
 }
 
 #[derive(Debug, Error)]
@@ -100,6 +112,8 @@ pub enum ConfigError {
     Timing(String),
     #[error("--max-frame-bytes must be at least 1024")]
     FrameTooSmall,
+    #[error("--snapshot-entries and --snapshot-bytes must be positive")]
+    ZeroSnapshotThreshold,
 }
 
 impl NodeConfig {
@@ -153,7 +167,20 @@ impl NodeConfig {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(format!("data/node{id}")));
+        let snapshot_entries = cli
+            .snapshot_entries
+            .or(file.snapshot_entries)
+            .unwrap_or(10_000);
+        let snapshot_bytes = cli
+            .snapshot_bytes
+            .or(file.snapshot_bytes)
+            .unwrap_or(64 << 20);
+        if snapshot_entries == 0 || snapshot_bytes == 0 {
+            return Err(ConfigError::ZeroSnapshotThreshold);
+        }
         let cfg = NodeConfig {
+            snapshot_entries,
+            snapshot_bytes,
             id,
             listen,
             peers: map,

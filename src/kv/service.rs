@@ -63,6 +63,9 @@ pub struct KvService {
     request_timeout_ticks: u64,
     /// Where each member listens, for `NotLeader` hints.
     addrs: BTreeMap<NodeId, String>,
+    /// Largest encoded command accepted for the log: a larger entry could not be sent to the
+    /// followers in one peer frame, so it would never commit.
+    max_command_bytes: usize,
 }
 
 /// An answer to send, addressed by the shell's request id.
@@ -81,7 +84,14 @@ impl KvService {
             ticks: 0,
             request_timeout_ticks: DEFAULT_REQUEST_TIMEOUT_TICKS,
             addrs,
+            max_command_bytes: usize::MAX,
         }
+    }
+
+    /// Refuses writes whose encoded command is longer than `bytes` with `TooLarge` (default:
+    /// no limit).
+    pub fn set_max_command_bytes(&mut self, bytes: usize) {
+        self.max_command_bytes = bytes;
     }
 
     /// Answers requests with `Timeout` after this many ticks (default 500: 5 s at 10 ms).
@@ -139,6 +149,12 @@ impl KvService {
 
     pub fn store(&self) -> &KvStore {
         &self.store
+    }
+
+    /// Replaces the state machine with one restored from a snapshot the leader sent (this node
+    /// follows, so nothing is pending).
+    pub fn restore(&mut self, store: KvStore) {
+        self.store = store;
     }
 
     /// Requests still waiting for an answer.
@@ -256,6 +272,17 @@ impl KvService {
                 ))
             }
         };
+        if data.len() > self.max_command_bytes {
+            return Some(ClientResponse::error(
+                Some(id),
+                ErrorCode::TooLarge,
+                format!(
+                    "the write encodes to {} bytes; at most {} fit in one replication message",
+                    data.len(),
+                    self.max_command_bytes
+                ),
+            ));
+        }
         match raft.propose(data) {
             Ok((index, term)) => {
                 self.writes.insert(

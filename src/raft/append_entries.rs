@@ -11,7 +11,7 @@ impl Raft {
         let last = self.log.last_index();
         self.progress.values().any(|pr| {
             pr.can_send(self.cfg.max_inflight)
-                && (pr.next <= last || pr.state == ProgressState::Probe)
+                && (pr.next <= last || pr.state != ProgressState::Replicate)
         })
     }
 
@@ -30,6 +30,10 @@ impl Raft {
             let Some(pr) = self.progress.get(&peer) else {
                 return;
             };
+            if pr.state == ProgressState::Snapshot {
+                self.send_snapshot_chunk(peer);
+                return;
+            }
             if !pr.can_send(self.cfg.max_inflight) {
                 return;
             }
@@ -38,12 +42,8 @@ impl Raft {
             }
             let prev = pr.next - 1;
             let Some(prev_term) = self.log.term(prev) else {
-                // The entry is no longer in the log (compacted). Until snapshots can be sent,
-                // this cannot happen: the log is never compacted.
-                ::log::error!(
-                    "node {}: no term for index {prev} to send to node {peer}",
-                    self.id
-                );
+                // The entries it needs were compacted away: it gets the snapshot instead.
+                self.send_snapshot_chunk(peer);
                 return;
             };
             let entries = self.log.slice(
@@ -96,6 +96,20 @@ impl Raft {
                     pr.probe_sent = false;
                     self.send_append(peer);
                 }
+                ProgressState::Snapshot => {
+                    // Keep the follower's election timer quiet during a long transfer, and
+                    // resend a chunk whose answer has not come for two heartbeats.
+                    if pr.snapshot_in_flight {
+                        pr.stalled_heartbeats += 1;
+                        if pr.stalled_heartbeats >= 2 {
+                            pr.snapshot_in_flight = false;
+                            pr.stalled_heartbeats = 0;
+                        }
+                    }
+                    let at = self.log.snapshot();
+                    self.send_append_message(peer, at.index, at.term, Vec::new());
+                    self.send_snapshot_chunk(peer);
+                }
                 ProgressState::Replicate => {
                     if !pr.inflight.is_empty() && pr.matched == pr.matched_at_heartbeat {
                         pr.stalled_heartbeats += 1;
@@ -137,19 +151,12 @@ impl Raft {
         }
     }
 
-    /// Follower side of AppendEntries (§5.3). `term` equals ours here (`handle_term` ran).
-    pub(super) fn handle_append_entries(&mut self, from: NodeId, req: AppendArgs<'_>) {
-        let AppendArgs {
-            term,
-            prev,
-            prev_term,
-            entries,
-            leader_commit,
-            read_round,
-        } = req;
+    /// A message from `from` as leader of `term` (our term): follow it and reset the election
+    /// timer.
+    pub(super) fn follow(&mut self, from: NodeId, term: u64) {
         match self.role {
             Role::Leader => panic!(
-                "node {}: AppendEntries from node {from} in my own term {term}: two leaders in one term",
+                "node {}: node {from} acts as leader in my own term {term}: two leaders in one term",
                 self.id
             ),
             Role::Candidate | Role::PreCandidate => {
@@ -163,6 +170,40 @@ impl Raft {
             self.leader = from;
         }
         self.election_elapsed = 0;
+    }
+
+    /// Follower side of AppendEntries (§5.3). `term` equals ours here (`handle_term` ran).
+    pub(super) fn handle_append_entries(&mut self, from: NodeId, req: AppendArgs<'_>) {
+        let AppendArgs {
+            term,
+            prev,
+            prev_term,
+            entries,
+            leader_commit,
+            read_round,
+        } = req;
+        self.follow(from, term);
+
+        // Entries at or before our snapshot are committed, so they match the leader's: skip
+        // them and check the rest against the snapshot's last entry.
+        let snap = self.log.snapshot();
+        let (prev, prev_term, entries) = if prev < snap.index {
+            let skip = (snap.index - prev) as usize;
+            if entries.len() <= skip {
+                let msg = RaftMessage::AppendEntriesReply {
+                    term,
+                    success: true,
+                    match_index: prev + entries.len() as u64,
+                    conflict: None,
+                    read_round,
+                };
+                self.send_after_persist(from, msg);
+                return;
+            }
+            (snap.index, snap.term, &entries[skip..])
+        } else {
+            (prev, prev_term, entries)
+        };
 
         let last = self.log.last_index();
         let reject = |hint: ConflictHint| RaftMessage::AppendEntriesReply {
@@ -253,6 +294,10 @@ impl Raft {
                 );
                 return;
             }
+            if pr.state == ProgressState::Snapshot && index >= pr.snapshot_index {
+                // It holds everything the snapshot covers after all: no transfer needed.
+                pr.become_probe(index + 1);
+            }
             if pr.acknowledge(index) {
                 self.maybe_commit();
             }
@@ -263,6 +308,8 @@ impl Raft {
         let stale = match pr.state {
             ProgressState::Replicate => index <= pr.matched,
             ProgressState::Probe => index + 1 != pr.next,
+            // Heartbeats during a transfer may be refused; the transfer decides.
+            ProgressState::Snapshot => true,
         };
         if stale {
             return;

@@ -21,6 +21,8 @@ pub struct Config {
     pub max_bytes_per_message: usize,
     /// Unacknowledged AppendEntries per follower while streaming.
     pub max_inflight: usize,
+    /// Bytes of snapshot per InstallSnapshot message.
+    pub snapshot_chunk_bytes: usize,
     /// Committed entries handed to the state machine per `Ready`.
     pub max_apply_batch: usize,
     /// Ask for pre-votes before raising the term (thesis §9.6), so a node that was cut off
@@ -65,6 +67,7 @@ impl Config {
             max_bytes_per_message: 1 << 20,
             max_inflight: 64,
             max_apply_batch: 4096,
+            snapshot_chunk_bytes: 1 << 20,
             pre_vote: true,
             check_quorum: true,
             seed: id,
@@ -104,6 +107,7 @@ impl Config {
             ("max_bytes_per_message", self.max_bytes_per_message),
             ("max_inflight", self.max_inflight),
             ("max_apply_batch", self.max_apply_batch),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit(name));

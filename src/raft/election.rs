@@ -178,8 +178,8 @@ impl Raft {
                     // A pre-vote answer carries the term we asked about, not a term anyone is
                     // in; it changes nothing.
                 }
-                RaftMessage::AppendEntries { .. } => {
-                    let why = format!("AppendEntries from node {} in term {mterm}", env.from);
+                RaftMessage::AppendEntries { .. } | RaftMessage::InstallSnapshot { .. } => {
+                    let why = format!("{} from node {} in term {mterm}", env.msg.kind(), env.from);
                     self.become_follower(mterm, env.from, &why);
                 }
                 _ => {
@@ -199,6 +199,15 @@ impl Raft {
                         match_index: 0,
                         conflict: None,
                         read_round: 0,
+                    };
+                    self.send_after_persist(env.from, reply);
+                }
+                RaftMessage::InstallSnapshot { snapshot, .. } => {
+                    let reply = RaftMessage::InstallSnapshotReply {
+                        term: self.term,
+                        snapshot: *snapshot,
+                        received: 0,
+                        done: false,
                     };
                     self.send_after_persist(env.from, reply);
                 }

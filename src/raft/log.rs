@@ -14,7 +14,7 @@
 //! Entries before the first one held here belong to a snapshot (`snapshot_index`/`term`). Until
 //! snapshots exist that is the empty prefix (index 0, term 0), which matches every log.
 
-use crate::rpc::types::Entry;
+use crate::rpc::types::{Entry, SnapshotMeta};
 
 #[derive(Debug, Clone)]
 pub struct RaftLog {
@@ -22,6 +22,8 @@ pub struct RaftLog {
     snapshot_term: u64,
     /// `entries[i].index == snapshot_index + 1 + i`.
     entries: Vec<Entry>,
+    /// Sum of the command bytes of `entries`.
+    bytes: u64,
     stable: u64,
     committed: u64,
     applied: u64,
@@ -30,22 +32,101 @@ pub struct RaftLog {
 impl RaftLog {
     /// A log restored from storage: everything given is already durable.
     pub fn restore(entries: Vec<Entry>) -> RaftLog {
+        RaftLog::restore_with_snapshot(SnapshotMeta::default(), entries)
+    }
+
+    /// A log restored from a snapshot and the entries after it. The snapshot's state is
+    /// applied (the caller restored its state machine from it), so it counts as committed.
+    pub fn restore_with_snapshot(snapshot: SnapshotMeta, entries: Vec<Entry>) -> RaftLog {
         for (i, e) in entries.iter().enumerate() {
             assert_eq!(
                 e.index,
-                i as u64 + 1,
-                "restored log must be contiguous from index 1"
+                snapshot.index + 1 + i as u64,
+                "restored log must be contiguous after the snapshot"
             );
         }
-        let stable = entries.len() as u64;
+        let bytes = entries.iter().map(|e| e.data.len() as u64).sum();
+        let stable = snapshot.index + entries.len() as u64;
         RaftLog {
-            snapshot_index: 0,
-            snapshot_term: 0,
+            snapshot_index: snapshot.index,
+            snapshot_term: snapshot.term,
             entries,
+            bytes,
             stable,
-            committed: 0,
-            applied: 0,
+            committed: snapshot.index,
+            applied: snapshot.index,
         }
+    }
+
+    pub fn snapshot(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            index: self.snapshot_index,
+            term: self.snapshot_term,
+        }
+    }
+
+    /// Command bytes held in memory (entries after the snapshot).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Entries held in memory.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drops every entry up to `meta.index`, which a snapshot of the applied state now covers.
+    pub fn compact(&mut self, meta: SnapshotMeta) {
+        assert!(
+            meta.index <= self.applied,
+            "compacting past what was applied"
+        );
+        assert_eq!(
+            self.term(meta.index),
+            Some(meta.term),
+            "snapshot term disagrees with the log"
+        );
+        self.drop_through(meta);
+    }
+
+    /// Installs a snapshot received from the leader (§7). If our log holds the snapshot's last
+    /// entry, the entries after it are kept (they match the leader's); otherwise the whole log
+    /// is replaced. Either way the snapshot's state counts as committed and applied.
+    pub fn install_snapshot(&mut self, meta: SnapshotMeta) {
+        if meta.index >= self.snapshot_index && self.matches(meta.index, meta.term) {
+            self.drop_through(meta);
+        } else {
+            self.entries.clear();
+            self.bytes = 0;
+            self.snapshot_index = meta.index;
+            self.snapshot_term = meta.term;
+            self.stable = meta.index;
+        }
+        self.stable = self.stable.max(meta.index);
+        self.committed = self.committed.max(meta.index);
+        self.applied = self.applied.max(meta.index);
+    }
+
+    fn drop_through(&mut self, meta: SnapshotMeta) {
+        if meta.index <= self.snapshot_index {
+            return;
+        }
+        let n = ((meta.index - self.snapshot_index) as usize).min(self.entries.len());
+        let dropped: u64 = self.entries[..n].iter().map(|e| e.data.len() as u64).sum();
+        self.entries.drain(..n);
+        self.bytes -= dropped;
+        self.snapshot_index = meta.index;
+        self.snapshot_term = meta.term;
+    }
+
+    /// Durable entries after the snapshot: what storage keeps when it compacts.
+    pub fn stable_entries(&self) -> &[Entry] {
+        let n = (self.stable.saturating_sub(self.snapshot_index) as usize).min(self.entries.len());
+        &self.entries[..n]
     }
 
     pub fn first_index(&self) -> u64 {
@@ -133,6 +214,7 @@ impl RaftLog {
     /// Appends a new entry at the end (leader path).
     pub fn append(&mut self, entry: Entry) {
         debug_assert_eq!(entry.index, self.last_index() + 1);
+        self.bytes += entry.data.len() as u64;
         self.entries.push(entry);
     }
 
@@ -155,7 +237,7 @@ impl RaftLog {
                     );
                     self.truncate_from(entry.index);
                     cut = Some(entry.index);
-                    self.entries.extend_from_slice(&entries[i..]);
+                    self.extend(&entries[i..]);
                     return cut;
                 }
                 None => {
@@ -163,7 +245,7 @@ impl RaftLog {
                         continue; // covered by the snapshot: committed, so it matches
                     }
                     debug_assert_eq!(entry.index, self.last_index() + 1);
-                    self.entries.extend_from_slice(&entries[i..]);
+                    self.extend(&entries[i..]);
                     return cut;
                 }
             }
@@ -171,8 +253,18 @@ impl RaftLog {
         cut
     }
 
+    fn extend(&mut self, entries: &[Entry]) {
+        self.bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        self.entries.extend_from_slice(entries);
+    }
+
     fn truncate_from(&mut self, index: u64) {
         let keep = (index - self.snapshot_index - 1) as usize;
+        let dropped: u64 = self.entries[keep.min(self.entries.len())..]
+            .iter()
+            .map(|e| e.data.len() as u64)
+            .sum();
+        self.bytes -= dropped;
         self.entries.truncate(keep);
         // Whatever was cut off must be written again, so it is no longer "stable".
         self.stable = self.stable.min(index - 1);

@@ -16,6 +16,7 @@ mod log;
 mod progress;
 mod quorum;
 mod read_index;
+mod snapshot;
 
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ pub use log::RaftLog;
 pub use progress::{Progress, ProgressState};
 pub use quorum::{committed_index, majority};
 pub use read_index::ReadState;
+pub use snapshot::{CompactError, Snapshot};
 
 use crate::rpc::types::{Entry, Envelope, HardState, NodeId, RaftMessage, Role};
 use rand::rngs::StdRng;
@@ -49,6 +51,9 @@ pub struct Ready {
     /// Reads the leader has confirmed (see `Raft::read_index`): serve each once its index is
     /// applied.
     pub read_states: Vec<ReadState>,
+    /// A snapshot received from the leader: persist it (replacing the log up to its index) and
+    /// restore the state machine from it, before applying `committed_entries`.
+    pub snapshot: Option<Snapshot>,
     /// Set when the role or the known leader changed since the previous `Ready`.
     pub soft_state: Option<SoftState>,
 }
@@ -61,6 +66,7 @@ impl Ready {
             && self.persisted_messages.is_empty()
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
+            && self.snapshot.is_none()
             && self.soft_state.is_none()
     }
 }
@@ -123,6 +129,12 @@ pub struct Raft {
     progress: BTreeMap<NodeId, Progress>,
     rng: StdRng,
     read_only: read_index::ReadOnly,
+    /// The latest snapshot, sent to followers that need compacted entries.
+    snapshot: Option<Snapshot>,
+    /// A snapshot being received from the leader.
+    incoming: Option<snapshot::Incoming>,
+    /// A snapshot installed but not yet handed to the shell.
+    pending_snapshot: Option<Snapshot>,
 
     messages: Vec<Envelope>,
     persisted_messages: Vec<Envelope>,
@@ -139,6 +151,17 @@ impl Raft {
         hard_state: HardState,
         entries: Vec<Entry>,
     ) -> Result<Raft, ConfigError> {
+        Raft::restore(cfg, hard_state, None, entries)
+    }
+
+    /// A node starting from a snapshot (whose state the caller restored into its state
+    /// machine) and the log entries after it.
+    pub fn restore(
+        cfg: Config,
+        hard_state: HardState,
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+    ) -> Result<Raft, ConfigError> {
         cfg.validate()?;
         let peers = cfg
             .voters
@@ -153,7 +176,11 @@ impl Raft {
             vote: hard_state.vote,
             role: Role::Follower,
             leader: 0,
-            log: RaftLog::restore(entries),
+            log: match &snapshot {
+                Some(snap) => RaftLog::restore_with_snapshot(snap.meta, entries),
+                None => RaftLog::restore(entries),
+            },
+            snapshot,
             election_elapsed: 0,
             randomized_election_ticks: cfg.election_ticks_min,
             heartbeat_elapsed: 0,
@@ -161,6 +188,8 @@ impl Raft {
             progress: BTreeMap::new(),
             rng: StdRng::seed_from_u64(cfg.seed),
             read_only: read_index::ReadOnly::default(),
+            incoming: None,
+            pending_snapshot: None,
             messages: Vec::new(),
             persisted_messages: Vec::new(),
             saved_hard_state: hard_state,
@@ -287,6 +316,19 @@ impl Raft {
                 conflict,
                 read_round,
             } => self.handle_append_reply(from, success, match_index, conflict, read_round),
+            RaftMessage::InstallSnapshot {
+                term,
+                leader_id: _,
+                snapshot,
+                pos,
+                data,
+            } => self.handle_install_snapshot(from, term, snapshot, pos, data),
+            RaftMessage::InstallSnapshotReply {
+                term: _,
+                snapshot,
+                received,
+                done,
+            } => self.handle_snapshot_reply(from, snapshot, received, done),
         }
     }
 
@@ -313,6 +355,7 @@ impl Raft {
             || self.log.has_next_committed()
             || self.soft_state() != self.last_soft_state
             || !self.read_only.ready.is_empty()
+            || self.pending_snapshot.is_some()
             || (self.role == Role::Leader && self.read_only.round_wanted())
             || (self.role == Role::Leader && self.has_appends_to_send())
     }
@@ -345,6 +388,7 @@ impl Raft {
         rd.persisted_messages = std::mem::take(&mut self.persisted_messages);
         rd.committed_entries = self.log.next_committed(self.cfg.max_apply_batch);
         rd.read_states = std::mem::take(&mut self.read_only.ready);
+        rd.snapshot = self.pending_snapshot.take();
         let soft = self.soft_state();
         if soft != self.last_soft_state {
             rd.soft_state = Some(soft);

@@ -12,6 +12,9 @@ pub enum ProgressState {
     /// The follower's log matches up to `matched`: stream batches back to back, up to
     /// `max_inflight` unacknowledged messages.
     Replicate,
+    /// The entries the follower needs were compacted away: send it the snapshot, one chunk at
+    /// a time (each chunk waits for the previous one's answer: backpressure).
+    Snapshot,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +35,11 @@ pub struct Progress {
     pub stalled_heartbeats: u32,
     /// Highest ReadIndex round this follower has acknowledged in the current term.
     pub read_round: u64,
+    /// In `Snapshot`: the snapshot being sent, how many of its bytes the follower holds, and
+    /// whether a chunk is awaiting its answer.
+    pub snapshot_index: u64,
+    pub snapshot_offset: u64,
+    pub snapshot_in_flight: bool,
     /// Heard from since the leader last checked its quorum.
     pub recent_active: bool,
 }
@@ -47,6 +55,9 @@ impl Progress {
             matched_at_heartbeat: 0,
             stalled_heartbeats: 0,
             read_round: 0,
+            snapshot_index: 0,
+            snapshot_offset: 0,
+            snapshot_in_flight: false,
             recent_active: true,
         }
     }
@@ -56,6 +67,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => !self.probe_sent,
             ProgressState::Replicate => self.inflight.len() < max_inflight,
+            ProgressState::Snapshot => !self.snapshot_in_flight,
         }
     }
 
@@ -67,6 +79,7 @@ impl Progress {
                 self.next = last + 1;
                 self.inflight.push_back(last);
             }
+            ProgressState::Snapshot => self.snapshot_in_flight = true,
         }
     }
 
@@ -92,6 +105,15 @@ impl Progress {
             self.become_replicate();
         }
         grew
+    }
+
+    /// Starts sending the snapshot at `index` from its first byte.
+    pub fn become_snapshot(&mut self, index: u64) {
+        self.state = ProgressState::Snapshot;
+        self.snapshot_index = index;
+        self.snapshot_offset = 0;
+        self.snapshot_in_flight = false;
+        self.inflight.clear();
     }
 
     pub fn become_probe(&mut self, next: u64) {

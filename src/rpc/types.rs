@@ -64,6 +64,14 @@ pub struct HardState {
     pub vote: NodeId,
 }
 
+/// What a snapshot covers: the state after applying every entry up to `index`, whose term was
+/// `term`. The log keeps only entries after it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    pub index: u64,
+    pub term: u64,
+}
+
 /// Why a follower refused an AppendEntries whose previous entry does not match, so the leader
 /// can skip a whole term at a time instead of one index per round trip (the XTerm/XIndex/XLen
 /// idea from the extended Raft paper, end of §5.3).
@@ -125,6 +133,25 @@ pub enum RaftMessage {
         #[serde(default, skip_serializing_if = "is_zero")]
         read_round: u64,
     },
+    /// InstallSnapshot (§7): one chunk of the leader's snapshot, for a follower whose needed
+    /// entries were compacted away. Chunks are sent one at a time, each after the previous one
+    /// was acknowledged.
+    InstallSnapshot {
+        term: u64,
+        leader_id: NodeId,
+        snapshot: SnapshotMeta,
+        pos: ChunkPos,
+        #[serde(with = "b64")]
+        data: Vec<u8>,
+    },
+    InstallSnapshotReply {
+        term: u64,
+        snapshot: SnapshotMeta,
+        /// Bytes of that snapshot the follower holds (where the next chunk must start).
+        received: u64,
+        /// The follower installed it (or already had its state).
+        done: bool,
+    },
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -138,7 +165,9 @@ impl RaftMessage {
             RaftMessage::RequestVote { term, .. }
             | RaftMessage::RequestVoteReply { term, .. }
             | RaftMessage::AppendEntries { term, .. }
-            | RaftMessage::AppendEntriesReply { term, .. } => *term,
+            | RaftMessage::AppendEntriesReply { term, .. }
+            | RaftMessage::InstallSnapshot { term, .. }
+            | RaftMessage::InstallSnapshotReply { term, .. } => *term,
         }
     }
 
@@ -151,8 +180,19 @@ impl RaftMessage {
             RaftMessage::RequestVoteReply { .. } => "RequestVoteReply",
             RaftMessage::AppendEntries { .. } => "AppendEntries",
             RaftMessage::AppendEntriesReply { .. } => "AppendEntriesReply",
+            RaftMessage::InstallSnapshot { .. } => "InstallSnapshot",
+            RaftMessage::InstallSnapshotReply { .. } => "InstallSnapshotReply",
         }
     }
+}
+
+/// The chunk layout of an InstallSnapshot stream.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkPos {
+    /// Byte offset of this chunk in the snapshot.
+    pub offset: u64,
+    /// Total size of the snapshot in bytes.
+    pub total: u64,
 }
 
 /// A peer message with its addresses. This is the unit the core emits and the transport
@@ -215,6 +255,29 @@ impl fmt::Display for Envelope {
                 f,
                 "{}->{} AppendEntriesReply(term={term}, success={success}, index={match_index}, hint={conflict:?})",
                 self.from, self.to
+            ),
+            RaftMessage::InstallSnapshot {
+                term, snapshot, pos, data, ..
+            } => write!(
+                f,
+                "{}->{} InstallSnapshot(term={term}, snapshot={}@{}, offset={}/{}, bytes={})",
+                self.from,
+                self.to,
+                snapshot.index,
+                snapshot.term,
+                pos.offset,
+                pos.total,
+                data.len()
+            ),
+            RaftMessage::InstallSnapshotReply {
+                term,
+                snapshot,
+                received,
+                done,
+            } => write!(
+                f,
+                "{}->{} InstallSnapshotReply(term={term}, snapshot={}@{}, received={received}, done={done})",
+                self.from, self.to, snapshot.index, snapshot.term
             ),
         }
     }

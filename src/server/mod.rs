@@ -3,7 +3,7 @@
 mod client;
 mod node;
 
-pub use node::{raft_config, NodeRequest};
+pub use node::{raft_config, NodeRequest, ReplicationLimits};
 
 use crate::config::NodeConfig;
 use crate::kv::{KvService, KvStore};
@@ -40,7 +40,23 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let timing = cfg.timing()?;
     let (storage, recovered) =
         tokio::task::block_in_place(|| Storage::open(&cfg.data_dir, cfg.id))?;
-    let raft = Raft::new(rc, recovered.hard_state, recovered.entries)?;
+    let (store, snapshot) = match recovered.snapshot {
+        Some(snap) => {
+            let store: KvStore =
+                serde_json::from_slice(&snap.data).map_err(|e| StorageError::Corrupt {
+                    path: cfg.data_dir.join(crate::storage::SNAPSHOT_FILE_NAME),
+                    offset: 0,
+                    reason: format!("the snapshot does not decode as a key-value store: {e}"),
+                })?;
+            let snapshot = crate::raft::Snapshot {
+                meta: snap.meta,
+                data: std::sync::Arc::new(snap.data),
+            };
+            (store, Some(snapshot))
+        }
+        None => (KvStore::default(), None),
+    };
+    let raft = Raft::restore(rc, recovered.hard_state, snapshot, recovered.entries)?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -70,10 +86,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .iter()
         .map(|(id, a)| (*id, a.to_string()))
         .collect();
+    let mut service = KvService::new(cfg.id, store, addrs);
+    service
+        .set_max_command_bytes(ReplicationLimits::for_frame(cfg.max_frame_bytes).max_command_bytes);
     let node = NodeLoop {
-        service: KvService::new(cfg.id, KvStore::default(), addrs),
+        service,
         waiting: HashMap::new(),
         next_request: 1,
+        snapshots: node::SnapshotPolicy {
+            entries: cfg.snapshot_entries,
+            bytes: cfg.snapshot_bytes,
+        },
+        snapshot_job: None,
         raft,
         storage,
         transport,

@@ -6,15 +6,19 @@
 //! advance. Inputs that arrive during the fsync are batched into the next turn (group commit).
 
 use crate::config::NodeConfig;
-use crate::kv::{Answer, KvService};
+use crate::kv::{Answer, KvService, KvStore};
 use crate::raft::Raft;
-use crate::rpc::types::{ClientRequest, ClientResponse, Envelope, NodeId, StatusResponse};
+use crate::raft::Snapshot;
+use crate::rpc::types::{
+    ClientRequest, ClientResponse, Entry, Envelope, NodeId, SnapshotMeta, StatusResponse,
+};
 use crate::storage::{Storage, StorageError};
 use raftd_transport::{PeerEvent, SendError, Transport};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +47,18 @@ pub struct NodeLoop {
     /// Where to send the answer of each request the service has not answered yet.
     pub waiting: HashMap<u64, mpsc::Sender<ClientResponse>>,
     pub next_request: u64,
+    pub snapshots: SnapshotPolicy,
+    /// A snapshot being serialized in the background.
+    pub snapshot_job: Option<oneshot::Receiver<Result<Snapshot, String>>>,
+}
+
+/// When to snapshot the state machine and compact the log.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotPolicy {
+    /// Entries applied since the last snapshot.
+    pub entries: u64,
+    /// Command bytes held in the log.
+    pub bytes: u64,
 }
 
 impl NodeLoop {
@@ -62,6 +78,10 @@ impl NodeLoop {
                 }
                 Some(event) = self.events.recv() => self.on_peer_event(event),
                 Some(request) = self.requests.recv() => self.on_request(request),
+                done = wait_job(&mut self.snapshot_job), if self.snapshot_job.is_some() => {
+                    self.snapshot_job = None;
+                    self.finish_snapshot(done)?;
+                }
             }
             for _ in 0..MAX_INPUTS_PER_TURN {
                 match self.events.try_recv() {
@@ -73,6 +93,7 @@ impl NodeLoop {
                 self.on_request(request);
             }
             self.handle_ready()?;
+            self.maybe_start_snapshot();
         }
         let answers = self.service.shutdown();
         self.deliver(answers);
@@ -166,7 +187,7 @@ impl NodeLoop {
             commit_index: s.commit_index,
             last_applied: s.last_applied,
             last_log_index: s.last_log_index,
-            snapshot_index: 0,
+            snapshot_index: self.raft.log().snapshot().index,
             members: self
                 .members
                 .iter()
@@ -183,6 +204,9 @@ impl NodeLoop {
             let mut rd = self.raft.ready();
             for env in std::mem::take(&mut rd.messages) {
                 self.send(env);
+            }
+            if let Some(snapshot) = rd.snapshot.take() {
+                self.install_snapshot(&snapshot)?;
             }
             if rd.hard_state.is_some() || !rd.entries.is_empty() {
                 let storage = &mut self.storage;
@@ -205,6 +229,101 @@ impl NodeLoop {
             }
             self.raft.advance();
         }
+        Ok(())
+    }
+
+    /// Starts serializing the state machine in the background once the log has grown past
+    /// the policy's thresholds, so the node keeps serving (heartbeats included) meanwhile.
+    fn maybe_start_snapshot(&mut self) {
+        if self.snapshot_job.is_some() {
+            return;
+        }
+        let log = self.raft.log();
+        let since = log.applied().saturating_sub(log.snapshot().index);
+        if since == 0 || (since < self.snapshots.entries && log.bytes() < self.snapshots.bytes) {
+            return;
+        }
+        let store = self.service.store().clone();
+        let index = store.applied();
+        let Some(term) = log.term(index) else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let result = serde_json::to_vec(&store)
+                .map(|data| Snapshot {
+                    meta: SnapshotMeta { index, term },
+                    data: Arc::new(data),
+                })
+                .map_err(|e| e.to_string());
+            let _ = tx.send(result);
+        });
+        self.snapshot_job = Some(rx);
+    }
+
+    /// The background serialization finished: make the snapshot durable, compact the log on
+    /// disk, then in memory.
+    fn finish_snapshot(
+        &mut self,
+        done: Result<Result<Snapshot, String>, oneshot::error::RecvError>,
+    ) -> Result<(), StorageError> {
+        let snapshot = match done {
+            Ok(Ok(snapshot)) => snapshot,
+            Ok(Err(e)) => {
+                ::log::error!("node {}: cannot serialize a snapshot: {e}", self.raft.id());
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        };
+        let meta = snapshot.meta;
+        if meta.index <= self.raft.log().snapshot().index {
+            return Ok(()); // a newer snapshot was installed from the leader meanwhile
+        }
+        let tail: Vec<Entry> = self
+            .raft
+            .log()
+            .stable_entries()
+            .iter()
+            .filter(|e| e.index > meta.index)
+            .cloned()
+            .collect();
+        let hs = self.storage.hard_state();
+        let storage = &mut self.storage;
+        tokio::task::block_in_place(|| storage.save_snapshot(meta, &snapshot.data, &tail, hs))?;
+        if let Err(e) = self.raft.compact(snapshot) {
+            ::log::warn!(
+                "node {}: snapshot at index {} not used: {e}",
+                self.raft.id(),
+                meta.index
+            );
+        }
+        ::log::info!(
+            "node {}: log compacted to index {} in term {}; data dir now {} bytes",
+            self.raft.id(),
+            meta.index,
+            self.raft.term(),
+            self.storage.disk_usage()
+        );
+        Ok(())
+    }
+
+    /// A snapshot from the leader: persist it (replacing the log up to its index), then
+    /// restore the state machine from it.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let meta = snapshot.meta;
+        let tail: Vec<Entry> = self.raft.log().stable_entries().to_vec();
+        let hs = self.storage.hard_state();
+        let storage = &mut self.storage;
+        tokio::task::block_in_place(|| storage.save_snapshot(meta, &snapshot.data, &tail, hs))?;
+        let store: KvStore =
+            serde_json::from_slice(&snapshot.data).map_err(|e| StorageError::Corrupt {
+                path: self.storage.dir().join(crate::storage::SNAPSHOT_FILE_NAME),
+                offset: 0,
+                reason: format!("the leader's snapshot does not decode as a key-value store: {e}"),
+            })?;
+        self.service.restore(store);
+        // Nothing in flight for the older state can be served any more.
+        self.snapshot_job = None;
         Ok(())
     }
 
@@ -239,5 +358,97 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<crate::raft::Config, crate::confi
     rc.election_ticks_min = timing.election_ticks_min;
     rc.election_ticks_max = timing.election_ticks_max;
     rc.seed = rand::random();
+    // Every AppendEntries must fit in one peer frame, or it is dropped on every retransmission
+    // and the follower never catches up.
+    let limits = ReplicationLimits::for_frame(cfg.max_frame_bytes);
+    rc.max_entries_per_message = rc.max_entries_per_message.min(limits.max_entries);
+    rc.max_bytes_per_message = rc.max_bytes_per_message.min(limits.max_batch_bytes);
+    rc.snapshot_chunk_bytes = rc.snapshot_chunk_bytes.min(limits.max_command_bytes.max(1));
     Ok(rc)
+}
+
+/// What fits in one AppendEntries frame of `max_frame_bytes`. Entry data travels as base64
+/// (4 bytes per 3) inside JSON, next to per-entry and per-message fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationLimits {
+    /// Entries per message.
+    pub max_entries: usize,
+    /// Command bytes in a message of several entries.
+    pub max_batch_bytes: usize,
+    /// Bytes of one command (an entry that travels alone).
+    pub max_command_bytes: usize,
+}
+
+impl ReplicationLimits {
+    /// The envelope and AppendEntries fields, every number at its widest (20 digits).
+    const MESSAGE_OVERHEAD: usize = 400;
+    /// One entry's fields, comma and base64 padding, every number at its widest.
+    const ENTRY_OVERHEAD: usize = 100;
+
+    pub fn for_frame(max_frame_bytes: usize) -> ReplicationLimits {
+        let avail = max_frame_bytes.saturating_sub(Self::MESSAGE_OVERHEAD);
+        // A quarter of the frame for per-entry fields, three quarters for base64 data.
+        ReplicationLimits {
+            max_entries: (avail / 4 / Self::ENTRY_OVERHEAD).max(1),
+            max_batch_bytes: (avail * 3 / 4 * 3 / 4).max(1),
+            max_command_bytes: avail.saturating_sub(Self::ENTRY_OVERHEAD) * 3 / 4,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReplicationLimits;
+    use crate::rpc::types::{Entry, Envelope, RaftMessage};
+
+    fn append_entries(entries: Vec<Entry>) -> usize {
+        let env = Envelope {
+            from: u64::MAX,
+            to: u64::MAX,
+            msg: RaftMessage::AppendEntries {
+                term: u64::MAX,
+                leader_id: u64::MAX,
+                prev_log_index: u64::MAX,
+                prev_log_term: u64::MAX,
+                entries,
+                leader_commit: u64::MAX,
+                read_round: u64::MAX,
+            },
+        };
+        serde_json::to_vec(&env).unwrap().len()
+    }
+
+    #[test]
+    fn the_largest_append_entries_fits_in_a_frame() {
+        for frame in [1024, 4096, 65536, 1 << 20, 16 << 20] {
+            let l = ReplicationLimits::for_frame(frame);
+            // One entry of the largest command.
+            let one = vec![Entry::command(
+                u64::MAX,
+                u64::MAX,
+                vec![7; l.max_command_bytes],
+            )];
+            assert!(append_entries(one) <= frame, "{frame}: {l:?}");
+            // A full batch, every entry with the worst base64 padding (len % 3 == 1).
+            let n = l.max_entries.min(1024);
+            let each = (l.max_batch_bytes / n).max(1);
+            let each = each - (each + 2) % 3;
+            let batch = (0..n)
+                .map(|_| Entry::command(u64::MAX, u64::MAX, vec![7; each]))
+                .collect();
+            assert!(append_entries(batch) <= frame, "{frame}: {l:?}");
+        }
+        let default = ReplicationLimits::for_frame(16 << 20);
+        assert!(default.max_entries >= 1024 && default.max_batch_bytes >= 1 << 20);
+    }
+}
+
+/// Waits for a background job, if there is one (the select! branch is disabled otherwise).
+async fn wait_job<T>(
+    job: &mut Option<oneshot::Receiver<T>>,
+) -> Result<T, oneshot::error::RecvError> {
+    match job {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
 }

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::rpc::types::NodeId;
+use crate::rpc::types::{NodeId, SnapshotMeta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -69,6 +69,27 @@ pub enum StorageError {
          was written. This is a bug in the caller: entries must follow the log without gaps"
     )]
     NonContiguous { expected: u64, got: u64 },
+
+    /// `save` was handed entries at or below the snapshot's index. Nothing was written.
+    #[error(
+        "save was given log entry {index}, but the log is compacted up to index {snapshot_index} \
+         (those entries are committed and live in the snapshot); nothing was written. This is a \
+         bug in the caller: entries must follow the snapshot"
+    )]
+    CompactedIndex { index: u64, snapshot_index: u64 },
+
+    /// `save_snapshot` was handed a snapshot older than (or conflicting with) the one on disk.
+    /// Nothing was written.
+    #[error(
+        "save_snapshot was given a snapshot up to index {} term {}, but the stored snapshot \
+         already covers index {} term {}; nothing was written. This is a bug in the caller: a \
+         snapshot may never go backwards",
+        .requested.index, .requested.term, .current.index, .current.term
+    )]
+    SnapshotBackwards {
+        current: SnapshotMeta,
+        requested: SnapshotMeta,
+    },
 
     /// A record could not be encoded (a single entry over the record size limit). Nothing was
     /// written.

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::error::{io_err, StorageError};
+use super::snapshot::SNAPSHOT_FILE_NAME;
 use super::wal::{sync_dir, WAL_FILE_NAME};
 use crate::rpc::types::NodeId;
 
@@ -39,17 +40,19 @@ pub(crate) fn check_or_create(dir: &Path, node_id: NodeId) -> Result<(), Storage
             check(&path, &text, node_id)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // The log is created only after the identity file is durable, so a log without one
-            // means someone deleted it: we cannot know whose log this is.
-            let wal = dir.join(WAL_FILE_NAME);
-            if wal.try_exists().map_err(io_err(&wal, "look for"))? {
-                return Err(StorageError::Identity {
-                    path,
-                    reason: format!(
-                        "missing, but the data dir already holds a log ({WAL_FILE_NAME}), so \
-                         it is unknown which node wrote it"
-                    ),
-                });
+            // The log and snapshot are created only after the identity file is durable, so
+            // either without one means someone deleted it: we cannot know whose data this is.
+            for (name, what) in [(WAL_FILE_NAME, "a log"), (SNAPSHOT_FILE_NAME, "a snapshot")] {
+                let file = dir.join(name);
+                if file.try_exists().map_err(io_err(&file, "look for"))? {
+                    return Err(StorageError::Identity {
+                        path,
+                        reason: format!(
+                            "missing, but the data dir already holds {what} ({name}), so it is \
+                             unknown which node wrote it"
+                        ),
+                    });
+                }
             }
             create(dir, node_id)
         }

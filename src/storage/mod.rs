@@ -1,39 +1,60 @@
-//! Durable Raft state under `--data-dir`: the term and vote (`HardState`) and the log.
+//! Durable Raft state under `--data-dir`: the term and vote (`HardState`), the log, and the
+//! latest snapshot.
 //!
 //! Layout:
 //! - `raftd.id`: which node owns the dir (see [`identity`]).
 //! - `raft.wal`: an append-only sequence of checksummed records (see [`record`]) holding hard
-//!   states, entry batches and truncation markers. Replaying it in order rebuilds the state.
+//!   states, entry batches, truncation markers and (first thing after a compaction) a marker
+//!   saying which index the log starts after. Replaying it in order rebuilds the state.
+//! - `snapshot`: the state machine's state up to some index (see [`snapshot`]). Entries up to
+//!   that index are not needed any more, and [`Storage::save_snapshot`] drops them from the log
+//!   by atomically replacing `raft.wal` with a new, short log.
 //!
 //! Durability contract: [`Storage::save`] returns only after everything it was given is on
 //! disk, with one write and one fdatasync per call, so the caller may then answer votes and
 //! acknowledge entries. The file is never rewritten in place: overwriting acknowledged bytes
 //! is the one way a crash could destroy data that was already durable, so even replacing
-//! conflicting entries is recorded by appending a `Truncate` record.
+//! conflicting entries is recorded by appending a `Truncate` record. Compaction does not
+//! rewrite it in place either: it writes a complete new log under a temporary name and renames
+//! it over the old one, so a crash leaves either the old log or the new one.
 
 pub mod error;
 mod identity;
 pub mod record;
+mod snapshot;
 mod wal;
 
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;
 
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::rpc::types::{Entry, HardState, NodeId};
 use record::{EncodeError, RecordRef, WalRecord};
 use wal::Wal;
 
+pub use crate::rpc::types::SnapshotMeta;
 pub use error::StorageError;
 pub use identity::ID_FILE_NAME;
+pub use snapshot::{Snapshot, SNAPSHOT_FILE_NAME, SNAPSHOT_TMP_FILE_NAME};
 pub use wal::{DroppedTail, WAL_FILE_NAME};
 
-/// What `open` read back: the last saved hard state and the log.
+/// Where [`Storage::save_snapshot`] builds the compacted log before renaming it over
+/// [`WAL_FILE_NAME`].
+pub const WAL_TMP_FILE_NAME: &str = "raft.wal.tmp";
+
+/// What `open` read back: the last saved hard state, the latest snapshot and the log after it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveredState {
     pub hard_state: HardState,
-    /// Contiguous from index 1 (`entries[i].index == i + 1`).
+    /// The latest snapshot, if one was ever saved.
+    pub snapshot: Option<Snapshot>,
+    /// Contiguous from the index after the snapshot's (from 1 without a snapshot):
+    /// `entries[i].index == snapshot.meta.index + 1 + i`.
     pub entries: Vec<Entry>,
 }
 
@@ -46,6 +67,11 @@ pub struct RecoveryInfo {
     pub bytes: u64,
     /// The torn tail that was cut off, if the last run crashed mid-write.
     pub dropped_tail: Option<DroppedTail>,
+    /// The last run stopped after writing a snapshot but before compacting the log; `open`
+    /// dropped the entries the snapshot covers and compacted the log itself.
+    pub finished_compaction: bool,
+    /// Leftover temporary files (of an interrupted snapshot or compaction) that were deleted.
+    pub removed_tmp_files: Vec<PathBuf>,
 }
 
 /// The durable state of one node. Not shared between threads; one writer owns it.
@@ -55,13 +81,21 @@ pub struct Storage {
     wal: Wal,
     hard_state: HardState,
     last_index: u64,
+    /// What the snapshot file covers; the log holds only entries after `snapshot.index`.
+    snapshot: Option<SnapshotMeta>,
+    /// Length of the snapshot file (0 without one).
+    snapshot_bytes: u64,
     recovery: RecoveryInfo,
 }
 
 impl Storage {
     /// Opens or creates the data dir for node `node_id` (creating the dir if missing). Refuses a
-    /// dir whose identity file names another node id. Replays the log; a torn tail from a crash
-    /// is dropped with a warning, any other damage is an error.
+    /// dir whose identity file names another node id. Loads the snapshot, if any, and replays
+    /// the log; a torn tail from a crash is dropped with a warning, any other damage (in the
+    /// log or the snapshot) is an error.
+    ///
+    /// If the last run stopped between writing a snapshot and compacting the log, the log's
+    /// entries covered by the snapshot are dropped and the compaction is finished here.
     pub fn open(dir: &Path, node_id: NodeId) -> Result<(Storage, RecoveredState), StorageError> {
         let existed = dir.is_dir();
         std::fs::create_dir_all(dir).map_err(error::io_err(dir, "create data dir"))?;
@@ -71,35 +105,98 @@ impl Storage {
         }
         identity::check_or_create(dir, node_id)?;
 
-        let mut state = RecoveredState::default();
+        let wal_path = dir.join(WAL_FILE_NAME);
+        let snapshot_path = dir.join(SNAPSHOT_FILE_NAME);
+        let exists = |path: &Path| path.try_exists().map_err(error::io_err(path, "look for"));
+        if exists(&snapshot_path)? && !exists(&wal_path)? {
+            // Every snapshot is written into a dir whose log already exists, and the log is
+            // only ever replaced by rename. Without it the term and vote are gone, and starting
+            // with a blank vote could let this node vote twice in one term.
+            return Err(StorageError::Corrupt {
+                path: wal_path,
+                offset: 0,
+                reason: format!(
+                    "the log is missing, but the data dir holds a snapshot ({SNAPSHOT_FILE_NAME}), \
+                     so the log was deleted and the node's term and vote are lost"
+                ),
+            });
+        }
+
+        let mut replay = Replay::default();
         let mut records = 0u64;
-        let (wal, dropped_tail) = Wal::open(&dir.join(WAL_FILE_NAME), |record| {
+        let (mut wal, dropped_tail) = Wal::open(&wal_path, |offset, record| {
             records += 1;
-            apply(&mut state, record)
+            replay.apply(offset, record)
         })?;
-        // Covers names created or renamed by an earlier run that crashed before syncing them.
+        // Only now, holding the lock, look at the snapshot and the temporary files: before it,
+        // another process owning the dir could be replacing them (and our cleanup would delete
+        // its temporary files from under it).
+        let (snapshot, snapshot_bytes) = match snapshot::load(dir)? {
+            Some((snapshot, len)) => (Some(snapshot), len),
+            None => (None, 0),
+        };
+        let snapshot_meta = snapshot.as_ref().map(|s| s.meta);
+        let mut removed_tmp_files = Vec::new();
+        for name in [SNAPSHOT_TMP_FILE_NAME, WAL_TMP_FILE_NAME] {
+            let path = dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    log::warn!(
+                        "{}: deleted a temporary file left by a snapshot or compaction that a \
+                         crash interrupted; it was never in use",
+                        path.display()
+                    );
+                    removed_tmp_files.push(path);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(error::io_err(&path, "remove stale temporary file")(e)),
+            }
+        }
+        let (hard_state, entries, finished_compaction) =
+            replay.finish(snapshot_meta, &wal_path, &snapshot_path)?;
+        if finished_compaction {
+            let meta = snapshot_meta.expect("compaction is only needed with a snapshot");
+            let buf = compacted_log(&hard_state, meta, &entries)?;
+            wal.rewrite(&buf)?;
+        }
+
+        // Covers names created, renamed or removed by an earlier run that crashed before
+        // syncing them, and by the cleanup above.
         wal::sync_dir(dir)?;
 
         let recovery = RecoveryInfo {
             records,
             bytes: wal.len(),
             dropped_tail,
+            finished_compaction,
+            removed_tmp_files,
         };
+        let snapshot_index = snapshot_meta.map_or(0, |m| m.index);
         log::info!(
-            "{}: recovered term {} vote {} and {} log entries from {} records ({} bytes)",
+            "{}: recovered term {} vote {}, a snapshot up to index {} ({} bytes) and {} log \
+             entries after it from {} records ({} bytes)",
             wal.path().display(),
-            state.hard_state.term,
-            state.hard_state.vote,
-            state.entries.len(),
+            hard_state.term,
+            hard_state.vote,
+            snapshot_index,
+            snapshot_bytes,
+            entries.len(),
             recovery.records,
             recovery.bytes
         );
         let storage = Storage {
             dir: dir.to_path_buf(),
             wal,
-            hard_state: state.hard_state,
-            last_index: state.entries.len() as u64,
+            hard_state,
+            last_index: snapshot_index + entries.len() as u64,
+            snapshot: snapshot_meta,
+            snapshot_bytes,
             recovery,
+        };
+        let state = RecoveredState {
+            hard_state,
+            snapshot,
+            entries,
         };
         Ok((storage, state))
     }
@@ -110,6 +207,8 @@ impl Storage {
     /// `entries` must be contiguous and start at an index in `1..=last_index() + 1`, otherwise
     /// `StorageError::NonContiguous` is returned and nothing is written. Starting at or below
     /// `last_index()` replaces the log from that index on (a follower resolving a conflict).
+    /// Entries at or below the snapshot's index are committed and cannot be replaced:
+    /// `StorageError::CompactedIndex`, nothing written.
     ///
     /// After an I/O error the storage refuses further saves: restart the node.
     pub fn save(
@@ -118,6 +217,13 @@ impl Storage {
         entries: &[Entry],
     ) -> Result<(), StorageError> {
         check_contiguous(self.last_index, entries)?;
+        let snapshot_index = self.snapshot.map_or(0, |m| m.index);
+        if let Some(first) = entries.first().filter(|e| e.index <= snapshot_index) {
+            return Err(StorageError::CompactedIndex {
+                index: first.index,
+                snapshot_index,
+            });
+        }
         // An unchanged hard state is already durable; writing it again would only cost bytes.
         let hard_state = hard_state.filter(|hs| **hs != self.hard_state).copied();
         if hard_state.is_none() && entries.is_empty() {
@@ -159,7 +265,87 @@ impl Storage {
         Ok(())
     }
 
-    /// Index of the last durable entry (0 for an empty log).
+    /// Durably stores a snapshot covering the log up to `meta.index` and compacts the log, and
+    /// returns only after both are on disk.
+    ///
+    /// `tail` is the log the caller keeps after the snapshot: contiguous from `meta.index + 1`
+    /// (may be empty), otherwise `StorageError::NonContiguous`. `hard_state` is the current
+    /// term and vote. Afterwards `last_index() == meta.index + tail.len()` and `save` appends
+    /// after that. Works both for compacting the own log (`meta.index <= last_index()`) and for
+    /// installing a leader's snapshot that replaces the log.
+    ///
+    /// `meta.index` may not be lower than the current snapshot's (nor equal with another term):
+    /// `StorageError::SnapshotBackwards`, nothing written.
+    ///
+    /// Steps: (0) a changed hard state is appended to the current log first, (a) the snapshot
+    /// file is replaced atomically (`snapshot.tmp`, fsync, rename, fsync of the dir), (b) the log
+    /// is replaced by `[HardState, Snapshot marker, Entries(tail)]` the same way. A crash
+    /// between (a) and (b) is finished by the next `open`. An I/O error while writing
+    /// `snapshot.tmp` leaves everything as it was; any later I/O error makes the storage refuse
+    /// further writes (restart the node).
+    pub fn save_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        data: &[u8],
+        tail: &[Entry],
+        hard_state: HardState,
+    ) -> Result<(), StorageError> {
+        self.wal.check_usable()?;
+        if let Some(current) = self.snapshot {
+            if meta.index < current.index
+                || (meta.index == current.index && meta.term != current.term)
+            {
+                return Err(StorageError::SnapshotBackwards {
+                    current,
+                    requested: meta,
+                });
+            }
+        }
+        if let Some(first) = tail.first() {
+            if first.index != meta.index + 1 {
+                return Err(StorageError::NonContiguous {
+                    expected: meta.index + 1,
+                    got: first.index,
+                });
+            }
+        }
+        check_contiguous(meta.index, tail)?;
+        // Encode first: an entry too large to encode must fail before anything is written.
+        let compacted = compacted_log(&hard_state, meta, tail)?;
+
+        // (0) Never let a snapshot reach the disk ahead of the term it was taken or received
+        // in: a crash between (a) and (b) recovers the hard state from the old log.
+        self.save(Some(&hard_state), &[])?;
+
+        // (a)
+        self.snapshot_bytes = match snapshot::write(&self.dir, meta, data) {
+            Ok(len) => len,
+            Err(snapshot::WriteError::NothingChanged(e)) => return Err(e),
+            Err(snapshot::WriteError::Unknown(e)) => {
+                self.wal.poison();
+                return Err(e);
+            }
+        };
+        self.snapshot = Some(meta);
+
+        // (b) On error the log poisons itself.
+        self.wal.rewrite(&compacted)?;
+        self.last_index = meta.index + tail.len() as u64;
+        log::info!(
+            "{}: saved a snapshot up to index {} term {} ({} bytes); the log now holds {} \
+             entries after it ({} bytes)",
+            self.dir.join(SNAPSHOT_FILE_NAME).display(),
+            meta.index,
+            meta.term,
+            self.snapshot_bytes,
+            tail.len(),
+            self.wal.len()
+        );
+        Ok(())
+    }
+
+    /// Index of the last durable entry (0 for an empty log; the snapshot's index if the log
+    /// holds nothing after the snapshot).
     pub fn last_index(&self) -> u64 {
         self.last_index
     }
@@ -167,6 +353,21 @@ impl Storage {
     /// The last durable term and vote.
     pub fn hard_state(&self) -> HardState {
         self.hard_state
+    }
+
+    /// What the durable snapshot covers, if there is one.
+    pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.snapshot
+    }
+
+    /// Bytes on disk of the snapshot file plus the log.
+    pub fn disk_usage(&self) -> u64 {
+        self.snapshot_bytes + self.wal.len()
+    }
+
+    /// Bytes of the log.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.len()
     }
 
     /// The data dir.
@@ -178,6 +379,34 @@ impl Storage {
     pub fn recovery(&self) -> &RecoveryInfo {
         &self.recovery
     }
+}
+
+/// The records of a freshly compacted log: the hard state, the marker saying the log starts
+/// after `meta.index`, and the entries after it.
+fn compacted_log(
+    hard_state: &HardState,
+    meta: SnapshotMeta,
+    tail: &[Entry],
+) -> Result<Vec<u8>, StorageError> {
+    let mut buf = Vec::new();
+    encode(
+        &RecordRef::HardState {
+            term: hard_state.term,
+            vote: hard_state.vote,
+        },
+        &mut buf,
+    )?;
+    encode(
+        &RecordRef::Snapshot {
+            index: meta.index,
+            term: meta.term,
+        },
+        &mut buf,
+    )?;
+    if !tail.is_empty() {
+        encode_entries(tail, &mut buf)?;
+    }
+    Ok(buf)
 }
 
 /// Checks that `entries` can follow a log ending at `last_index`.
@@ -227,40 +456,163 @@ fn encode_entries(entries: &[Entry], buf: &mut Vec<u8>) -> Result<(), StorageErr
     }
 }
 
-/// Applies one replayed record. An `Err` means the log contradicts itself: damage.
-fn apply(state: &mut RecoveredState, record: WalRecord) -> Result<(), String> {
-    let last = state.entries.len() as u64;
-    match record {
-        WalRecord::HardState { term, vote } => state.hard_state = HardState { term, vote },
-        WalRecord::Truncate { from } => {
-            // The writer only records a truncation inside the log.
-            if from == 0 || from > last + 1 {
-                return Err(format!(
-                    "truncation from index {from} but the log holds entries 1..={last}"
-                ));
-            }
-            state.entries.truncate((from - 1) as usize);
-        }
-        WalRecord::Entries { entries } => {
-            let Some(first) = entries.first() else {
-                return Ok(());
-            };
-            if first.index == 0 || first.index > last + 1 {
-                return Err(format!(
-                    "entries start at index {} but the log holds entries 1..={last} (a gap)",
-                    first.index
-                ));
-            }
-            if let Some(pair) = entries.windows(2).find(|p| p[1].index != p[0].index + 1) {
-                return Err(format!(
-                    "entry {} is followed by entry {} (a gap)",
-                    pair[0].index, pair[1].index
-                ));
-            }
-            // An entry at or below the current end replaces the log from there.
-            state.entries.truncate((first.index - 1) as usize);
-            state.entries.extend(entries);
-        }
+/// Log replay: the state the records build up. Checked against the snapshot file afterwards
+/// (in `finish`), once the log is locked and the snapshot can no longer change under us.
+#[derive(Default)]
+struct Replay {
+    hard_state: HardState,
+    /// The compaction marker and its offset, if the log has one.
+    marker: Option<(u64, SnapshotMeta)>,
+    /// Whether an entry or truncation record was seen: a marker may only come before them.
+    log_records: bool,
+    /// Contiguous from `base() + 1`.
+    entries: Vec<Entry>,
+}
+
+impl Replay {
+    /// The index this log starts after: its marker's, or 0.
+    fn base(&self) -> u64 {
+        self.marker.map_or(0, |(_, m)| m.index)
     }
-    Ok(())
+
+    /// Applies one replayed record. An `Err` means the log contradicts itself: damage.
+    fn apply(&mut self, offset: u64, record: WalRecord) -> Result<(), String> {
+        let base = self.base();
+        let last = base + self.entries.len() as u64;
+        match record {
+            WalRecord::HardState { term, vote } => self.hard_state = HardState { term, vote },
+            WalRecord::Snapshot { index, term } => {
+                if self.marker.is_some() || self.log_records {
+                    return Err(format!(
+                        "compaction marker (index {index}) after other log records; a compacted \
+                         log holds one, before any entries"
+                    ));
+                }
+                self.marker = Some((offset, SnapshotMeta { index, term }));
+            }
+            WalRecord::Truncate { from } => {
+                self.log_records = true;
+                // The writer only records a truncation inside the log.
+                if from == 0 || from > last + 1 {
+                    return Err(format!(
+                        "truncation from index {from} but the log holds entries {}..={last}",
+                        base + 1
+                    ));
+                }
+                // A truncation reaching into the compacted part (never written, but harmless)
+                // leaves the compacted part alone and empties the rest.
+                self.entries
+                    .truncate(from.saturating_sub(base + 1) as usize);
+            }
+            WalRecord::Entries { entries } => {
+                self.log_records = true;
+                let Some(first) = entries.first() else {
+                    return Ok(());
+                };
+                if first.index == 0 || first.index > last + 1 {
+                    return Err(format!(
+                        "entries start at index {} but the log holds entries {}..={last} (a gap)",
+                        first.index,
+                        base + 1
+                    ));
+                }
+                if let Some(pair) = entries.windows(2).find(|p| p[1].index != p[0].index + 1) {
+                    return Err(format!(
+                        "entry {} is followed by entry {} (a gap)",
+                        pair[0].index, pair[1].index
+                    ));
+                }
+                // An entry at or below the current end replaces the log from there; the part
+                // already compacted (never written, but harmless) is skipped.
+                self.entries
+                    .truncate(first.index.saturating_sub(base + 1) as usize);
+                let covered = (base + 1).saturating_sub(first.index) as usize;
+                self.entries.extend(entries.into_iter().skip(covered));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the log against the snapshot file (`snapshot`, what it covers) and returns the
+    /// recovered hard state, the entries after the snapshot, and whether the log still has to
+    /// be compacted (the last run stopped between writing a snapshot and compacting).
+    fn finish(
+        self,
+        snapshot: Option<SnapshotMeta>,
+        wal_path: &Path,
+        snapshot_path: &Path,
+    ) -> Result<(HardState, Vec<Entry>, bool), StorageError> {
+        let base = self.base();
+        if let Some((offset, marker)) = self.marker {
+            let (index, term) = (marker.index, marker.term);
+            let problem = match snapshot {
+                None => Some(format!(
+                    "the log starts after index {index} (term {term}), so the entries up to it \
+                     are in a snapshot, but there is no snapshot file ({})",
+                    snapshot_path.display()
+                )),
+                Some(s) if index > s.index => Some(format!(
+                    "the log starts after index {index}, but the snapshot file ({}) covers only \
+                     up to index {}, so entries {}..={index} are lost",
+                    snapshot_path.display(),
+                    s.index,
+                    s.index + 1
+                )),
+                Some(s) if index == s.index && term != s.term => Some(format!(
+                    "the log starts after index {index} term {term}, but the snapshot file ({}) \
+                     says index {index} has term {}",
+                    snapshot_path.display(),
+                    s.term
+                )),
+                Some(_) => None,
+            };
+            if let Some(reason) = problem {
+                return Err(StorageError::Corrupt {
+                    path: wal_path.to_path_buf(),
+                    offset,
+                    reason,
+                });
+            }
+        }
+        let Some(snap) = snapshot.filter(|s| s.index > base) else {
+            // No snapshot, or the log was compacted up to it.
+            return Ok((self.hard_state, self.entries, false));
+        };
+        // An older log: what it holds up to the snapshot is covered by the snapshot. What follows
+        // belongs after the snapshot only if the log agrees with the snapshot on the entry at
+        // its index (the Raft rule for installing a snapshot, §7): a leader's snapshot that
+        // replaced a conflicting log must not get that log's suffix back.
+        let last = base + self.entries.len() as u64;
+        let mut entries = self.entries;
+        let kept = if last < snap.index {
+            Vec::new()
+        } else {
+            let at = (snap.index - base - 1) as usize;
+            if entries[at].term == snap.term {
+                entries.split_off(at + 1)
+            } else {
+                log::warn!(
+                    "{}: the entry at index {} has term {}, but the snapshot {} covering it says \
+                     term {}: the snapshot replaced this log, dropping entries after it",
+                    wal_path.display(),
+                    snap.index,
+                    entries[at].term,
+                    snapshot_path.display(),
+                    snap.term
+                );
+                Vec::new()
+            }
+        };
+        log::info!(
+            "{}: the snapshot {} covers entries up to index {}, but the log still holds entries \
+             {}..={last} (the last run stopped before compacting it); keeping the {} entries \
+             after the snapshot and compacting the log now",
+            wal_path.display(),
+            snapshot_path.display(),
+            snap.index,
+            base + 1,
+            kept.len()
+        );
+        Ok((self.hard_state, kept, true))
+    }
 }

@@ -37,6 +37,10 @@ pub enum WalRecord {
     Entries { entries: Vec<Entry> },
     /// Drops every entry with index >= `from`.
     Truncate { from: u64 },
+    /// Compaction marker: entries up to `index` (whose term was `term`) live in the snapshot
+    /// file, and the log held by this file starts right after `index`. Only written as part
+    /// of a freshly rewritten log, before any entries.
+    Snapshot { index: u64, term: u64 },
 }
 
 /// The same records, borrowing their entries, for writing without copying the batch.
@@ -47,6 +51,7 @@ pub enum RecordRef<'a> {
     HardState { term: u64, vote: NodeId },
     Entries { entries: &'a [Entry] },
     Truncate { from: u64 },
+    Snapshot { index: u64, term: u64 },
 }
 
 /// Why a record could not be encoded. On error nothing was appended to the output buffer.
@@ -261,6 +266,7 @@ mod tests {
         encode(&RecordRef::HardState { term: 3, vote: 2 }, &mut buf).unwrap();
         encode(&RecordRef::Entries { entries: &entries }, &mut buf).unwrap();
         encode(&RecordRef::Truncate { from: 2 }, &mut buf).unwrap();
+        encode(&RecordRef::Snapshot { index: 9, term: 4 }, &mut buf).unwrap();
         let got: Vec<WalRecord> = steps(&buf)
             .into_iter()
             .filter_map(|s| match s {
@@ -274,6 +280,7 @@ mod tests {
                 WalRecord::HardState { term: 3, vote: 2 },
                 WalRecord::Entries { entries },
                 WalRecord::Truncate { from: 2 },
+                WalRecord::Snapshot { index: 9, term: 4 },
             ]
         );
         assert!(matches!(steps(&buf).last(), Some(Step::End)));

@@ -153,6 +153,7 @@ fn history(
     before_entries.extend(entries(2, 7..=9));
     let before_state = RecoveredState {
         hard_state: hs(2, 0),
+        snapshot: None,
         entries: before_entries,
     };
     let before = fs::read(wal_path(tmp.path())).unwrap();
@@ -201,10 +202,12 @@ fn torn_multi_record_save_recovers_a_prefix_of_it() {
     });
     let with_hs = RecoveredState {
         hard_state: hs(3, 2),
+        snapshot: None,
         entries: want.entries.clone(),
     };
     let with_truncate = RecoveredState {
         hard_state: hs(3, 2),
+        snapshot: None,
         entries: want.entries[..7].to_vec(),
     };
     let mut seen = [false; 3];

@@ -1,11 +1,14 @@
-//! The append-only log file: open (creating it durably), replay, append + fsync, and dropping a
-//! torn tail left by a crash.
+//! The append-only log file: open (creating it durably), replay, append + fsync, dropping a
+//! torn tail left by a crash, and replacing the whole file after a snapshot (compaction).
 //!
-//! The file is only ever appended to. The single exception is cutting off a torn tail on open:
-//! those bytes belong to a write whose `save` never returned, so nobody was told they exist.
+//! The file is only ever appended to. The exceptions: cutting off a torn tail on open (those
+//! bytes belong to a write whose `save` never returned, so nobody was told they exist), and
+//! compaction, which never modifies the file either but atomically renames a complete new log
+//! over it.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{io_err, StorageError};
@@ -39,42 +42,17 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Opens (or creates) the log at `path`, locks it, and feeds every good record to `apply`
-    /// in order. An `Err` from `apply` is reported as damage at that record's offset. A torn
+    /// Opens (or creates) the log at `path`, locks it, and feeds every good record (with its
+    /// offset) to `apply` in order. An `Err` from `apply` is reported as damage at that record's offset. A torn
     /// tail is logged and cut off.
     pub(crate) fn open<F>(
         path: &Path,
         mut apply: F,
     ) -> Result<(Wal, Option<DroppedTail>), StorageError>
     where
-        F: FnMut(WalRecord) -> Result<(), String>,
+        F: FnMut(u64, WalRecord) -> Result<(), String>,
     {
-        // O_APPEND: every write lands at the current end, whatever the file position.
-        let mut options = OpenOptions::new();
-        options.read(true).append(true);
-        let (file, created) = match options.open(path) {
-            Ok(file) => (file, false),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let file = options
-                    .clone()
-                    .create_new(true)
-                    .open(path)
-                    .map_err(io_err(path, "create"))?;
-                (file, true)
-            }
-            Err(e) => return Err(io_err(path, "open")(e)),
-        };
-        // Two processes appending to one log would interleave records and break every
-        // durability promise; the lock is released when the file is closed.
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(StorageError::InUse {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
-        }
+        let (file, created) = open_locked(path)?;
         if created {
             // A new file's name lives in the directory: without this fsync a crash could lose
             // the file, and with it records we later report as durable.
@@ -86,7 +64,7 @@ impl Wal {
         let dropped = loop {
             match reader.next_step().map_err(io_err(path, "read"))? {
                 Step::Record { offset, record, .. } => {
-                    apply(record).map_err(|reason| StorageError::Corrupt {
+                    apply(offset, record).map_err(|reason| StorageError::Corrupt {
                         path: path.to_path_buf(),
                         offset,
                         reason,
@@ -148,12 +126,7 @@ impl Wal {
     /// fdatasync. fdatasync is enough: it flushes the data and the file size needed to read it
     /// back, skipping only timestamps, which saves a metadata journal commit per save.
     pub(crate) fn append(&mut self, buf: &[u8]) -> Result<(), StorageError> {
-        if self.failed {
-            return Err(io_err(&self.path, "append to")(io::Error::other(
-                "an earlier write or fsync of this file failed, so what is on disk is unknown; \
-                 restart the node so it re-reads the log",
-            )));
-        }
+        self.check_usable()?;
         self.failed = true;
         (&self.file)
             .write_all(buf)
@@ -164,6 +137,62 @@ impl Wal {
         Ok(())
     }
 
+    /// Errors if an earlier write failed (see `failed`).
+    pub(crate) fn check_usable(&self) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(io_err(&self.path, "append to")(io::Error::other(
+                "an earlier write or fsync of this file failed, so what is on disk is unknown; \
+                 restart the node so it re-reads the log",
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses further writes: something this log depends on (the snapshot file) is in an
+    /// unknown state on disk.
+    pub(crate) fn poison(&mut self) {
+        self.failed = true;
+    }
+
+    /// Replaces the whole log with `buf` (whole, framed records) atomically: `raft.wal.tmp` is
+    /// created and locked, written, fsynced, renamed over the log, the dir fsynced, and the new
+    /// file becomes the one appended to. A crash at any point leaves either the old log or the
+    /// new one under the real name (plus, maybe, a stale temp file that `open` deletes).
+    ///
+    /// The lock moves with the file: the temp file is locked before the rename, so the name
+    /// always refers to a locked file while we own the dir, and the old file's lock is released
+    /// only when it is no longer reachable by name.
+    ///
+    /// On error the log refuses further appends (restart the node).
+    pub(crate) fn rewrite(&mut self, buf: &[u8]) -> Result<(), StorageError> {
+        self.check_usable()?;
+        self.failed = true;
+        let tmp = tmp_path(&self.path);
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&tmp, "remove stale")(e)),
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp, "create"))?;
+        lock(&file, &tmp)?;
+        (&file).write_all(buf).map_err(io_err(&tmp, "write"))?;
+        // sync_all, not sync_data: the new file's size and the rest of its metadata must be
+        // durable before its name replaces the old log.
+        file.sync_all().map_err(io_err(&tmp, "fsync"))?;
+        fs::rename(&tmp, &self.path).map_err(io_err(&self.path, "rename the rewritten log to"))?;
+        sync_dir(parent_dir(&self.path))?;
+        // Dropping the old handle releases the lock on the now unlinked old file.
+        self.file = file;
+        self.len = buf.len() as u64;
+        self.failed = false;
+        Ok(())
+    }
+
     /// Bytes of good records in the file.
     pub(crate) fn len(&self) -> u64 {
         self.len
@@ -171,6 +200,62 @@ impl Wal {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Where [`Wal::rewrite`] builds the new log: `<log>.tmp`.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+/// Two processes appending to one log would interleave records and break every durability
+/// promise; the lock is released when the file is closed.
+fn lock(file: &File, path: &Path) -> Result<(), StorageError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(StorageError::InUse {
+            path: path.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(io_err(path, "lock")(e)),
+    }
+}
+
+/// Opens (or creates) the log and locks it. Returns whether it was created.
+///
+/// The owner of the dir may replace the log by renaming a new file over it ([`Wal::rewrite`]).
+/// If that happened between our open and our lock, we would hold the lock of an unlinked file
+/// while the owner writes the new one, so after locking check that the name still refers to
+/// the file we locked, and start over if not.
+fn open_locked(path: &Path) -> Result<(File, bool), StorageError> {
+    loop {
+        // O_APPEND: every write lands at the current end, whatever the file position.
+        let mut options = OpenOptions::new();
+        options.read(true).append(true);
+        let (file, created) = match options.open(path) {
+            Ok(file) => (file, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let file = options
+                    .clone()
+                    .create_new(true)
+                    .open(path)
+                    .map_err(io_err(path, "create"))?;
+                (file, true)
+            }
+            Err(e) => return Err(io_err(path, "open")(e)),
+        };
+        lock(&file, path)?;
+        let ours = file.metadata().map_err(io_err(path, "stat"))?;
+        match fs::metadata(path) {
+            Ok(named) if named.dev() == ours.dev() && named.ino() == ours.ino() => {
+                return Ok((file, created))
+            }
+            // Replaced (or removed) under us: the file we locked is no longer the log.
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(path, "stat")(e)),
+        }
     }
 }
 

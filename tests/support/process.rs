@@ -26,6 +26,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     peers: String,
+    /// Extra command-line arguments given to `raftd` on every start (e.g. `--max-frame-bytes`).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -47,6 +49,7 @@ impl Node {
             .args(["--peers", &self.peers])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -92,6 +95,17 @@ impl Node {
         status(self.addr())
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Resident memory of the running process in KiB (from /proc), if known.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -110,6 +124,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// Like `start`, with `extra` appended to every node's command line.
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = free_ports(n);
         let mut nodes = Vec::new();
@@ -127,6 +146,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("node{id}")),
                 log_path: dir.path().join(format!("node{id}.log")),
                 peers: peers.join(","),
+                extra_args: extra.iter().map(|a| a.to_string()).collect(),
                 child: None,
             };
             node.start();
@@ -159,6 +179,28 @@ impl Cluster {
             });
             agreed.then_some((leader, term))
         })
+    }
+
+    /// Every node's address, in id order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(Node::addr).collect()
+    }
+
+    /// The leader all of `among` agree on, or a panic that shows the logs.
+    pub fn leader_among(&self, among: &[u64], timeout: Duration) -> u64 {
+        match self.wait_for_leader(among, timeout) {
+            Some((leader, _)) => leader,
+            None => panic!(
+                "no single leader among {among:?} within {timeout:?}\n{}",
+                self.logs()
+            ),
+        }
+    }
+
+    /// The leader of the whole cluster (every node running).
+    pub fn leader(&self, timeout: Duration) -> u64 {
+        let all: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
+        self.leader_among(&all, timeout)
     }
 
     pub fn logs(&self) -> String {
@@ -210,4 +252,143 @@ pub fn status(addr: SocketAddr) -> Option<serde_json::Value> {
 
 pub fn data_dir_exists(p: &Path) -> bool {
     p.join("raft.wal").exists()
+}
+
+/// Encodes one frame: the 4-byte big-endian length, then `body`.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+/// A raw client connection for sending arbitrary bytes and reading frames, with timeouts on
+/// everything so a test can never hang.
+pub struct RawConn {
+    pub stream: TcpStream,
+}
+
+/// What a read from a `RawConn` got.
+#[derive(Debug)]
+pub enum Got {
+    Frame(serde_json::Value),
+    /// A frame that is not JSON (the node never sends one).
+    Garbage(Vec<u8>),
+    /// The node closed the connection (EOF or reset).
+    Closed,
+    /// Nothing within the timeout.
+    Silent,
+}
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("write timeout");
+        RawConn { stream }
+    }
+
+    /// Writes raw bytes; an error (the node closed first) is returned, not a panic.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    pub fn send_frame(&mut self, body: &[u8]) {
+        self.send_bytes(&frame(body)).expect("send frame");
+    }
+
+    pub fn send_json(&mut self, v: &serde_json::Value) {
+        self.send_frame(v.to_string().as_bytes());
+    }
+
+    /// Reads the next frame, waiting at most `timeout`.
+    pub fn read(&mut self, timeout: Duration) -> Got {
+        let deadline = Instant::now() + timeout;
+        let mut len = [0u8; 4];
+        match read_full(&mut self.stream, &mut len, deadline) {
+            Ok(true) => {}
+            Ok(false) => return Got::Closed,
+            Err(ReadFail::Timeout) => return Got::Silent,
+            Err(ReadFail::Closed) => return Got::Closed,
+        }
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        match read_full(&mut self.stream, &mut buf, deadline) {
+            Ok(true) => {}
+            Ok(false) | Err(ReadFail::Closed) => return Got::Closed,
+            Err(ReadFail::Timeout) => return Got::Silent,
+        }
+        match serde_json::from_slice(&buf) {
+            Ok(v) => Got::Frame(v),
+            Err(_) => Got::Garbage(buf),
+        }
+    }
+
+    /// The next frame; panics (naming `what`) if none arrives within 10 s.
+    pub fn recv(&mut self, what: &str) -> serde_json::Value {
+        match self.read(Duration::from_secs(10)) {
+            Got::Frame(v) => v,
+            other => panic!("{what}: expected a frame, got {other:?}"),
+        }
+    }
+
+    /// Sends `req` and returns the next frame.
+    pub fn call(&mut self, req: &serde_json::Value) -> serde_json::Value {
+        self.send_json(req);
+        self.recv(&format!("answer to {req}"))
+    }
+
+    /// True if the node closes the connection within `timeout` (frames before the close are
+    /// returned too).
+    pub fn closed_within(&mut self, timeout: Duration) -> (bool, Vec<serde_json::Value>) {
+        let deadline = Instant::now() + timeout;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read(left.max(Duration::from_millis(1))) {
+                Got::Closed => return (true, frames),
+                Got::Frame(v) => frames.push(v),
+                Got::Garbage(b) => panic!("node sent a non-JSON frame: {b:?}"),
+                Got::Silent => return (false, frames),
+            }
+            if Instant::now() >= deadline {
+                return (false, frames);
+            }
+        }
+    }
+}
+
+enum ReadFail {
+    Timeout,
+    Closed,
+}
+
+/// Fills `buf` before `deadline`. Ok(false): EOF before the first byte.
+fn read_full(s: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<bool, ReadFail> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadFail::Timeout);
+        }
+        s.set_read_timeout(Some(left))
+            .map_err(|_| ReadFail::Closed)?;
+        match s.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(ReadFail::Closed),
+            Ok(n) => filled += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ReadFail::Timeout)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(ReadFail::Closed),
+        }
+    }
+    Ok(true)
 }

@@ -1,0 +1,167 @@
+//! The snapshot file `<data dir>/snapshot`: the state machine's state after applying every entry
+//! up to some index, which lets the log drop those entries.
+//!
+//! Format (all integers big-endian):
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic b"RAFTSNAP"
+//!      8     4  format version (1)
+//!     12     8  index: last log index the snapshot covers
+//!     20     8  term of that entry
+//!     28     8  data length in bytes
+//!     36     4  crc32 of the data
+//!     40     4  crc32 of bytes 0..40 (the header above)
+//!     44     -  data
+//! ```
+//!
+//! The file is only ever installed whole: written to `snapshot.tmp`, fsynced, renamed over
+//! `snapshot`, and the dir fsynced. So unlike the log it has no "torn tail": any mismatch in a
+//! file named `snapshot` is damage, and the node refuses to start.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use super::error::{io_err, StorageError};
+use super::wal::sync_dir;
+use crate::rpc::types::SnapshotMeta;
+
+/// File name of the snapshot inside the data dir.
+pub const SNAPSHOT_FILE_NAME: &str = "snapshot";
+/// Where a new snapshot is written before it is renamed over [`SNAPSHOT_FILE_NAME`].
+pub const SNAPSHOT_TMP_FILE_NAME: &str = "snapshot.tmp";
+
+const MAGIC: &[u8; 8] = b"RAFTSNAP";
+const VERSION: u32 = 1;
+/// Bytes before the data.
+pub const SNAPSHOT_HEADER_LEN: u64 = 44;
+
+/// A snapshot as stored: what it covers and the state machine's bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub meta: SnapshotMeta,
+    pub data: Vec<u8>,
+}
+
+fn header(meta: SnapshotMeta, data: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN as usize] {
+    let mut h = [0u8; SNAPSHOT_HEADER_LEN as usize];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_be_bytes());
+    h[12..20].copy_from_slice(&meta.index.to_be_bytes());
+    h[20..28].copy_from_slice(&meta.term.to_be_bytes());
+    h[28..36].copy_from_slice(&(data.len() as u64).to_be_bytes());
+    h[36..40].copy_from_slice(&crc32fast::hash(data).to_be_bytes());
+    let header_crc = crc32fast::hash(&h[0..40]);
+    h[40..44].copy_from_slice(&header_crc.to_be_bytes());
+    h
+}
+
+/// Writes `<dir>/snapshot.tmp` and makes it durable. Nothing under the real name changes, so on
+/// error the caller may simply go on (the temp file is removed best-effort).
+fn write_tmp(dir: &Path, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+    let tmp = dir.join(SNAPSHOT_TMP_FILE_NAME);
+    let result = (|| {
+        // Truncates a leftover from an earlier crash.
+        let mut file = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
+        file.write_all(&header(meta, data))
+            .and_then(|()| file.write_all(data))
+            .map_err(io_err(&tmp, "write"))?;
+        // The contents must be durable before the rename makes them the snapshot.
+        file.sync_all().map_err(io_err(&tmp, "fsync"))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Renames the durable temp file over `<dir>/snapshot` and fsyncs the dir. After an error here
+/// it is unknown which snapshot the next start will see.
+fn install_tmp(dir: &Path) -> Result<(), StorageError> {
+    let path = dir.join(SNAPSHOT_FILE_NAME);
+    fs::rename(dir.join(SNAPSHOT_TMP_FILE_NAME), &path)
+        .map_err(io_err(&path, "rename the temporary snapshot to"))?;
+    sync_dir(dir)
+}
+
+/// Which step of [`write`] failed.
+pub(crate) enum WriteError {
+    /// Before the rename: the old snapshot (if any) is still the one on disk.
+    NothingChanged(StorageError),
+    /// During or after the rename: the new snapshot may or may not be the one on disk.
+    Unknown(StorageError),
+}
+
+/// Atomically replaces `<dir>/snapshot`: temp file, write, fsync, rename, fsync of the dir.
+/// Returns the new file's length.
+pub(crate) fn write(dir: &Path, meta: SnapshotMeta, data: &[u8]) -> Result<u64, WriteError> {
+    write_tmp(dir, meta, data).map_err(WriteError::NothingChanged)?;
+    install_tmp(dir).map_err(WriteError::Unknown)?;
+    Ok(SNAPSHOT_HEADER_LEN + data.len() as u64)
+}
+
+/// Reads and verifies `<dir>/snapshot`. `Ok(None)` if there is none. Returns the snapshot and
+/// the file's length.
+pub(crate) fn load(dir: &Path) -> Result<Option<(Snapshot, u64)>, StorageError> {
+    let path = dir.join(SNAPSHOT_FILE_NAME);
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path, "open snapshot")(e)),
+    };
+    let file_len = file.metadata().map_err(io_err(&path, "stat"))?.len();
+    let damaged = |offset: u64, reason: String| StorageError::Corrupt {
+        path: path.clone(),
+        offset,
+        reason: format!("snapshot file: {reason}"),
+    };
+    if file_len < SNAPSHOT_HEADER_LEN {
+        return Err(damaged(
+            0,
+            format!("only {file_len} bytes, shorter than the {SNAPSHOT_HEADER_LEN}-byte header"),
+        ));
+    }
+    let mut h = [0u8; SNAPSHOT_HEADER_LEN as usize];
+    file.read_exact(&mut h).map_err(io_err(&path, "read"))?;
+    if &h[0..8] != MAGIC {
+        return Err(damaged(0, "bad magic, not a raftd snapshot".to_string()));
+    }
+    let u32_at = |at: usize| u32::from_be_bytes(h[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_be_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+    if crc32fast::hash(&h[0..40]) != u32_at(40) {
+        return Err(damaged(40, "header checksum mismatch".to_string()));
+    }
+    let version = u32_at(8);
+    if version != VERSION {
+        return Err(damaged(
+            8,
+            format!(
+                "format version {version} is not understood by this raftd (it reads {VERSION})"
+            ),
+        ));
+    }
+    let meta = SnapshotMeta {
+        index: u64_at(12),
+        term: u64_at(20),
+    };
+    let data_len = u64_at(28);
+    let held = file_len - SNAPSHOT_HEADER_LEN;
+    if data_len != held {
+        return Err(damaged(
+            28,
+            format!("the header promises {data_len} data bytes but the file holds {held}"),
+        ));
+    }
+    // `data_len` equals the real file size, so this allocation is bounded by it.
+    let mut data =
+        vec![0u8; usize::try_from(data_len).map_err(|_| damaged(28, "too large".into()))?];
+    file.read_exact(&mut data).map_err(io_err(&path, "read"))?;
+    if crc32fast::hash(&data) != u32_at(36) {
+        return Err(damaged(
+            SNAPSHOT_HEADER_LEN,
+            "data checksum mismatch".to_string(),
+        ));
+    }
+    Ok(Some((Snapshot { meta, data }, file_len)))
+}
