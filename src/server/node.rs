@@ -396,6 +396,16 @@ impl ReplicationLimits {
     }
 }
 
+/// Waits for a background job, if there is one (the select! branch is disabled otherwise).
+async fn wait_job<T>(
+    job: &mut Option<oneshot::Receiver<T>>,
+) -> Result<T, oneshot::error::RecvError> {
+    match job {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ReplicationLimits;
@@ -440,15 +450,5 @@ mod tests {
         }
         let default = ReplicationLimits::for_frame(16 << 20);
         assert!(default.max_entries >= 1024 && default.max_batch_bytes >= 1 << 20);
-    }
-}
-
-/// Waits for a background job, if there is one (the select! branch is disabled otherwise).
-async fn wait_job<T>(
-    job: &mut Option<oneshot::Receiver<T>>,
-) -> Result<T, oneshot::error::RecvError> {
-    match job {
-        Some(rx) => rx.await,
-        None => std::future::pending().await,
     }
 }
