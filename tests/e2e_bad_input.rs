@@ -358,16 +358,18 @@ fn bad_frames_are_refused_without_harm() {
             );
         });
         // As the very first frame of a connection, the transport reads it before any client
-        // handler exists: it closes the connection; a TooLarge answer is optional there.
+        // handler exists; it answers TooLarge (id null) too, then closes.
         let case = format!("{name} as the first frame");
         h.case(&case, |c| {
             let _ = c.send_bytes(bytes);
             let (closed, frames) = c.closed_within(TEN_S);
             assert!(closed, "{case}: left open: {frames:?}");
-            assert!(frames.len() <= 1, "{case}: {frames:?}");
-            if let Some(f) = frames.first() {
-                assert!(is_error(f, "TooLarge", Value::Null), "{case}: {f}");
-            }
+            assert_eq!(frames.len(), 1, "{case}: {frames:?}");
+            assert!(
+                is_error(&frames[0], "TooLarge", Value::Null),
+                "{case}: {}",
+                frames[0]
+            );
             first_frame_too_large.push(format!("{name}: answered {frames:?}, closed"));
         });
     }
@@ -639,11 +641,11 @@ fn thousands_of_idle_connections_do_not_stop_the_cluster() {
          ({:?} after the flood began); followers polled {polls} times, leader {leader} kept term {term}",
         t0.elapsed()
     );
-    // The idle connections hold every permit until their 10 s handshake timeout; a client
-    // whose SYN was dropped meanwhile gets in at its next SYN retransmission (15 s after the
-    // first try). 30 s leaves room for a loaded machine.
+    // 1500 idle connections fit under the 4096-connection cap, so a new client is served at
+    // once (about 1 ms here). Even past the cap, idle ones are closed after the 3 s
+    // first-frame timeout. 5 s leaves room for a loaded machine.
     assert!(
-        put_wait < Duration::from_secs(30),
+        put_wait < Duration::from_secs(5),
         "a client waited {put_wait:?} behind idle connections"
     );
 

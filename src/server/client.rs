@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 /// Requests one connection may have awaiting an answer.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
+/// A connection with no request for this long, and no answer owed, is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How long a closing connection waits for answers still owed to it.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -89,7 +92,7 @@ async fn read_requests(
         permit.forget();
         let frame = match pending.take() {
             Some(frame) => frame,
-            None => match stream.next().await {
+            None => match next_frame(&mut stream, &permits).await {
                 None => return,
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => {
@@ -141,6 +144,19 @@ async fn read_requests(
     }
 }
 
+/// The next frame, or None at end of stream or after `IDLE_TIMEOUT` with nothing sent and
+/// nothing owed: an idle connection gives its slot back (connections are capped).
+async fn next_frame(stream: &mut Reader, permits: &Semaphore) -> Option<std::io::Result<BytesMut>> {
+    loop {
+        match tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await {
+            Ok(next) => return next,
+            // One permit is held for the frame being awaited; all others free means idle.
+            Err(_) if permits.available_permits() + 1 >= MAX_IN_FLIGHT => return None,
+            Err(_) => continue,
+        }
+    }
+}
+
 /// Parses a frame. On failure: the answer, and whether the connection must be closed.
 fn parse(frame: &[u8]) -> Result<ClientRequest, Box<(ClientResponse, bool)>> {
     let value: serde_json::Value = match serde_json::from_slice(frame) {
@@ -167,6 +183,15 @@ fn parse(frame: &[u8]) -> Result<ClientRequest, Box<(ClientResponse, bool)>> {
         let resp = ClientResponse::error(id, ErrorCode::BadRequest, format!("bad request: {e}"));
         Box::new((resp, false))
     })
+}
+
+/// What a connection whose first frame is over the limit gets before it is closed.
+pub fn too_large_reply() -> Bytes {
+    encode(&ClientResponse::error(
+        None,
+        ErrorCode::TooLarge,
+        "frame over the size limit; the connection is closed",
+    ))
 }
 
 fn encode(resp: &ClientResponse) -> Bytes {

@@ -57,12 +57,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         None => (KvStore::default(), None),
     };
     let raft = Raft::restore(rc, recovered.hard_state, snapshot, recovered.entries)?;
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServerError::Listen {
-            addr: cfg.listen,
-            source,
-        })?;
+    let listener = bind(cfg.listen).map_err(|source| ServerError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
     ::log::info!(
         "node {}: listening on {} with peers {:?}, data in {}",
         cfg.id,
@@ -79,6 +77,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     };
     let mut tcfg = TransportConfig::new(cfg.id, cfg.peers.iter().map(|(k, v)| (*k, *v)).collect());
     tcfg.max_frame_bytes = cfg.max_frame_bytes;
+    tcfg.oversized_first_frame_reply = Some(client::too_large_reply());
     let (transport, events) = Transport::start(tcfg, listener, handler);
 
     let addrs = cfg
@@ -126,4 +125,17 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         }
     }
     Ok(())
+}
+
+/// Binds with a listen backlog of 1024 (the default is 128), so a burst of connections waits in
+/// the kernel rather than being refused.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }

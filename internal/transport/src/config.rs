@@ -9,7 +9,7 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Default number of outbound frames queued per peer.
 pub const DEFAULT_PEER_QUEUE_CAPACITY: usize = 4096;
 /// Default cap on concurrently open inbound connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default capacity of the inbound event channel.
 pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 8192;
 
@@ -39,6 +39,10 @@ pub struct TransportConfig {
     pub connect_timeout: Duration,
     /// Capacity of the channel carrying [`crate::PeerEvent`]s to the caller.
     pub event_queue_capacity: usize,
+    /// Written (as one frame) to a connection whose very first frame is over
+    /// `max_frame_bytes`, before closing it, so a client learns why. Later oversized frames are
+    /// the client handler's to answer.
+    pub oversized_first_frame_reply: Option<bytes::Bytes>,
 }
 
 impl TransportConfig {
@@ -52,7 +56,8 @@ impl TransportConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             connect_backoff_min: Duration::from_millis(20),
             connect_backoff_max: Duration::from_secs(1),
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(3),
+            oversized_first_frame_reply: None,
             connect_timeout: Duration::from_secs(3),
             event_queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
         }
@@ -86,10 +91,10 @@ mod tests {
         let cfg = TransportConfig::new(1, HashMap::new());
         assert_eq!(cfg.max_frame_bytes, 16 * 1024 * 1024);
         assert_eq!(cfg.peer_queue_capacity, 4096);
-        assert_eq!(cfg.max_connections, 1024);
+        assert_eq!(cfg.max_connections, 4096);
         assert_eq!(cfg.connect_backoff_min, Duration::from_millis(20));
         assert_eq!(cfg.connect_backoff_max, Duration::from_secs(1));
-        assert_eq!(cfg.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.handshake_timeout, Duration::from_secs(3));
     }
 
     #[test]

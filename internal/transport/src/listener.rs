@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use log::{debug, warn};
 use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, TcpStream};
@@ -33,6 +33,7 @@ pub(crate) struct Inbound<M> {
     pub(crate) peers: HashSet<u64>,
     pub(crate) max_frame_bytes: usize,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) oversized_first_frame_reply: Option<bytes::Bytes>,
     pub(crate) events: mpsc::Sender<PeerEvent<M>>,
     pub(crate) client_handler: ClientHandler,
     pub(crate) cancel: CancellationToken,
@@ -56,6 +57,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             peers,
             max_frame_bytes,
             handshake_timeout,
+            oversized_first_frame_reply: None,
             events,
             client_handler,
             cancel,
@@ -155,6 +157,12 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             }
             Ok(Some(Err(e))) => {
                 self.log_read_error(addr, "first frame", &e);
+                if e.kind() == io::ErrorKind::InvalidData {
+                    if let Some(reply) = self.oversized_first_frame_reply.clone() {
+                        let _ =
+                            tokio::time::timeout(self.handshake_timeout, conn.send(reply)).await;
+                    }
+                }
                 return;
             }
             Ok(Some(Ok(frame))) => frame,

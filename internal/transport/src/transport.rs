@@ -93,7 +93,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         let local_addr = listener.local_addr().ok();
         let mut tasks = Vec::with_capacity(cfg.peers.len() + 1);
 
-        let inbound = Arc::new(Inbound::new(
+        let mut inbound = Inbound::new(
             cfg.node_id,
             cfg.peers.keys().copied().collect(),
             cfg.max_frame_bytes,
@@ -101,7 +101,9 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             events_tx.clone(),
             client_handler,
             cancel.clone(),
-        ));
+        );
+        inbound.oversized_first_frame_reply = cfg.oversized_first_frame_reply.clone();
+        let inbound = Arc::new(inbound);
         tasks.push(tokio::spawn(
             inbound.accept_loop(listener, cfg.max_connections),
         ));
