@@ -1,6 +1,7 @@
 //! What a leader knows about each follower's log (Figure 2's nextIndex and matchIndex), plus
 //! the flow control that lets it pipeline AppendEntries without flooding a slow follower.
 
+use super::snapshot::Snapshot;
 use std::collections::VecDeque;
 
 /// How the leader currently talks to one follower.
@@ -40,6 +41,8 @@ pub struct Progress {
     pub snapshot_index: u64,
     pub snapshot_offset: u64,
     pub snapshot_in_flight: bool,
+    /// In `Snapshot`: the snapshot being sent (the leader may have taken a newer one since).
+    pub snapshot: Option<Snapshot>,
     /// Heard from since the leader last checked its quorum.
     pub recent_active: bool,
 }
@@ -58,6 +61,7 @@ impl Progress {
             snapshot_index: 0,
             snapshot_offset: 0,
             snapshot_in_flight: false,
+            snapshot: None,
             recent_active: true,
         }
     }
@@ -107,10 +111,11 @@ impl Progress {
         grew
     }
 
-    /// Starts sending the snapshot at `index` from its first byte.
-    pub fn become_snapshot(&mut self, index: u64) {
+    /// Starts sending `snapshot` from its first byte.
+    pub fn become_snapshot(&mut self, snapshot: Snapshot) {
         self.state = ProgressState::Snapshot;
-        self.snapshot_index = index;
+        self.snapshot_index = snapshot.meta.index;
+        self.snapshot = Some(snapshot);
         self.snapshot_offset = 0;
         self.snapshot_in_flight = false;
         self.inflight.clear();
@@ -118,6 +123,7 @@ impl Progress {
 
     pub fn become_probe(&mut self, next: u64) {
         self.state = ProgressState::Probe;
+        self.snapshot = None;
         self.next = next.max(self.matched + 1);
         self.probe_sent = false;
         self.inflight.clear();
@@ -125,6 +131,7 @@ impl Progress {
 
     fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
+        self.snapshot = None;
         self.next = self.matched + 1;
         self.inflight.clear();
     }

@@ -24,6 +24,10 @@ pub struct Snapshot {
 /// A snapshot being received.
 #[derive(Debug)]
 pub(super) struct Incoming {
+    /// The term of the leader sending it. Two leaders' snapshots at one index hold the same
+    /// state but not necessarily the same bytes (the encoding of a hash map depends on the
+    /// process), so chunks of one must never be appended to the other's.
+    term: u64,
     meta: SnapshotMeta,
     total: u64,
     buf: Vec<u8>,
@@ -76,7 +80,7 @@ impl Raft {
 
     /// Sends `peer` the next chunk of the snapshot, if none is awaiting an answer.
     pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
-        let Some(snapshot) = self.snapshot.clone() else {
+        let Some(latest) = self.snapshot.clone() else {
             ::log::error!(
                 "node {}: node {peer} needs a snapshot but none exists",
                 self.id
@@ -87,6 +91,16 @@ impl Raft {
         let Some(pr) = self.progress.get_mut(&peer) else {
             return;
         };
+        // A transfer under way goes on with the snapshot it started with, even if we took a
+        // newer one since: restarting it at every compaction never finishes a transfer that
+        // takes longer than the time between two snapshots (a slow link under steady writes).
+        // Once the follower installed it, it gets the newer one if it still needs it.
+        let under_way = pr.state == ProgressState::Snapshot
+            && (pr.snapshot_offset > 0 || pr.snapshot_in_flight);
+        let snapshot = match &pr.snapshot {
+            Some(sending) if under_way => sending.clone(),
+            _ => latest,
+        };
         if pr.state != ProgressState::Snapshot || pr.snapshot_index != snapshot.meta.index {
             ::log::info!(
                 "node {}: sending snapshot at index {} ({} bytes) to node {peer} in term {}",
@@ -95,7 +109,7 @@ impl Raft {
                 snapshot.data.len(),
                 self.term
             );
-            pr.become_snapshot(snapshot.meta.index);
+            pr.become_snapshot(snapshot.clone());
         }
         if pr.snapshot_in_flight {
             return;
@@ -150,6 +164,13 @@ impl Raft {
         if pr.state != ProgressState::Snapshot || pr.snapshot_index != meta.index {
             return; // an answer about a transfer we are no longer doing
         }
+        if pr.snapshot_in_flight && received == pr.snapshot_offset {
+            // Nothing new: the duplicate of the answer that sent the chunk now in flight, or an
+            // answer to a duplicated chunk. Sending on each of them would put one more chunk in
+            // flight per duplicate, and their answers more again (a storm on a network that
+            // duplicates). A lost chunk is resent after two heartbeats.
+            return;
+        }
         // Resume from what the follower holds (it may have lost its buffer by restarting).
         pr.snapshot_offset = received;
         pr.snapshot_in_flight = false;
@@ -183,7 +204,7 @@ impl Raft {
         let fresh = self
             .incoming
             .as_ref()
-            .is_none_or(|inc| inc.meta != meta || inc.total != pos.total);
+            .is_none_or(|inc| inc.term != term || inc.meta != meta || inc.total != pos.total);
         if fresh {
             if pos.offset != 0 {
                 // A chunk from the middle of a transfer we have no start of: restart it.
@@ -191,6 +212,7 @@ impl Raft {
                 return;
             }
             self.incoming = Some(Incoming {
+                term,
                 meta,
                 total: pos.total,
                 buf: Vec::new(),

@@ -19,15 +19,75 @@ use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use raftd_transport::ClientConn;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 /// Requests one connection may have awaiting an answer.
 pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Bytes of answers a connection may have queued but unwritten before its requests stop being
+/// read.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+/// Where a request's answer goes: the connection's writer, with a count of the bytes queued
+/// for it. `send` never blocks (the channel has room for every answer that can be owed).
+#[derive(Clone)]
+pub struct Reply {
+    tx: mpsc::Sender<ClientResponse>,
+    budget: Arc<ByteBudget>,
+}
+
+impl Reply {
+    pub fn send(&self, resp: ClientResponse) {
+        let w = weight(&resp);
+        self.budget.queued.fetch_add(w, Ordering::AcqRel);
+        if self.tx.try_send(resp).is_err() {
+            // The connection is gone; nothing will be written.
+            self.budget.release(w);
+        }
+    }
+}
+
+#[derive(Default)]
+struct ByteBudget {
+    queued: AtomicUsize,
+    drained: Notify,
+}
+
+impl ByteBudget {
+    fn release(&self, w: usize) {
+        self.queued.fetch_sub(w, Ordering::AcqRel);
+        self.drained.notify_one();
+    }
+
+    async fn wait_below(&self, limit: usize) {
+        loop {
+            let notified = self.drained.notified();
+            if self.queued.load(Ordering::Acquire) <= limit {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Roughly the bytes an answer takes in memory and on the wire.
+fn weight(resp: &ClientResponse) -> usize {
+    64 + match resp {
+        ClientResponse::Ok(ok) => ok
+            .value
+            .as_ref()
+            .and_then(|v| v.as_ref())
+            .map_or(0, String::len),
+        ClientResponse::Error(e) => e.message.len(),
+        ClientResponse::Status(s) => 256 + 48 * s.members.len(),
+    }
+}
 
 /// A connection with no request for this long, and no answer owed, is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -47,12 +107,19 @@ pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: 
     // Capacity covers every answer that can be owed, so the node loop's `try_send` never fails
     // for lack of room.
     let (tx, mut rx) = mpsc::channel::<ClientResponse>(MAX_IN_FLIGHT + 1);
+    let budget = Arc::new(ByteBudget::default());
+    let tx = Reply {
+        tx,
+        budget: budget.clone(),
+    };
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
 
     let writer_permits = permits.clone();
     let writer = async move {
         while let Some(resp) = rx.recv().await {
-            if sink.send(encode(&resp)).await.is_err() {
+            let written = sink.send(encode(&resp)).await;
+            budget.release(weight(&resp));
+            if written.is_err() {
                 return;
             }
             writer_permits.add_permits(1);
@@ -79,12 +146,15 @@ async fn read_requests(
     peer_addr: SocketAddr,
     first_frame: BytesMut,
     mut stream: Reader,
-    tx: mpsc::Sender<ClientResponse>,
+    tx: Reply,
     node: mpsc::Sender<NodeRequest>,
     permits: Arc<Semaphore>,
 ) {
     let mut pending = Some(first_frame);
     loop {
+        // Answers not yet written (the client reads slowly) hold memory: stop reading requests
+        // until they drain below the budget.
+        tx.budget.wait_below(MAX_QUEUED_BYTES).await;
         // One permit per request; the writer returns it when the answer is written.
         let Ok(permit) = permits.acquire().await else {
             return;
@@ -103,7 +173,7 @@ async fn read_requests(
                             ErrorCode::TooLarge,
                             format!("frame rejected: {e}"),
                         );
-                        let _ = tx.send(resp).await;
+                        tx.send(resp);
                     }
                     ::log::debug!("client {peer_addr}: closing after a framing error: {e}");
                     return;
@@ -126,13 +196,13 @@ async fn read_requests(
                         ErrorCode::ShuttingDown,
                         "node is stopping; use another node",
                     );
-                    let _ = tx.send(resp).await;
+                    tx.send(resp);
                     return;
                 }
             }
             Err(refused) => {
                 let (resp, close) = *refused;
-                let _ = tx.send(resp).await;
+                tx.send(resp);
                 if close {
                     ::log::debug!(
                         "client {peer_addr}: closing after a frame that is not a JSON object"

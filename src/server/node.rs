@@ -5,6 +5,7 @@
 //! `Ready`: send, write + one fsync for the whole batch, send what waited for the fsync, apply,
 //! advance. Inputs that arrive during the fsync are batched into the next turn (group commit).
 
+use super::client::Reply;
 use crate::config::NodeConfig;
 use crate::kv::{Answer, KvService, KvStore};
 use crate::raft::Raft;
@@ -25,10 +26,7 @@ use tokio_util::sync::CancellationToken;
 /// Inputs a connection task can give the node loop.
 pub enum NodeRequest {
     /// A client request; its answer goes to `reply` (sized so `try_send` cannot fail).
-    Client {
-        req: ClientRequest,
-        reply: mpsc::Sender<ClientResponse>,
-    },
+    Client { req: ClientRequest, reply: Reply },
 }
 
 /// Most inputs taken in one turn before the `Ready` is handled, so a flood of messages cannot
@@ -45,7 +43,7 @@ pub struct NodeLoop {
     pub tick: Duration,
     pub service: KvService,
     /// Where to send the answer of each request the service has not answered yet.
-    pub waiting: HashMap<u64, mpsc::Sender<ClientResponse>>,
+    pub waiting: HashMap<u64, Reply>,
     pub next_request: u64,
     pub snapshots: SnapshotPolicy,
     /// A snapshot being serialized in the background.
@@ -71,6 +69,13 @@ impl NodeLoop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                // Before the ticker and the inputs: under a steady load they are always ready
+                // (a turn outlasts a tick), and a finished snapshot polled after them would wait,
+                // and the log grow, until the load stops.
+                done = wait_job(&mut self.snapshot_job), if self.snapshot_job.is_some() => {
+                    self.snapshot_job = None;
+                    self.finish_snapshot(done)?;
+                }
                 _ = ticker.tick() => {
                     self.raft.tick();
                     let answers = self.service.tick();
@@ -78,10 +83,6 @@ impl NodeLoop {
                 }
                 Some(event) = self.events.recv() => self.on_peer_event(event),
                 Some(request) = self.requests.recv() => self.on_request(request),
-                done = wait_job(&mut self.snapshot_job), if self.snapshot_job.is_some() => {
-                    self.snapshot_job = None;
-                    self.finish_snapshot(done)?;
-                }
             }
             for _ in 0..MAX_INPUTS_PER_TURN {
                 match self.events.try_recv() {
@@ -148,14 +149,14 @@ impl NodeLoop {
     fn on_request(&mut self, request: NodeRequest) {
         let NodeRequest::Client { req, reply } = request;
         if let ClientRequest::Status { id } = req {
-            let _ = reply.try_send(ClientResponse::Status(self.status(id)));
+            reply.send(ClientResponse::Status(self.status(id)));
             return;
         }
         let rid = self.next_request;
         self.next_request += 1;
         match self.service.request(&mut self.raft, rid, req) {
             Some(resp) => {
-                let _ = reply.try_send(resp);
+                reply.send(resp);
             }
             None => {
                 self.waiting.insert(rid, reply);
@@ -167,7 +168,7 @@ impl NodeLoop {
         for (rid, resp) in answers {
             if let Some(reply) = self.waiting.remove(&rid) {
                 // The connection may be gone; its answers are simply dropped.
-                let _ = reply.try_send(resp);
+                reply.send(resp);
             }
         }
     }

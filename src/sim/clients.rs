@@ -269,6 +269,18 @@ impl Cluster {
         }
     }
 
+    /// Random clients generate operations again after `stop_clients`.
+    pub fn resume_clients(&mut self) {
+        let ids: Vec<ClientId> = self.client_ids();
+        for id in ids {
+            let c = &mut self.clients.clients[id];
+            c.stopped = false;
+            if c.current.is_none() {
+                self.start_next_op(id);
+            }
+        }
+    }
+
     /// No client has an operation in flight or queued.
     pub fn clients_idle(&self) -> bool {
         self.clients.clients.iter().all(SimClient::is_idle)

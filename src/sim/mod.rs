@@ -17,7 +17,17 @@
 //! before taking a `Ready`, `on_ready()` once the `Ready`'s durable part is synced (before
 //! `advance()`). Simulated clients (`clients.rs`) send it requests over the simulated network
 //! and record a history for the linearizability checker. A crash loses the service's pending
-//! requests (their clients time out); a restart starts an empty store that the log rebuilds.
+//! requests (their clients time out); a restart starts an empty store that the log rebuilds
+//! (or, with a snapshot on its disk, the snapshot's store and the log after it).
+//!
+//! Snapshots work as in the daemon (`SimConfig::snapshot_entries`): once enough entries were
+//! applied since the last snapshot, a node serializes its store at its applied index, saves it
+//! with the durable tail of its log to its [`MemDisk`] and compacts the core's log. A snapshot
+//! the leader sends (`Ready::snapshot`) is saved the same way and restores the store; a
+//! restart restores the store from the disk's snapshot and the core with `Raft::restore`. The
+//! safety checks know about them: a node's applied index may jump to a snapshot's index, every
+//! snapshot of one index must hold the same state, and a node's commit, applied and snapshot
+//! indexes never move backwards within an incarnation (nor its snapshot across restarts).
 
 mod clients;
 mod disk;
@@ -31,15 +41,17 @@ pub use disk::MemDisk;
 pub use network::{Links, NetConfig};
 
 use crate::kv::{Answer, KvService, KvStore, RequestId};
-use crate::raft::{Config, Raft, Ready};
+use crate::raft::{Config, Raft, Ready, Snapshot};
 use crate::rpc::types::{
     ClientRequest, ClientResponse, Entry, EntryKind, Envelope, NodeId, RaftMessage, Role,
+    SnapshotMeta,
 };
 use clients::{Clients, Route};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::Arc;
 
 /// Virtual microseconds.
 pub type Micros = u64;
@@ -60,6 +72,10 @@ pub struct SimConfig {
     pub measure_bytes: bool,
     /// Changes applied to every node's core config.
     pub tune: fn(&mut Config),
+    /// Snapshot policy, as the daemon's `snapshot_entries`: a node snapshots its store and
+    /// compacts its log once this many entries were applied since its last snapshot. None:
+    /// never (the log grows forever).
+    pub snapshot_entries: Option<u64>,
 }
 
 impl SimConfig {
@@ -72,6 +88,7 @@ impl SimConfig {
             fsync_us: (100, 2_000),
             measure_bytes: false,
             tune: |_| {},
+            snapshot_entries: None,
         }
     }
 }
@@ -173,8 +190,19 @@ pub struct SimNode {
     /// A `Ready` whose durable part is being synced.
     syncing: Option<Ready>,
     inbox: VecDeque<Input>,
-    /// What this incarnation's state machine applied, in order.
+    /// What this incarnation's state machine applied one by one, in order, after
+    /// `applied_base` (`applied[i]` is index `applied_base + 1 + i`).
     pub applied: Vec<Entry>,
+    /// The index of the snapshot this incarnation's state machine was last restored from (at
+    /// start or by an InstallSnapshot): everything up to it is reflected without being in
+    /// `applied`.
+    pub applied_base: u64,
+    /// Snapshots this node took of its own store / installed from a leader, over all
+    /// incarnations.
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    /// (commit, applied, snapshot) index last observed in this incarnation.
+    watermarks: (u64, u64, u64),
     incarnation: u64,
     /// This node's tick length (clocks may run at different rates).
     pub tick_us: Micros,
@@ -203,6 +231,21 @@ impl SimNode {
     pub fn is_up(&self) -> bool {
         self.raft.is_some()
     }
+
+    /// Last index this incarnation's state machine reflects (applied, or covered by the
+    /// snapshot it was restored from).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_base + self.applied.len() as u64
+    }
+
+    /// The entry this incarnation applied at `index`, if it applied it one by one (None if it
+    /// is covered by a snapshot or not applied yet).
+    pub fn applied_entry(&self, index: u64) -> Option<&Entry> {
+        if index <= self.applied_base {
+            return None;
+        }
+        self.applied.get((index - self.applied_base - 1) as usize)
+    }
 }
 
 pub struct Cluster {
@@ -219,6 +262,8 @@ pub struct Cluster {
     pub stats: NetStats,
     /// index -> the entry every node must apply there.
     applied_anywhere: BTreeMap<u64, Entry>,
+    /// snapshot index -> the state every snapshot at that index must hold.
+    snapshot_states: BTreeMap<u64, KvStore>,
     /// term -> the node that led it.
     leaders: BTreeMap<u64, NodeId>,
     observer: Option<Observer>,
@@ -248,6 +293,7 @@ impl Cluster {
             disconnected: vec![false; n],
             stats: NetStats::default(),
             applied_anywhere: BTreeMap::new(),
+            snapshot_states: BTreeMap::new(),
             leaders: BTreeMap::new(),
             observer: None,
             crash_on_send: None,
@@ -266,6 +312,10 @@ impl Cluster {
                 syncing: None,
                 inbox: VecDeque::new(),
                 applied: Vec::new(),
+                applied_base: 0,
+                snapshots_taken: 0,
+                snapshots_installed: 0,
+                watermarks: (0, 0, 0),
                 incarnation: 0,
                 tick_us: cluster.cfg.tick_us,
                 service: None,
@@ -314,8 +364,33 @@ impl Cluster {
         let mut config = Config::new(id, self.ids());
         config.seed = self.rng.gen();
         (self.cfg.tune)(&mut config);
+        let seed = self.cfg.seed;
         let disk = self.node(id).disk.clone();
-        let raft = Raft::new(config, disk.hard_state, disk.entries).expect("valid sim config");
+        // As the daemon restarts (src/server/mod.rs): the store from the disk's snapshot, the
+        // core from the snapshot and the log after it.
+        let store = match &disk.snapshot {
+            Some(snap) => {
+                let store = decode_store(&snap.data).unwrap_or_else(|e| {
+                    panic!("[seed {seed}] node {id}: the snapshot on disk does not decode: {e}")
+                });
+                self.check_snapshot_state(id, snap.meta, &store);
+                store
+            }
+            None => KvStore::default(),
+        };
+        let disk_snapshot = disk.snapshot_index();
+        let raft = Raft::restore(config, disk.hard_state, disk.snapshot, disk.entries)
+            .expect("valid sim config");
+        let restored = raft.log().snapshot().index;
+        assert!(
+            restored >= disk_snapshot,
+            "[seed {seed}] node {id} restarted with its snapshot at {restored}, below the {disk_snapshot} its disk holds"
+        );
+        let marks = (
+            raft.log().committed(),
+            raft.log().applied(),
+            raft.log().snapshot().index,
+        );
         let tick_us = self.node(id).tick_us;
         let first_tick = self.rng.gen_range(1..=tick_us);
         let addrs = self
@@ -325,8 +400,12 @@ impl Cluster {
             .collect();
         let node = self.node_mut(id);
         node.raft = Some(raft);
-        // The state machine starts empty and is rebuilt as the log is applied again.
-        node.service = Some(KvService::new(id, KvStore::default(), addrs));
+        // The state machine starts from the snapshot (or empty) and is rebuilt as the log after
+        // it is applied again.
+        node.applied.clear();
+        node.applied_base = disk_snapshot;
+        node.watermarks = marks;
+        node.service = Some(KvService::new(id, store, addrs));
         node.incarnation += 1;
         let incarnation = node.incarnation;
         self.schedule(
@@ -349,6 +428,7 @@ impl Cluster {
         node.syncing = None;
         node.inbox.clear();
         node.applied.clear();
+        node.applied_base = 0;
         node.incarnation += 1;
     }
 
@@ -533,9 +613,27 @@ impl Cluster {
             observer(now, raft);
         }
         let Some(raft) = self.raft(id) else { return };
+        let seed = self.cfg.seed;
+        let marks = (
+            raft.log().committed(),
+            raft.log().applied(),
+            raft.log().snapshot().index,
+        );
+        let before = self.node(id).watermarks;
+        assert!(
+            marks.0 >= before.0 && marks.1 >= before.1 && marks.2 >= before.2,
+            "[seed {seed}] node {id}: (commit, applied, snapshot) index went backwards from {before:?} to {marks:?}"
+        );
+        let disk_snapshot = self.node(id).disk.snapshot_index();
+        assert!(
+            marks.2 >= disk_snapshot,
+            "[seed {seed}] node {id}: snapshot index {} is below the {disk_snapshot} on its disk",
+            marks.2
+        );
+        self.node_mut(id).watermarks = marks;
+        let Some(raft) = self.raft(id) else { return };
         if raft.role() == Role::Leader {
             let term = raft.term();
-            let seed = self.cfg.seed;
             let leader = *self.leaders.entry(term).or_insert(id);
             assert_eq!(
                 leader, id,
@@ -562,11 +660,16 @@ impl Cluster {
                 return;
             };
             if !raft.has_ready() {
+                // Idle, nothing being synced: the daemon's `maybe_start_snapshot` point.
+                self.maybe_snapshot(id);
                 return;
             }
             let mut rd = raft.ready();
             for env in std::mem::take(&mut rd.messages) {
                 self.send(env);
+            }
+            if let Some(snapshot) = rd.snapshot.take() {
+                self.install_snapshot(id, snapshot);
             }
             if rd.hard_state.is_none() && rd.entries.is_empty() {
                 self.complete(id, rd);
@@ -619,6 +722,20 @@ impl Cluster {
         if let Some(raft) = self.node_mut(id).raft.as_mut() {
             raft.advance();
         }
+        let seed = self.cfg.seed;
+        let node = self.node(id);
+        if let (Some(raft), Some(store)) = (node.raft(), node.store()) {
+            assert_eq!(
+                store.applied(),
+                raft.log().applied(),
+                "[seed {seed}] node {id}: the store's applied index differs from the core's"
+            );
+            assert_eq!(
+                node.applied_index(),
+                raft.log().applied(),
+                "[seed {seed}] node {id}: the state machine's applied index differs from the core's"
+            );
+        }
         self.observe(id);
     }
 
@@ -627,7 +744,7 @@ impl Cluster {
     fn apply(&mut self, id: NodeId, entry: &Entry) {
         let seed = self.cfg.seed;
         let node = self.node_mut(id);
-        let expected = node.applied.len() as u64 + 1;
+        let expected = node.applied_index() + 1;
         assert_eq!(
             entry.index, expected,
             "[seed {seed}] node {id} applied index {} but expected {expected}",
@@ -642,6 +759,128 @@ impl Cluster {
             ),
             None => {
                 self.applied_anywhere.insert(entry.index, entry.clone());
+            }
+        }
+    }
+
+    // ----- snapshots, as src/server/node.rs takes and installs them -----
+
+    /// The daemon's policy (`maybe_start_snapshot`): snapshot once `snapshot_entries` entries
+    /// were applied since the last snapshot.
+    fn maybe_snapshot(&mut self, id: NodeId) {
+        let Some(every) = self.cfg.snapshot_entries else {
+            return;
+        };
+        let node = self.node(id);
+        let (Some(raft), Some(store)) = (node.raft(), node.store()) else {
+            return;
+        };
+        let since = store.applied().saturating_sub(raft.log().snapshot().index);
+        if since == 0 || since < every {
+            return;
+        }
+        self.take_snapshot(id);
+    }
+
+    /// Snapshots node `id`'s store at its applied index, as the daemon does: serialize it, save
+    /// it with the durable log after it (durable at once, like the daemon's blocking
+    /// `save_snapshot`), then compact the core's log. Returns what the snapshot covers; None if
+    /// the node is down, busy syncing, or has applied nothing since its last snapshot.
+    pub fn take_snapshot(&mut self, id: NodeId) -> Option<SnapshotMeta> {
+        let seed = self.cfg.seed;
+        let node = self.node(id);
+        if node.syncing.is_some() {
+            return None;
+        }
+        let (Some(raft), Some(store)) = (node.raft(), node.store()) else {
+            return None;
+        };
+        let index = store.applied();
+        if index <= raft.log().snapshot().index {
+            return None;
+        }
+        let term = raft.log().term(index)?;
+        let data = serde_json::to_vec(store)
+            .unwrap_or_else(|e| panic!("[seed {seed}] node {id}: cannot serialize its store: {e}"));
+        let meta = SnapshotMeta { index, term };
+        let tail: Vec<Entry> = raft
+            .log()
+            .stable_entries()
+            .iter()
+            .filter(|e| e.index > index)
+            .cloned()
+            .collect();
+        let store = store.clone();
+        self.check_snapshot_state(id, meta, &store);
+        let snapshot = Snapshot {
+            meta,
+            data: Arc::new(data),
+        };
+        let node = self.node_mut(id);
+        let hs = node.disk.hard_state;
+        node.disk.save_snapshot(snapshot.clone(), &tail, hs);
+        node.snapshots_taken += 1;
+        let raft = node.raft.as_mut()?;
+        if let Err(e) = raft.compact(snapshot) {
+            panic!("[seed {seed}] node {id}: the core refused a snapshot of its applied state at {index}@{term}: {e}");
+        }
+        self.observe(id);
+        Some(meta)
+    }
+
+    /// `Ready::snapshot`, as the daemon's `install_snapshot`: save it with the durable log the
+    /// core kept after it, then restore the store from it. The state machine now reflects
+    /// everything up to the snapshot's index: its applied index jumps there.
+    fn install_snapshot(&mut self, id: NodeId, snapshot: Snapshot) {
+        let seed = self.cfg.seed;
+        let meta = snapshot.meta;
+        let store = decode_store(&snapshot.data).unwrap_or_else(|e| {
+            panic!(
+                "[seed {seed}] node {id}: the snapshot at {} from the leader does not decode: {e}",
+                meta.index
+            )
+        });
+        self.check_snapshot_state(id, meta, &store);
+        let node = self.node_mut(id);
+        let Some(raft) = node.raft.as_ref() else {
+            return;
+        };
+        let tail = raft.log().stable_entries().to_vec();
+        let before = node.applied_index();
+        assert!(
+            meta.index > before,
+            "[seed {seed}] node {id} installs a snapshot at {} although its state machine already reflects index {before}: it would move back",
+            meta.index
+        );
+        let hs = node.disk.hard_state;
+        node.disk.save_snapshot(snapshot, &tail, hs);
+        node.snapshots_installed += 1;
+        node.applied.clear();
+        node.applied_base = meta.index;
+        if let Some(service) = node.service.as_mut() {
+            service.restore(store);
+        }
+    }
+
+    /// Every snapshot of one index holds the same state (state-machine safety for snapshots),
+    /// and that state has applied exactly up to the index.
+    fn check_snapshot_state(&mut self, id: NodeId, meta: SnapshotMeta, store: &KvStore) {
+        let seed = self.cfg.seed;
+        assert_eq!(
+            store.applied(),
+            meta.index,
+            "[seed {seed}] node {id}: the snapshot at index {} holds a store applied up to {}",
+            meta.index,
+            store.applied()
+        );
+        match self.snapshot_states.get(&meta.index) {
+            Some(first) => assert!(
+                first == store,
+                "[seed {seed}] node {id}: its snapshot at index {} holds another state than an earlier snapshot at that index",
+                meta.index
+            ),
+            None => {
+                self.snapshot_states.insert(meta.index, store.clone());
             }
         }
     }
@@ -756,11 +995,16 @@ impl Cluster {
         let mut count = 0;
         let mut data = None;
         for node in &self.nodes {
-            if let Some(e) = node.applied.get(index as usize - 1) {
-                count += 1;
-                if e.kind == EntryKind::Command {
-                    data = Some(e.data.clone());
-                }
+            if node.applied_index() < index {
+                continue;
+            }
+            count += 1;
+            // Covered by a snapshot: the entry every node applied there.
+            let e = node
+                .applied_entry(index)
+                .or_else(|| self.applied_anywhere.get(&index));
+            if let Some(e) = e.filter(|e| e.kind == EntryKind::Command) {
+                data = Some(e.data.clone());
             }
         }
         (count, data)
@@ -824,4 +1068,9 @@ impl Cluster {
     pub fn applied_anywhere(&self) -> &BTreeMap<u64, Entry> {
         &self.applied_anywhere
     }
+}
+
+/// A snapshot's bytes back into a store (the daemon's format: the store as JSON).
+fn decode_store(data: &[u8]) -> Result<KvStore, serde_json::Error> {
+    serde_json::from_slice(data)
 }

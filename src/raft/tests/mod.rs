@@ -16,6 +16,7 @@ mod paper_5_3;
 mod paper_5_4;
 mod pre_vote;
 mod read_index;
+mod snapshot;
 
 /// Pinned election timeout: exactly this many ticks (the range is `[ELECTION, ELECTION + 1)`).
 pub(super) const ELECTION: u32 = 10;
