@@ -2,8 +2,10 @@
 //!
 //! * [`raft`]: the deterministic, I/O-free consensus core.
 //! * [`rpc`]: every message type that crosses a process boundary.
-//! * [`sim`]: a seeded, virtual-time simulation of a cluster, used by the tests.
+//! * [`sim`]: a seeded, virtual-time simulation of a cluster, used by the tests and `raftsim`.
+//! * [`bugs`]: classic Raft bugs behind cargo features, to prove the simulation catches them.
 
+pub mod bugs;
 pub mod check;
 pub mod client;
 pub mod config;

@@ -192,6 +192,11 @@ impl KvService {
                         if raft.role() != Role::Leader {
                             return Some(self.not_leader(id, raft.leader()));
                         }
+                        // BUG (feature bug-stale-read): trust that we still lead and answer
+                        // from the local store, without a ReadIndex round.
+                        if crate::bugs::on(crate::bugs::Bug::StaleRead) {
+                            return Some(ok_value(id, self.store.get(&key).cloned()));
+                        }
                         self.new_reads.push(PendingRead {
                             term: raft.term(),
                             request,

@@ -8,8 +8,9 @@
 //!   the log is forgotten.
 
 use super::command::Outcome;
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 
 pub const MAX_RESULTS_PER_CLIENT: usize = 256;
 
@@ -26,9 +27,9 @@ struct Session {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Sessions {
     max_sessions: usize,
-    by_client: HashMap<String, Session>,
+    by_client: OrdMap<String, Session>,
     /// (last_index, client) for least-recently-used eviction.
-    lru: BTreeSet<(u64, String)>,
+    lru: OrdSet<(u64, String)>,
 }
 
 /// What the sessions say about a command about to be applied.
@@ -44,8 +45,8 @@ impl Sessions {
     pub fn new(max_sessions: usize) -> Sessions {
         Sessions {
             max_sessions: max_sessions.max(1),
-            by_client: HashMap::new(),
-            lru: BTreeSet::new(),
+            by_client: OrdMap::new(),
+            lru: OrdSet::new(),
         }
     }
 
@@ -85,7 +86,7 @@ impl Sessions {
         }
         self.lru.insert((index, client.to_string()));
         while self.by_client.len() > self.max_sessions {
-            let Some((_, evicted)) = self.lru.pop_first() else {
+            let Some((_, evicted)) = self.lru.remove_min() else {
                 break;
             };
             self.by_client.remove(&evicted);

@@ -4,14 +4,16 @@ use super::command::{Command, Op, Outcome};
 use super::sessions::{Check, Sessions};
 use crate::rpc::types::{Entry, EntryKind};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+// A persistent map: cloning it for a snapshot is O(1) (the copy shares structure), so the
+// node loop is not held up while the snapshot is serialized in the background.
+use imbl::OrdMap;
 
 /// Clients remembered at once (each with up to 256 outcomes).
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct KvStore {
-    data: BTreeMap<String, String>,
+    data: OrdMap<String, String>,
     sessions: Sessions,
     applied: u64,
 }
@@ -25,7 +27,7 @@ impl Default for KvStore {
 impl KvStore {
     pub fn new(max_sessions: usize) -> KvStore {
         KvStore {
-            data: BTreeMap::new(),
+            data: OrdMap::new(),
             sessions: Sessions::new(max_sessions),
             applied: 0,
         }
@@ -80,7 +82,10 @@ impl KvStore {
     fn apply_command(&mut self, index: u64, cmd: &Command) -> Outcome {
         if let Some(client) = &cmd.client_id {
             if let Check::Duplicate(outcome) = self.sessions.check(client, cmd.seq) {
-                return outcome;
+                // BUG (feature bug-double-apply): execute the retried command again.
+                if !crate::bugs::on(crate::bugs::Bug::DoubleApply) {
+                    return outcome;
+                }
             }
         }
         let outcome = self.execute(&cmd.op);

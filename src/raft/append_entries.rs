@@ -240,6 +240,12 @@ impl Raft {
                 self.id
             );
         }
+        // BUG (feature bug-truncate-stale-append): cut the log after this message's entries,
+        // conflict or not, so a stale, shorter AppendEntries drops acknowledged entries.
+        #[cfg(feature = "bug-truncate-stale-append")]
+        if crate::bugs::on(crate::bugs::Bug::TruncateStaleAppend) {
+            self.log.bug_truncate_after(prev + entries.len() as u64);
+        }
         // Only what the leader just verified matches may be marked committed: entries past
         // `prev + entries.len()` could still be a divergent suffix of ours.
         let verified = prev + entries.len() as u64;
@@ -347,7 +353,10 @@ impl Raft {
         let mut matches: Vec<u64> = self.progress.values().map(|pr| pr.matched).collect();
         matches.push(self.log.stable());
         let index = committed_index(&mut matches);
-        if index > self.log.committed() && self.log.term(index) == Some(self.term) {
+        // BUG (feature bug-commit-old-term): count replicas of an earlier term's entry too.
+        let old_term_bug = crate::bugs::on(crate::bugs::Bug::CommitOldTerm);
+        if index > self.log.committed() && (self.log.term(index) == Some(self.term) || old_term_bug)
+        {
             self.log.commit_to(index);
             self.release_reads_waiting_for_commit();
             ::log::debug!(

@@ -295,6 +295,12 @@ impl Raft {
             vote_granted: grant,
             pre_vote: false,
         };
+        // BUG (feature bug-vote-without-persist): answer before the vote is durable (and
+        // `ready()` leaves the vote out of the hard state it hands over for writing).
+        if crate::bugs::on(crate::bugs::Bug::VoteWithoutPersist) {
+            self.send(from, reply);
+            return;
+        }
         self.send_after_persist(from, reply);
     }
 

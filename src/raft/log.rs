@@ -253,6 +253,16 @@ impl RaftLog {
         cut
     }
 
+    /// For `bug-truncate-stale-append` only: drops the entries after `index` (never a committed
+    /// one, so the core's own invariants hold and the simulation's checks must find the harm).
+    #[cfg(feature = "bug-truncate-stale-append")]
+    pub(crate) fn bug_truncate_after(&mut self, index: u64) {
+        let index = index.max(self.committed).max(self.snapshot_index);
+        if index < self.last_index() {
+            self.truncate_from(index + 1);
+        }
+    }
+
     fn extend(&mut self, entries: &[Entry]) {
         self.bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
         self.entries.extend_from_slice(entries);

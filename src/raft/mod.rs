@@ -381,6 +381,10 @@ impl Raft {
         let hs = self.hard_state();
         if hs != self.saved_hard_state {
             rd.hard_state = Some(hs);
+            // BUG (feature bug-vote-without-persist): the vote never reaches the disk.
+            if crate::bugs::on(crate::bugs::Bug::VoteWithoutPersist) {
+                rd.hard_state = Some(HardState { vote: 0, ..hs });
+            }
             self.saved_hard_state = hs;
         }
         rd.entries = self.log.unstable_entries();

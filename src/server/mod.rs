@@ -97,6 +97,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
             bytes: cfg.snapshot_bytes,
         },
         snapshot_job: None,
+        snapshot_clone_time: Duration::ZERO,
         raft,
         storage,
         transport,

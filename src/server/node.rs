@@ -13,7 +13,7 @@ use crate::raft::Snapshot;
 use crate::rpc::types::{
     ClientRequest, ClientResponse, Entry, Envelope, NodeId, SnapshotMeta, StatusResponse,
 };
-use crate::storage::{Storage, StorageError};
+use crate::storage::{prepare_snapshot, PreparedSnapshot, Storage, StorageError};
 use raftd_transport::{PeerEvent, SendError, Transport};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -47,7 +47,9 @@ pub struct NodeLoop {
     pub next_request: u64,
     pub snapshots: SnapshotPolicy,
     /// A snapshot being serialized in the background.
-    pub snapshot_job: Option<oneshot::Receiver<Result<Snapshot, String>>>,
+    pub snapshot_job: Option<oneshot::Receiver<Result<(Snapshot, PreparedSnapshot), String>>>,
+    /// How long copying the state machine for the running snapshot held up the loop.
+    pub snapshot_clone_time: Duration,
 }
 
 /// When to snapshot the state machine and compact the log.
@@ -244,19 +246,31 @@ impl NodeLoop {
         if since == 0 || (since < self.snapshots.entries && log.bytes() < self.snapshots.bytes) {
             return;
         }
+        let started = std::time::Instant::now();
         let store = self.service.store().clone();
+        self.snapshot_clone_time = started.elapsed();
         let index = store.applied();
         let Some(term) = log.term(index) else {
             return;
         };
         let (tx, rx) = oneshot::channel();
+        let dir = self.storage.dir().to_path_buf();
         tokio::task::spawn_blocking(move || {
+            // Serializing, writing and fsyncing the bytes all happen here, off the node loop.
+            let meta = SnapshotMeta { index, term };
             let result = serde_json::to_vec(&store)
-                .map(|data| Snapshot {
-                    meta: SnapshotMeta { index, term },
-                    data: Arc::new(data),
-                })
-                .map_err(|e| e.to_string());
+                .map_err(|e| format!("cannot serialize the state machine: {e}"))
+                .and_then(|data| {
+                    let prepared =
+                        prepare_snapshot(&dir, meta, &data).map_err(|e| e.to_string())?;
+                    Ok((
+                        Snapshot {
+                            meta,
+                            data: Arc::new(data),
+                        },
+                        prepared,
+                    ))
+                });
             let _ = tx.send(result);
         });
         self.snapshot_job = Some(rx);
@@ -266,19 +280,21 @@ impl NodeLoop {
     /// disk, then in memory.
     fn finish_snapshot(
         &mut self,
-        done: Result<Result<Snapshot, String>, oneshot::error::RecvError>,
+        done: Result<Result<(Snapshot, PreparedSnapshot), String>, oneshot::error::RecvError>,
     ) -> Result<(), StorageError> {
-        let snapshot = match done {
-            Ok(Ok(snapshot)) => snapshot,
+        let (snapshot, prepared) = match done {
+            Ok(Ok(done)) => done,
             Ok(Err(e)) => {
-                ::log::error!("node {}: cannot serialize a snapshot: {e}", self.raft.id());
+                ::log::error!("node {}: cannot prepare a snapshot: {e}", self.raft.id());
                 return Ok(());
             }
             Err(_) => return Ok(()),
         };
         let meta = snapshot.meta;
         if meta.index <= self.raft.log().snapshot().index {
-            return Ok(()); // a newer snapshot was installed from the leader meanwhile
+            // A newer snapshot was installed from the leader meanwhile.
+            self.storage.discard_prepared_snapshot(prepared);
+            return Ok(());
         }
         let tail: Vec<Entry> = self
             .raft
@@ -290,7 +306,9 @@ impl NodeLoop {
             .collect();
         let hs = self.storage.hard_state();
         let storage = &mut self.storage;
-        tokio::task::block_in_place(|| storage.save_snapshot(meta, &snapshot.data, &tail, hs))?;
+        let started = std::time::Instant::now();
+        tokio::task::block_in_place(|| storage.save_prepared_snapshot(prepared, &tail, hs))?;
+        let saved_in = started.elapsed();
         if let Err(e) = self.raft.compact(snapshot) {
             ::log::warn!(
                 "node {}: snapshot at index {} not used: {e}",
@@ -299,11 +317,13 @@ impl NodeLoop {
             );
         }
         ::log::info!(
-            "node {}: log compacted to index {} in term {}; data dir now {} bytes",
+            "node {}: log compacted to index {} in term {}; data dir now {} bytes (node loop paused {:.1} ms to copy the state, {:.1} ms to save)",
             self.raft.id(),
             meta.index,
             self.raft.term(),
-            self.storage.disk_usage()
+            self.storage.disk_usage(),
+            self.snapshot_clone_time.as_secs_f64() * 1e3,
+            saved_in.as_secs_f64() * 1e3
         );
         Ok(())
     }
@@ -323,8 +343,8 @@ impl NodeLoop {
                 reason: format!("the leader's snapshot does not decode as a key-value store: {e}"),
             })?;
         self.service.restore(store);
-        // Nothing in flight for the older state can be served any more.
-        self.snapshot_job = None;
+        // A snapshot being prepared in the background meanwhile is older: `finish_snapshot`
+        // discards it when it arrives.
         Ok(())
     }
 

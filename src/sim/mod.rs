@@ -31,6 +31,7 @@
 
 mod clients;
 mod disk;
+pub mod nemesis;
 mod network;
 
 pub use clients::{
@@ -262,6 +263,10 @@ pub struct Cluster {
     pub stats: NetStats,
     /// index -> the entry every node must apply there.
     applied_anywhere: BTreeMap<u64, Entry>,
+    /// index -> the term the node that applied it first was in then: the entry was committed
+    /// in that term or earlier, so every leader of a later term must hold it (leader
+    /// completeness).
+    committed_by_term: BTreeMap<u64, u64>,
     /// snapshot index -> the state every snapshot at that index must hold.
     snapshot_states: BTreeMap<u64, KvStore>,
     /// term -> the node that led it.
@@ -293,6 +298,7 @@ impl Cluster {
             disconnected: vec![false; n],
             stats: NetStats::default(),
             applied_anywhere: BTreeMap::new(),
+            committed_by_term: BTreeMap::new(),
             snapshot_states: BTreeMap::new(),
             leaders: BTreeMap::new(),
             observer: None,
@@ -634,12 +640,74 @@ impl Cluster {
         let Some(raft) = self.raft(id) else { return };
         if raft.role() == Role::Leader {
             let term = raft.term();
+            let new = !self.leaders.contains_key(&term);
             let leader = *self.leaders.entry(term).or_insert(id);
             assert_eq!(
                 leader, id,
                 "[seed {seed}] two leaders in term {term}: node {leader} and node {id}"
             );
+            if new {
+                self.check_leader_completeness(id);
+            }
         }
+    }
+
+    /// Leader completeness (§5.4): a node that just became leader of term T holds every entry
+    /// committed in an earlier term. An entry counts as committed before T if a node applied it
+    /// while in a term below T (it may have been committed in T or later otherwise, and a
+    /// leader of T elected by late votes need not hold it). Entries its snapshot covers are
+    /// committed, and the snapshot checks vouch for them.
+    fn check_leader_completeness(&self, id: NodeId) {
+        let Some(raft) = self.raft(id) else { return };
+        let term = raft.term();
+        let log = raft.log();
+        let from = log.snapshot().index + 1;
+        for (&index, &seen) in self.committed_by_term.range(from..) {
+            if seen >= term {
+                continue;
+            }
+            let want = &self.applied_anywhere[&index];
+            let have = log.get(index);
+            assert!(
+                have == Some(want),
+                "[seed {}] leader completeness: node {id} became leader of term {term} without the entry at index {index} (term {}) applied in term {seen}; it holds {:?}",
+                self.cfg.seed,
+                want.term,
+                have.map(|e| e.term)
+            );
+        }
+    }
+
+    /// Log matching (§5.3): if two up nodes' logs hold an entry with the same index and term,
+    /// the logs are identical up to it (compared where both still hold entries, after their
+    /// snapshots). Returns the first violation found.
+    pub fn check_log_matching(&self) -> Result<(), String> {
+        let rafts: Vec<&Raft> = self.nodes.iter().filter_map(|n| n.raft.as_ref()).collect();
+        for (i, a) in rafts.iter().enumerate() {
+            for b in &rafts[i + 1..] {
+                let (la, lb) = (a.log(), b.log());
+                let lo = la.snapshot().index.max(lb.snapshot().index) + 1;
+                let hi = la.last_index().min(lb.last_index());
+                // The highest common index where the terms agree: everything from `lo` to it
+                // must be the same entry.
+                let Some(top) = (lo..=hi).rev().find(|&k| la.term(k) == lb.term(k)) else {
+                    continue;
+                };
+                for k in lo..=top {
+                    if la.get(k) != lb.get(k) {
+                        return Err(format!(
+                            "[seed {}] log matching: nodes {} and {} agree on the term at index {top} but differ at index {k} ({:?} vs {:?})",
+                            self.cfg.seed,
+                            a.id(),
+                            b.id(),
+                            la.get(k).map(|e| e.term),
+                            lb.get(k).map(|e| e.term)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Takes `Ready` batches until the node has nothing to do or is waiting on its disk.
@@ -743,6 +811,7 @@ impl Cluster {
     /// the same entry at the same index.
     fn apply(&mut self, id: NodeId, entry: &Entry) {
         let seed = self.cfg.seed;
+        let term = self.raft(id).map_or(0, Raft::term);
         let node = self.node_mut(id);
         let expected = node.applied_index() + 1;
         assert_eq!(
@@ -759,6 +828,7 @@ impl Cluster {
             ),
             None => {
                 self.applied_anywhere.insert(entry.index, entry.clone());
+                self.committed_by_term.insert(entry.index, term);
             }
         }
     }

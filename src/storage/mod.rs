@@ -40,7 +40,10 @@ use wal::Wal;
 pub use crate::rpc::types::SnapshotMeta;
 pub use error::StorageError;
 pub use identity::ID_FILE_NAME;
-pub use snapshot::{Snapshot, SNAPSHOT_FILE_NAME, SNAPSHOT_TMP_FILE_NAME};
+pub use snapshot::{
+    prepare as prepare_snapshot, PreparedSnapshot, Snapshot, SNAPSHOT_FILE_NAME,
+    SNAPSHOT_PREPARED_FILE_NAME, SNAPSHOT_TMP_FILE_NAME,
+};
 pub use wal::{DroppedTail, WAL_FILE_NAME};
 
 /// Where [`Storage::save_snapshot`] builds the compacted log before renaming it over
@@ -137,7 +140,11 @@ impl Storage {
         };
         let snapshot_meta = snapshot.as_ref().map(|s| s.meta);
         let mut removed_tmp_files = Vec::new();
-        for name in [SNAPSHOT_TMP_FILE_NAME, WAL_TMP_FILE_NAME] {
+        for name in [
+            SNAPSHOT_TMP_FILE_NAME,
+            SNAPSHOT_PREPARED_FILE_NAME,
+            WAL_TMP_FILE_NAME,
+        ] {
             let path = dir.join(name);
             match fs::remove_file(&path) {
                 Ok(()) => {
@@ -290,6 +297,39 @@ impl Storage {
         tail: &[Entry],
         hard_state: HardState,
     ) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        self.install_snapshot_with(meta, tail, hard_state, || snapshot::write(&dir, meta, data))
+    }
+
+    /// `save_snapshot` for a snapshot file already written by [`prepare_snapshot`] (on another
+    /// thread): only the rename and the log compaction are left, both quick.
+    pub fn save_prepared_snapshot(
+        &mut self,
+        prepared: PreparedSnapshot,
+        tail: &[Entry],
+        hard_state: HardState,
+    ) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        let (meta, len) = (prepared.meta, prepared.len);
+        self.install_snapshot_with(meta, tail, hard_state, || {
+            snapshot::install_tmp(&dir, SNAPSHOT_PREPARED_FILE_NAME)
+                .map(|()| len)
+                .map_err(snapshot::WriteError::Unknown)
+        })
+    }
+
+    /// Drops a prepared snapshot that will not be used.
+    pub fn discard_prepared_snapshot(&self, _prepared: PreparedSnapshot) {
+        let _ = std::fs::remove_file(self.dir.join(SNAPSHOT_PREPARED_FILE_NAME));
+    }
+
+    fn install_snapshot_with(
+        &mut self,
+        meta: SnapshotMeta,
+        tail: &[Entry],
+        hard_state: HardState,
+        write: impl FnOnce() -> Result<u64, snapshot::WriteError>,
+    ) -> Result<(), StorageError> {
         self.wal.check_usable()?;
         if let Some(current) = self.snapshot {
             if meta.index < current.index
@@ -318,7 +358,7 @@ impl Storage {
         self.save(Some(&hard_state), &[])?;
 
         // (a)
-        self.snapshot_bytes = match snapshot::write(&self.dir, meta, data) {
+        self.snapshot_bytes = match write() {
             Ok(len) => len,
             Err(snapshot::WriteError::NothingChanged(e)) => return Err(e),
             Err(snapshot::WriteError::Unknown(e)) => {

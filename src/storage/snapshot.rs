@@ -31,6 +31,9 @@ use crate::rpc::types::SnapshotMeta;
 pub const SNAPSHOT_FILE_NAME: &str = "snapshot";
 /// Where a new snapshot is written before it is renamed over [`SNAPSHOT_FILE_NAME`].
 pub const SNAPSHOT_TMP_FILE_NAME: &str = "snapshot.tmp";
+/// Where a snapshot prepared in the background ([`prepare`]) is written, so that it never
+/// collides with a snapshot the node loop installs meanwhile.
+pub const SNAPSHOT_PREPARED_FILE_NAME: &str = "snapshot.prepared.tmp";
 
 const MAGIC: &[u8; 8] = b"RAFTSNAP";
 const VERSION: u32 = 1;
@@ -59,8 +62,8 @@ fn header(meta: SnapshotMeta, data: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN as usize]
 
 /// Writes `<dir>/snapshot.tmp` and makes it durable. Nothing under the real name changes, so on
 /// error the caller may simply go on (the temp file is removed best-effort).
-fn write_tmp(dir: &Path, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-    let tmp = dir.join(SNAPSHOT_TMP_FILE_NAME);
+fn write_tmp(dir: &Path, name: &str, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+    let tmp = dir.join(name);
     let result = (|| {
         // Truncates a leftover from an earlier crash.
         let mut file = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
@@ -78,10 +81,9 @@ fn write_tmp(dir: &Path, meta: SnapshotMeta, data: &[u8]) -> Result<(), StorageE
 
 /// Renames the durable temp file over `<dir>/snapshot` and fsyncs the dir. After an error here
 /// it is unknown which snapshot the next start will see.
-fn install_tmp(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn install_tmp(dir: &Path, name: &str) -> Result<(), StorageError> {
     let path = dir.join(SNAPSHOT_FILE_NAME);
-    fs::rename(dir.join(SNAPSHOT_TMP_FILE_NAME), &path)
-        .map_err(io_err(&path, "rename the temporary snapshot to"))?;
+    fs::rename(dir.join(name), &path).map_err(io_err(&path, "rename the temporary snapshot to"))?;
     sync_dir(dir)
 }
 
@@ -96,9 +98,38 @@ pub(crate) enum WriteError {
 /// Atomically replaces `<dir>/snapshot`: temp file, write, fsync, rename, fsync of the dir.
 /// Returns the new file's length.
 pub(crate) fn write(dir: &Path, meta: SnapshotMeta, data: &[u8]) -> Result<u64, WriteError> {
-    write_tmp(dir, meta, data).map_err(WriteError::NothingChanged)?;
-    install_tmp(dir).map_err(WriteError::Unknown)?;
+    write_tmp(dir, SNAPSHOT_TMP_FILE_NAME, meta, data).map_err(WriteError::NothingChanged)?;
+    install_tmp(dir, SNAPSHOT_TMP_FILE_NAME).map_err(WriteError::Unknown)?;
     Ok(SNAPSHOT_HEADER_LEN + data.len() as u64)
+}
+
+/// A snapshot file written and fsynced under a temporary name, ready to be installed by
+/// `Storage::save_prepared_snapshot`.
+#[derive(Debug)]
+pub struct PreparedSnapshot {
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) len: u64,
+}
+
+impl PreparedSnapshot {
+    pub fn meta(&self) -> SnapshotMeta {
+        self.meta
+    }
+}
+
+/// Writes the snapshot file of `data` under a temporary name and fsyncs it, touching nothing
+/// the node uses: safe to run on another thread while the node keeps appending to its log. The
+/// slow part of saving a snapshot (writing and syncing its bytes) happens here.
+pub fn prepare(
+    dir: &Path,
+    meta: SnapshotMeta,
+    data: &[u8],
+) -> Result<PreparedSnapshot, StorageError> {
+    write_tmp(dir, SNAPSHOT_PREPARED_FILE_NAME, meta, data)?;
+    Ok(PreparedSnapshot {
+        meta,
+        len: SNAPSHOT_HEADER_LEN + data.len() as u64,
+    })
 }
 
 /// Reads and verifies `<dir>/snapshot`. `Ok(None)` if there is none. Returns the snapshot and

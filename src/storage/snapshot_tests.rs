@@ -753,3 +753,42 @@ fn random_history_with_snapshots_recovers_exactly() {
         }
     );
 }
+
+/// A snapshot prepared on another thread (written and synced under a temporary name) and then
+/// installed is the same as one saved in one go; a prepared one that is never installed is
+/// ignored and removed by the next start, and the node's log meanwhile stays usable.
+#[test]
+fn prepared_snapshot_installs_or_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut s, _) = reopen(d);
+    fill(&mut s, 50);
+    let prepared = std::thread::scope(|scope| {
+        scope
+            .spawn(|| prepare_snapshot(d, meta(30, 1), &state_data(30)).unwrap())
+            .join()
+            .unwrap()
+    });
+    // The log keeps growing while the snapshot is being prepared.
+    s.save(None, &entries(1, 51..=60)).unwrap();
+    assert_eq!(prepared.meta(), meta(30, 1));
+    s.save_prepared_snapshot(prepared, &entries(1, 31..=60), hs(1, 1))
+        .unwrap();
+    assert!(!d.join(SNAPSHOT_PREPARED_FILE_NAME).exists());
+    drop(s);
+    let (s, rec) = reopen(d);
+    let snap = rec.snapshot.expect("snapshot");
+    assert_eq!((snap.meta, snap.data), (meta(30, 1), state_data(30)));
+    assert_eq!(rec.entries, entries(1, 31..=60));
+    assert_eq!(s.last_index(), 60);
+
+    // Prepared but never installed (a crash, or a newer snapshot came from the leader).
+    prepare_snapshot(d, meta(40, 1), &state_data(40)).unwrap();
+    drop(s);
+    let (s, rec) = reopen(d);
+    assert_eq!(rec.snapshot.map(|x| x.meta), Some(meta(30, 1)));
+    assert!(!d.join(SNAPSHOT_PREPARED_FILE_NAME).exists());
+    let p = prepare_snapshot(d, meta(40, 1), &state_data(40)).unwrap();
+    s.discard_prepared_snapshot(p);
+    assert!(!d.join(SNAPSHOT_PREPARED_FILE_NAME).exists());
+}

@@ -32,6 +32,27 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node not started yet; `peers` is the `--peers` value (`ID=HOST:PORT,...`), which may
+    /// point at proxies instead of the peers' own ports.
+    pub fn new(
+        id: u64,
+        port: u16,
+        data_dir: PathBuf,
+        log_path: PathBuf,
+        peers: String,
+        extra_args: Vec<String>,
+    ) -> Node {
+        Node {
+            id,
+            port,
+            data_dir,
+            log_path,
+            peers,
+            extra_args,
+            child: None,
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
