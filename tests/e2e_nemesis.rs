@@ -312,3 +312,95 @@ fn nemesis_soak() {
         min_ok: 100,
     });
 }
+
+/// The proxy itself: forwards, closes and refuses when cut, holds bytes when stalled and
+/// delivers them in order when restored.
+#[test]
+fn proxy_cuts_stalls_and_restores() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::timeout;
+
+    let rt = runtime();
+    rt.block_on(async {
+        let sink = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        let proxy = proxy::Proxy::start(1, 2, sink.local_addr().expect("addr"))
+            .await
+            .expect("start proxy");
+        let t = Duration::from_secs(5);
+        let short = Duration::from_millis(300);
+
+        // Forwarding.
+        let mut client = TcpStream::connect(proxy.listen).await.expect("connect");
+        let (mut server, _) = timeout(t, sink.accept())
+            .await
+            .expect("accept")
+            .expect("accept");
+        client.write_all(b"hello").await.expect("write");
+        let mut buf = [0u8; 5];
+        timeout(t, server.read_exact(&mut buf))
+            .await
+            .expect("forwarded")
+            .expect("read");
+        assert_eq!(&buf, b"hello");
+
+        // A stall holds bytes; restore delivers them.
+        proxy.stall();
+        client.write_all(b"late!").await.expect("write");
+        assert!(
+            timeout(short, server.read_exact(&mut buf)).await.is_err(),
+            "a stalled link forwarded bytes"
+        );
+        proxy.restore();
+        timeout(t, server.read_exact(&mut buf))
+            .await
+            .expect("delivered")
+            .expect("read");
+        assert_eq!(&buf, b"late!");
+
+        // A cut closes the live connection on both sides and refuses new ones.
+        proxy.cut();
+        let n = timeout(t, server.read(&mut buf))
+            .await
+            .expect("closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the target side was not closed by the cut");
+        let n = timeout(t, client.read(&mut buf))
+            .await
+            .expect("closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the sender side was not closed by the cut");
+        let mut again = TcpStream::connect(proxy.listen)
+            .await
+            .expect("connect while cut");
+        let n = timeout(t, again.read(&mut buf))
+            .await
+            .expect("refused")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a connection made while cut was not closed");
+        assert!(
+            timeout(short, sink.accept()).await.is_err(),
+            "a connection made while cut reached the target"
+        );
+
+        // Restored: new connections flow again, with a delay if one is set.
+        proxy.restore();
+        proxy.set_delay(Duration::from_millis(100));
+        let mut client = TcpStream::connect(proxy.listen).await.expect("connect");
+        let (mut server, _) = timeout(t, sink.accept())
+            .await
+            .expect("accept")
+            .expect("accept");
+        let sent = Instant::now();
+        client.write_all(b"again").await.expect("write");
+        timeout(t, server.read_exact(&mut buf))
+            .await
+            .expect("forwarded")
+            .expect("read");
+        assert_eq!(&buf, b"again");
+        assert!(
+            sent.elapsed() >= Duration::from_millis(100),
+            "the delay was not applied"
+        );
+    });
+}

@@ -10,7 +10,7 @@
 //! bounded in count and in time.
 #![allow(dead_code)]
 
-use crate::process::{free_ports, Node};
+use crate::process::Node;
 use crate::proxy::Proxy;
 use raftd::check::{Input, Operation, Output};
 use raftd::client::{Client, ClientError, ClientOptions, Connection};
@@ -52,7 +52,15 @@ impl NemesisCluster {
         assert!(n >= 1, "a cluster needs a node");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().to_path_buf();
-        let ports = free_ports(n);
+        // Hold the nodes' ports while the proxies bind theirs, so no proxy gets a node's port;
+        // released just before the nodes start.
+        let reserved: Vec<std::net::TcpListener> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+            .collect();
+        let ports: Vec<u16> = reserved
+            .iter()
+            .map(|l| l.local_addr().expect("local addr").port())
+            .collect();
         let ids: Vec<u64> = (1..=n as u64).collect();
         let mut proxies = BTreeMap::new();
         for &from in &ids {
@@ -67,6 +75,7 @@ impl NemesisCluster {
                 proxies.insert((from, to), proxy);
             }
         }
+        drop(reserved);
         let mut nodes = Vec::new();
         for &id in &ids {
             let peers: Vec<String> = ids
@@ -678,6 +687,10 @@ pub struct WorkloadConfig {
     pub attempt_timeout: Duration,
     /// Pause between two operations of one client, uniform in this range (ms).
     pub think_ms: (u64, u64),
+    /// The first `impatient` clients give up after `impatient_deadline` instead (attempts of a
+    /// third of it), so some writes end with an unknown outcome during faults.
+    pub impatient: usize,
+    pub impatient_deadline: Duration,
     /// Hard bound on the operations of one client.
     pub max_ops: usize,
     pub seed: u64,
@@ -692,6 +705,8 @@ impl WorkloadConfig {
             op_deadline: Duration::from_secs(6),
             attempt_timeout: Duration::from_secs(1),
             think_ms: (0, 10),
+            impatient: clients / 3,
+            impatient_deadline: Duration::from_millis(1200),
             max_ops: 100_000,
             seed,
         }
@@ -749,9 +764,14 @@ async fn client_loop(
 ) -> ClientReport {
     let mut rng =
         StdRng::seed_from_u64(cfg.seed ^ (client + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let (deadline, attempt_timeout) = if (client as usize) < cfg.impatient {
+        (cfg.impatient_deadline, cfg.impatient_deadline / 3)
+    } else {
+        (cfg.op_deadline, cfg.attempt_timeout)
+    };
     let opts = ClientOptions {
-        deadline: cfg.op_deadline,
-        attempt_timeout: cfg.attempt_timeout,
+        deadline,
+        attempt_timeout,
         connect_timeout: Duration::from_millis(300),
         ..ClientOptions::default()
     };
@@ -762,7 +782,7 @@ async fn client_loop(
     let mut report = ClientReport::default();
     let total: u32 = cfg.mix.iter().sum();
     // Past the client's own deadline (plus slack), the operation is abandoned as unknown.
-    let hard = cfg.op_deadline + cfg.attempt_timeout + Duration::from_secs(2);
+    let hard = deadline + attempt_timeout + Duration::from_secs(2);
     for n in 0..cfg.max_ops {
         if ctl.stop.load(Ordering::Relaxed) {
             break;
