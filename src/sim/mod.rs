@@ -77,6 +77,36 @@ pub struct SimConfig {
     /// compacts its log once this many entries were applied since its last snapshot. None:
     /// never (the log grows forever).
     pub snapshot_entries: Option<u64>,
+    /// Core settings applied to every node before `tune` (data, so a generated schedule can
+    /// carry them).
+    pub core: CoreTuning,
+}
+
+/// Core settings a simulation may change; None keeps the core's default.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CoreTuning {
+    pub election_ticks: Option<(u32, u32)>,
+    pub max_entries_per_message: Option<usize>,
+    pub pre_vote: Option<bool>,
+    pub check_quorum: Option<bool>,
+}
+
+impl CoreTuning {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some((min, max)) = self.election_ticks {
+            config.election_ticks_min = min;
+            config.election_ticks_max = max;
+        }
+        if let Some(n) = self.max_entries_per_message {
+            config.max_entries_per_message = n.max(1);
+        }
+        if let Some(p) = self.pre_vote {
+            config.pre_vote = p;
+        }
+        if let Some(q) = self.check_quorum {
+            config.check_quorum = q;
+        }
+    }
 }
 
 impl SimConfig {
@@ -90,6 +120,7 @@ impl SimConfig {
             measure_bytes: false,
             tune: |_| {},
             snapshot_entries: None,
+            core: CoreTuning::default(),
         }
     }
 }
@@ -271,6 +302,9 @@ pub struct Cluster {
     snapshot_states: BTreeMap<u64, KvStore>,
     /// term -> the node that led it.
     leaders: BTreeMap<u64, NodeId>,
+    /// (node, term) -> whom the node told it votes for in that term (a granted vote, or its
+    /// own vote request), over all its incarnations.
+    votes: BTreeMap<(NodeId, u64), NodeId>,
     observer: Option<Observer>,
     /// A node that sends a message matching this is crashed as soon as the event that made it
     /// send is handled (before anything else happens), so a test can crash a node at exactly
@@ -301,6 +335,7 @@ impl Cluster {
             committed_by_term: BTreeMap::new(),
             snapshot_states: BTreeMap::new(),
             leaders: BTreeMap::new(),
+            votes: BTreeMap::new(),
             observer: None,
             crash_on_send: None,
             crash_pending: Vec::new(),
@@ -369,6 +404,7 @@ impl Cluster {
     fn start(&mut self, id: NodeId) {
         let mut config = Config::new(id, self.ids());
         config.seed = self.rng.gen();
+        self.cfg.core.apply(&mut config);
         (self.cfg.tune)(&mut config);
         let seed = self.cfg.seed;
         let disk = self.node(id).disk.clone();
@@ -637,6 +673,9 @@ impl Cluster {
             marks.2
         );
         self.node_mut(id).watermarks = marks;
+        if marks.0 > before.0 && self.raft(id).is_some_and(|r| r.role() == Role::Leader) {
+            self.check_commit_is_safe(id, marks.0);
+        }
         let Some(raft) = self.raft(id) else { return };
         if raft.role() == Role::Leader {
             let term = raft.term();
@@ -676,6 +715,87 @@ impl Cluster {
                 have.map(|e| e.term)
             );
         }
+    }
+
+    /// A leader just committed `index`: no node without that entry may be able to win an
+    /// election (§5.4.3: the entry is on a majority that would refuse any such candidate).
+    /// Candidates are considered with their in-memory and their durable logs; a voter votes
+    /// for a candidate whose log is at least as up to date as either of its own logs.
+    fn check_commit_is_safe(&self, leader: NodeId, index: u64) {
+        let Some(entry) = self.raft(leader).and_then(|r| r.log().get(index)).cloned() else {
+            return;
+        };
+        // (last term, last index, holds the entry) of each node's logs.
+        let logs: Vec<Vec<(u64, u64, bool)>> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let disk = &n.disk;
+                let disk_last = disk
+                    .entries
+                    .last()
+                    .map_or(disk.snapshot_meta().term, |e| e.term);
+                let disk_holds = index <= disk.snapshot_index()
+                    || disk
+                        .entries
+                        .get((index - disk.snapshot_index() - 1) as usize)
+                        .is_some_and(|e| *e == entry);
+                let mut v = vec![(disk_last, disk.last_index(), disk_holds)];
+                if let Some(r) = n.raft() {
+                    let log = r.log();
+                    let holds = index <= log.snapshot().index || log.get(index) == Some(&entry);
+                    v.push((log.last_term(), log.last_index(), holds));
+                }
+                v
+            })
+            .collect();
+        let quorum = self.nodes.len() / 2 + 1;
+        for (x, candidate) in logs.iter().enumerate() {
+            for &(term, last, holds) in candidate {
+                if holds {
+                    continue;
+                }
+                let votes = 1 + logs
+                    .iter()
+                    .enumerate()
+                    .filter(|&(v, voter)| {
+                        v != x && voter.iter().any(|&(t, l, _)| (term, last) >= (t, l))
+                    })
+                    .count();
+                assert!(
+                    votes < quorum,
+                    "[seed {}] unsafe commit: node {leader} committed index {index} (term {}) in term {}, yet node {} without it (log {last}@{term}) could win an election with {votes} votes",
+                    self.cfg.seed,
+                    entry.term,
+                    self.raft(leader).map_or(0, Raft::term),
+                    x + 1
+                );
+            }
+        }
+    }
+
+    /// One vote per term (§5.2), even across crashes: a node never tells two candidates (itself
+    /// included, by asking for votes) that it votes for them in one term.
+    fn check_one_vote_per_term(&mut self, env: &Envelope) {
+        let (term, vote) = match env.msg {
+            RaftMessage::RequestVote {
+                term,
+                pre_vote: false,
+                ..
+            } => (term, env.from),
+            RaftMessage::RequestVoteReply {
+                term,
+                vote_granted: true,
+                pre_vote: false,
+            } => (term, env.to),
+            _ => return,
+        };
+        let first = *self.votes.entry((env.from, term)).or_insert(vote);
+        assert_eq!(
+            first, vote,
+            "[seed {}] node {} voted twice in term {term}: for node {first} and for node {vote}",
+            self.cfg.seed, env.from
+        );
     }
 
     /// Log matching (§5.3): if two up nodes' logs hold an entry with the same index and term,
@@ -957,6 +1077,7 @@ impl Cluster {
 
     fn send(&mut self, env: Envelope) {
         *self.stats.sent.entry(env.msg.kind()).or_default() += 1;
+        self.check_one_vote_per_term(&env);
         if let RaftMessage::AppendEntriesReply { success: false, .. } = env.msg {
             self.stats.append_rejects += 1;
         }

@@ -17,10 +17,10 @@
 //! Because the fault list is explicit, a failing schedule can be shrunk ([`shrink`]) by
 //! removing events and shortening the fault phase while it still fails the same way.
 
-use super::{ClientConfig, Cluster, Micros, NetConfig, SimConfig, MS, SEC};
+use super::{ClientConfig, Cluster, CoreTuning, Micros, NetConfig, SimConfig, MS, SEC};
 use crate::check::{check_history, Input as OpInput, Output};
 use crate::raft::Raft;
-use crate::rpc::types::{NodeId, Role};
+use crate::rpc::types::{NodeId, RaftMessage, Role};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -48,6 +48,12 @@ pub enum Fault {
         bridge: NodeId,
         left: Vec<NodeId>,
         right: Vec<NodeId>,
+    },
+    /// Crash `node` right after it next grants a vote (as the reply leaves), and start it
+    /// again `restart_after_us` later.
+    CrashAfterVote {
+        node: NodeId,
+        restart_after_us: Micros,
     },
     /// Cut the link `from -> to` only.
     OneWay { from: NodeId, to: NodeId },
@@ -98,6 +104,14 @@ impl fmt::Display for Fault {
                 list(right)
             ),
             Fault::OneWay { from, to } => write!(f, "cut link n{from} -> n{to}"),
+            Fault::CrashAfterVote {
+                node,
+                restart_after_us,
+            } => write!(
+                f,
+                "crash n{node} as soon as it grants a vote, restart {:.1} ms later",
+                *restart_after_us as f64 / 1000.0
+            ),
             Fault::IsolateLeader => write!(f, "isolate the leader"),
             Fault::Heal => write!(f, "heal all links"),
             Fault::Net {
@@ -141,6 +155,9 @@ pub struct Schedule {
     pub clients: usize,
     /// The daemon's snapshot policy (None: never snapshot).
     pub snapshot_entries: Option<u64>,
+    /// Core settings (election timeouts, batch size, pre-vote, check-quorum).
+    #[serde(default)]
+    pub core: CoreTuning,
     /// Length of the fault phase (virtual).
     pub duration_us: Micros,
     pub events: Vec<Step>,
@@ -174,6 +191,21 @@ impl Schedule {
         let ids: Vec<NodeId> = (1..=nodes as NodeId).collect();
         let clients = rng.gen_range(4..=10);
         let snapshot_entries = rng.gen_bool(0.5).then(|| rng.gen_range(10..=80));
+        // Narrow election timeouts give concurrent candidates (split votes); small batches
+        // replicate a new leader's backlog in pieces; without pre-vote and check-quorum, cut-off
+        // nodes raise terms and depose leaders.
+        let core = CoreTuning {
+            election_ticks: [None, None, Some((10, 13)), Some((15, 18)), Some((20, 60))]
+                .choose(&mut rng)
+                .copied()
+                .flatten(),
+            max_entries_per_message: [None, Some(1), Some(2), Some(3), Some(8)]
+                .choose(&mut rng)
+                .copied()
+                .flatten(),
+            pre_vote: rng.gen_bool(0.3).then_some(false),
+            check_quorum: rng.gen_bool(0.3).then_some(false),
+        };
         let tolerate = (nodes - 1) / 2;
         let mut events = Vec::new();
         let mut push = |at_us: Micros, fault: Fault| events.push(Step { at_us, fault });
@@ -212,18 +244,30 @@ impl Schedule {
             }
             let budget = down.len() + leaders_down < tolerate;
             let fault = match rng.gen_range(0..100) {
-                0..=9 if budget => {
+                0..=4 if budget => {
                     let up: Vec<NodeId> =
                         ids.iter().copied().filter(|n| !down.contains(n)).collect();
                     let node = *up.choose(&mut rng).unwrap_or(&1);
                     down.push(node);
                     Fault::Crash { node }
                 }
+                // A reboot: crash, and start again a moment later.
+                5..=9 if budget => {
+                    let node = *ids
+                        .iter()
+                        .filter(|n| !down.contains(n))
+                        .collect::<Vec<_>>()
+                        .choose(&mut rng)
+                        .copied()
+                        .unwrap_or(&1);
+                    push(at + rng.gen_range(1..100) * MS, Fault::Restart { node });
+                    Fault::Crash { node }
+                }
                 10..=19 if budget => {
                     leaders_down += 1;
                     Fault::CrashLeader
                 }
-                0..=19 | 20..=29 if !down.is_empty() => {
+                0..=29 if !down.is_empty() => {
                     let i = rng.gen_range(0..down.len());
                     Fault::Restart {
                         node: down.swap_remove(i),
@@ -276,7 +320,11 @@ impl Schedule {
                     let to = *others.choose(&mut rng).unwrap_or(&1);
                     Fault::OneWay { from, to }
                 }
-                60..=66 => Fault::IsolateLeader,
+                60..=63 => Fault::IsolateLeader,
+                64..=66 => Fault::CrashAfterVote {
+                    node: *ids.choose(&mut rng).unwrap_or(&1),
+                    restart_after_us: rng.gen_range(0..30) * MS,
+                },
                 67..=79 => Fault::Heal,
                 80..=87 => random_net(&mut rng),
                 88..=91 => {
@@ -294,11 +342,35 @@ impl Schedule {
             };
             push(at, fault);
         }
+        // Now and then a burst of leader crashes in quick succession (Figure 8 of the paper),
+        // restarting the crashed nodes whenever a majority is about to be lost.
+        if rng.gen_bool(0.4) && tolerate > 0 {
+            let mut t = rng.gen_range(0..opts.duration_us / 2 + 1);
+            let end = (t + rng.gen_range(500..3_000) * MS).min(opts.duration_us);
+            let mut crashed = 0;
+            while t < end {
+                push(t, Fault::CrashLeader);
+                crashed += 1;
+                if crashed >= tolerate {
+                    push(t + rng.gen_range(1..80) * MS, Fault::RestartAll);
+                    crashed = 0;
+                }
+                // Mostly before the new leader has replicated its first entries.
+                t += if rng.gen_bool(0.7) {
+                    rng.gen_range(1..20) * MS
+                } else {
+                    rng.gen_range(20..300) * MS
+                };
+            }
+            push(end, Fault::RestartAll);
+        }
+        events.sort_by_key(|e| e.at_us);
         Schedule {
             seed,
             nodes,
             clients,
             snapshot_entries,
+            core,
             duration_us: opts.duration_us,
             events,
         }
@@ -307,13 +379,14 @@ impl Schedule {
     /// The schedule as a readable list, one event a line.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "seed {}: {} nodes, {} clients, snapshots {}, faults for {}\n",
+            "seed {}: {} nodes, {} clients, snapshots {}, faults for {}, core {:?}\n",
             self.seed,
             self.nodes,
             self.clients,
             self.snapshot_entries
                 .map_or("off".to_string(), |n| format!("every {n} entries")),
-            fmt_time(self.duration_us)
+            fmt_time(self.duration_us),
+            self.core
         );
         for step in &self.events {
             out.push_str(&format!("  {:>9}  {}\n", fmt_time(step.at_us), step.fault));
@@ -323,8 +396,8 @@ impl Schedule {
 }
 
 fn random_clock(rng: &mut StdRng, node: NodeId) -> Fault {
-    // From twice as fast to half as slow as nominal 10 ms ticks.
-    let tick_us = *[5_000, 7_000, 8_000, 9_000, 10_000, 11_000, 13_000, 15_000]
+    // From 30% fast to 40% slow against nominal 10 ms ticks.
+    let tick_us = *[7_000, 8_000, 9_000, 10_000, 11_000, 12_000, 14_000]
         .choose(rng)
         .unwrap_or(&10_000);
     Fault::Clock { node, tick_us }
@@ -399,6 +472,10 @@ pub struct RunStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     TwoLeaders,
+    /// A node voted for two candidates in one term.
+    DoubleVote,
+    /// A leader committed an entry that a node without it could still overwrite.
+    UnsafeCommit,
     StateMachineSafety,
     LogMatching,
     LeaderCompleteness,
@@ -415,6 +492,10 @@ impl FailureKind {
         let has = |s: &str| msg.contains(s);
         if has("two leaders") {
             FailureKind::TwoLeaders
+        } else if has("unsafe commit") {
+            FailureKind::UnsafeCommit
+        } else if has("voted twice") {
+            FailureKind::DoubleVote
         } else if has("leader completeness") {
             FailureKind::LeaderCompleteness
         } else if has("log matching") {
@@ -576,6 +657,20 @@ fn apply_fault(c: &mut Cluster, fault: &Fault, trace: bool) {
             c.links.partition(&[&a, &b]);
         }
         Fault::OneWay { from, to } => c.links.set(*from, *to, false),
+        Fault::CrashAfterVote { node, .. } => {
+            let node = *node;
+            c.crash_on_send = Some(Box::new(move |env| {
+                env.from == node
+                    && matches!(
+                        env.msg,
+                        RaftMessage::RequestVoteReply {
+                            vote_granted: true,
+                            pre_vote: false,
+                            ..
+                        }
+                    )
+            }));
+        }
         Fault::IsolateLeader => match leader_now(c) {
             Some(id) => {
                 c.links.set_node(id, false);
@@ -619,6 +714,7 @@ fn run_inner(
     let seed = s.seed;
     let mut cfg = SimConfig::new(s.nodes, seed);
     cfg.snapshot_entries = s.snapshot_entries;
+    cfg.core = s.core.clone();
     let mut c = Cluster::new(cfg);
     if opts.trace {
         c.set_observer(trace_observer());
@@ -634,23 +730,69 @@ fn run_inner(
 
     // ----- the fault phase -----
     let mut events = s.events.iter().peekable();
+    // A `CrashAfterVote` waiting for its vote: (node, restart delay, crashes seen when armed).
+    let mut armed: Option<(NodeId, Micros, usize)> = None;
+    // Restarts due: (at, node).
+    let mut restarts: Vec<(Micros, NodeId)> = Vec::new();
+    let mut next_check = c.now + opts.check_every_us;
     while c.now < s.duration_us {
-        let mut until = (c.now + opts.check_every_us).min(s.duration_us);
+        let mut until = next_check.min(s.duration_us);
         if let Some(step) = events.peek() {
             until = until.min(step.at_us.max(c.now));
         }
+        if armed.is_some() {
+            until = until.min(c.now + MS);
+        }
+        if let Some(&(at, _)) = restarts.iter().min() {
+            until = until.min(at.max(c.now));
+        }
         c.run_for(until - c.now);
         now.set(c.now);
+        if let Some((node, delay, seen)) = armed {
+            if c.crashed_on_send.len() > seen {
+                c.crash_on_send = None;
+                armed = None;
+                restarts.push((c.now + delay, node));
+                if opts.trace {
+                    println!(
+                        "  {:>9}  ! n{node} crashed right after granting a vote",
+                        fmt_time(c.now)
+                    );
+                }
+            }
+        }
+        let t = c.now;
+        let due: Vec<(Micros, NodeId)> = restarts.extract_if(.., |(at, _)| *at <= t).collect();
+        for (_, node) in due {
+            if !c.node(node).is_up() {
+                c.restart(node);
+            }
+            if opts.trace {
+                println!("  {:>9}  ! restart n{node}", fmt_time(c.now));
+            }
+        }
         while let Some(step) = events.next_if(|e| e.at_us <= c.now) {
+            if let Fault::CrashAfterVote {
+                node,
+                restart_after_us,
+            } = step.fault
+            {
+                armed = Some((node, restart_after_us, c.crashed_on_send.len()));
+            }
             apply_fault(&mut c, &step.fault, opts.trace);
         }
-        c.check_log_matching()?;
+        if c.now >= next_check {
+            c.check_log_matching()?;
+            next_check = c.now + opts.check_every_us;
+        }
     }
+    c.crash_on_send = None;
+    c.check_log_matching()?;
 
     // ----- recovery: faults stop -----
     if opts.trace {
         println!(
-            "  {:>9}  ! faults stop: heal, restart every crashed node, reliable network",
+            "  {:>9}  ! faults stop: heal, restart every crashed node, reliable network, true clocks",
             fmt_time(c.now)
         );
     }
@@ -661,6 +803,10 @@ fn run_inner(
         }
     }
     c.set_net(NetConfig::reliable());
+    let nominal = c.cfg.tick_us;
+    for node in &mut c.nodes {
+        node.tick_us = nominal;
+    }
     let healed_at = c.now;
     let deadline = healed_at + opts.liveness_us;
     let ok = c.run_until(opts.liveness_us, |c| c.leader_among(&ids).is_some());
@@ -676,6 +822,8 @@ fn run_inner(
     let mut probe = ClientConfig::scripted(1);
     probe.attempt_timeout = 300 * MS;
     probe.op_deadline = opts.liveness_us;
+    // Until the deadline: while no leader is known, NotLeader answers come fast.
+    probe.max_attempts = usize::MAX;
     let probe = c.add_clients(probe)[0];
     c.submit(probe, "liveness", OpInput::Put(format!("seed-{seed}")));
     let done = |c: &Cluster| {
