@@ -6,14 +6,12 @@ mod common;
 
 use common::{assert_everything_applied_stays, cmd, heal_all};
 use raftd::sim::{Cluster, NetConfig, SimConfig, MS, SEC};
-use rand::seq::SliceRandom;
 use rand::Rng;
 
 fn churn(seed: u64, net: NetConfig, duration: u64) {
     let mut cfg = SimConfig::new(5, seed);
     cfg.net = net;
     let mut c = Cluster::new(cfg);
-    let all = c.ids();
     let mut proposals = 0u64;
     let end = c.now + duration;
     while c.now < end {
@@ -22,38 +20,18 @@ fn churn(seed: u64, net: NetConfig, duration: u64) {
         match c.rng().gen_range(0..100) {
             // Crash a random node (at most 3 down at once).
             0..=14 => {
-                let id = *all.choose(c.rng()).unwrap_or(&1);
-                if c.up_ids().len() > 2 {
-                    c.crash(id);
-                }
+                c.crash_random(2);
             }
             // Restart a random crashed node.
             15..=34 => {
-                let down: Vec<_> = all
-                    .iter()
-                    .copied()
-                    .filter(|&id| !c.node(id).is_up())
-                    .collect();
-                if let Some(&id) = down.choose(c.rng()) {
-                    c.restart(id);
-                }
+                c.restart_random();
             }
             // A random split into two groups.
-            35..=44 => {
-                let mut ids = all.clone();
-                ids.shuffle(c.rng());
-                let cut = c.rng().gen_range(1..5);
-                let (a, b) = ids.split_at(cut);
-                c.links.partition(&[a, b]);
-            }
+            35..=44 => c.split_random(),
             // One-way cuts: a hears nothing from b, b still hears a.
             45..=54 => {
                 for _ in 0..c.rng().gen_range(1..4) {
-                    let from = *all.choose(c.rng()).unwrap_or(&1);
-                    let to = *all.choose(c.rng()).unwrap_or(&2);
-                    if from != to {
-                        c.links.set(from, to, false);
-                    }
+                    c.cut_random_one_way();
                 }
             }
             // Heal the network.

@@ -133,29 +133,15 @@ fn chaos(seed: u64, duration: u64) -> (usize, usize, usize) {
         match c.rng().gen_range(0..100) {
             // Crash a random node (at most two down at once).
             0..=19 => {
-                let id = *all.choose(c.rng()).unwrap_or(&1);
-                if c.up_ids().len() > 3 {
-                    c.crash(id);
-                }
+                c.crash_random(3);
             }
             // Restart a crashed node.
             20..=44 => {
-                let down: Vec<NodeId> = all
-                    .iter()
-                    .copied()
-                    .filter(|&id| !c.node(id).is_up())
-                    .collect();
-                if let Some(&id) = down.choose(c.rng()) {
-                    c.restart(id);
-                }
+                c.restart_random();
             }
             // A random split; the homed clients move to random nodes.
             45..=64 => {
-                let mut ids = all.clone();
-                ids.shuffle(c.rng());
-                let cut = c.rng().gen_range(1..5);
-                let (a, b) = ids.split_at(cut);
-                c.links.partition(&[a, b]);
+                c.split_random();
                 for &client in &homed {
                     let home = *all.choose(c.rng()).unwrap_or(&1);
                     c.client_mut(client).home = Some(home);
@@ -164,11 +150,7 @@ fn chaos(seed: u64, duration: u64) -> (usize, usize, usize) {
             // One-way cuts.
             65..=72 => {
                 for _ in 0..c.rng().gen_range(1..3) {
-                    let from = *all.choose(c.rng()).unwrap_or(&1);
-                    let to = *all.choose(c.rng()).unwrap_or(&2);
-                    if from != to {
-                        c.links.set(from, to, false);
-                    }
+                    c.cut_random_one_way();
                 }
             }
             // Heal.

@@ -797,35 +797,13 @@ fn chaos(seed: u64, duration: u64) -> (usize, u64) {
         c.run_for(wait);
         match c.rng().gen_range(0..100) {
             0..=19 => {
-                let id = *all.choose(c.rng()).unwrap_or(&1);
-                if c.up_ids().len() > 3 {
-                    c.crash(id);
-                }
+                c.crash_random(3);
             }
             20..=44 => {
-                let down: Vec<NodeId> = all
-                    .iter()
-                    .copied()
-                    .filter(|&id| !c.node(id).is_up())
-                    .collect();
-                if let Some(&id) = down.choose(c.rng()) {
-                    c.restart(id);
-                }
+                c.restart_random();
             }
-            45..=64 => {
-                let mut ids = all.clone();
-                ids.shuffle(c.rng());
-                let cut = c.rng().gen_range(1..5);
-                let (a, b) = ids.split_at(cut);
-                c.links.partition(&[a, b]);
-            }
-            65..=72 => {
-                let from = *all.choose(c.rng()).unwrap_or(&1);
-                let to = *all.choose(c.rng()).unwrap_or(&2);
-                if from != to {
-                    c.links.set(from, to, false);
-                }
-            }
+            45..=64 => c.split_random(),
+            65..=72 => c.cut_random_one_way(),
             _ => c.heal(),
         }
     }

@@ -2,6 +2,7 @@
 //! MIT-lab style `one()`.
 
 use super::*;
+use rand::seq::SliceRandom;
 
 impl Cluster {
     /// Installs `observer`, called after every step of every up node (see [`Observer`]).
@@ -149,5 +150,52 @@ impl Cluster {
     /// Every committed entry any node applied so far, by index.
     pub fn applied_anywhere(&self) -> &BTreeMap<u64, Entry> {
         &self.applied_anywhere
+    }
+}
+
+/// Random faults for chaos loops. Each draws from the cluster's generator, so a run stays a
+/// function of its seed.
+impl Cluster {
+    /// Crashes a random node, unless that would leave `min_up` or fewer running (then nothing
+    /// happens). Returns the crashed node.
+    pub fn crash_random(&mut self, min_up: usize) -> Option<NodeId> {
+        let all = self.ids();
+        let id = *all.choose(self.rng())?;
+        if self.up_ids().len() > min_up {
+            self.crash(id);
+            return Some(id);
+        }
+        None
+    }
+
+    /// Restarts a random crashed node, if any.
+    pub fn restart_random(&mut self) -> Option<NodeId> {
+        let down: Vec<NodeId> = self
+            .ids()
+            .into_iter()
+            .filter(|&id| !self.node(id).is_up())
+            .collect();
+        let id = *down.choose(self.rng())?;
+        self.restart(id);
+        Some(id)
+    }
+
+    /// Splits the nodes into two random non-empty groups that cannot talk to each other.
+    pub fn split_random(&mut self) {
+        let mut ids = self.ids();
+        ids.shuffle(self.rng());
+        let cut = self.rng().gen_range(1..ids.len().max(2));
+        let (a, b) = ids.split_at(cut);
+        self.links.partition(&[a, b]);
+    }
+
+    /// Cuts one random directed link (`from` stops reaching `to`; the other way stays up).
+    pub fn cut_random_one_way(&mut self) {
+        let all = self.ids();
+        let from = *all.choose(self.rng()).unwrap_or(&1);
+        let to = *all.choose(self.rng()).unwrap_or(&2);
+        if from != to {
+            self.links.set(from, to, false);
+        }
     }
 }
