@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# raftd next to etcd on this machine, same workload, same run.
+#
+# Starts a 3-member etcd and a 3-node raftd on 127.0.0.1 (fsync on in both, data under one
+# temporary directory on the same disk), runs closed-loop loads alternately against each
+# (puts at 1, 16, 64 and 256 clients, linearizable gets at 64; 256-byte values over 10k keys),
+# measures failover (SIGKILL the leader under writes, time to the next acknowledged write;
+# median of 5), and each member's peak RSS, then prints one table with raftd/etcd per row.
+#
+# Environment:
+#   BENCH_SECS       measuring window per load, seconds (default 10)
+#   BENCH_WARMUP     warm-up before each window, seconds (default 2)
+#   FAILOVER_ROUNDS  kills per system (default 5)
+#   ETCD_CONNS       gRPC channels the etcd clients share (default 16)
+#   BENCH_DIR        where data, logs and results go (default: a new /tmp/raftd-bench.*)
+#   KEEP=1           keep BENCH_DIR afterwards (it is removed otherwise, results excepted)
+#
+# Needs: cargo, python3; installs etcd-server and protobuf-compiler from Debian if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+SECS=${BENCH_SECS:-10}
+WARMUP=${BENCH_WARMUP:-2}
+ROUNDS=${FAILOVER_ROUNDS:-5}
+ETCD_CONNS=${ETCD_CONNS:-16}
+DIR=${BENCH_DIR:-$(mktemp -d /tmp/raftd-bench.XXXXXX)}
+mkdir -p "$DIR/pids" "$DIR/logs"
+RESULTS="$DIR/results.jsonl"
+: >"$RESULTS"
+
+say() { printf '== %s\n' "$*" >&2; }
+
+# ---- dependencies ---------------------------------------------------------------------------
+need_apt=()
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+command -v python3 >/dev/null || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    say "installing ${need_apt[*]} from Debian"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+say "building raftd and raftd-bench (release)"
+cargo build -q --release --bin raftd
+cargo build -q --release -p raftd-bench --features etcd
+RAFTD="$ROOT/target/release/raftd"
+BENCH="$ROOT/target/release/raftd-bench"
+
+# ---- clusters -------------------------------------------------------------------------------
+NODES=(1 2 3)
+raftd_port() { echo $((17999 + $1)); }
+etcd_client_port() { echo $((12369 + 10 * $1)); }
+etcd_peer_port() { echo $((12370 + 10 * $1)); }
+RAFTD_EPS=$(for n in "${NODES[@]}"; do printf '127.0.0.1:%s,' "$(raftd_port "$n")"; done)
+RAFTD_EPS=${RAFTD_EPS%,}
+ETCD_EPS=$(for n in "${NODES[@]}"; do printf '127.0.0.1:%s,' "$(etcd_client_port "$n")"; done)
+ETCD_EPS=${ETCD_EPS%,}
+ETCD_CLUSTER=$(for n in "${NODES[@]}"; do printf 'e%s=http://127.0.0.1:%s,' "$n" "$(etcd_peer_port "$n")"; done)
+ETCD_CLUSTER=${ETCD_CLUSTER%,}
+
+start_raftd() {
+    local n=$1 peers="" m
+    for m in "${NODES[@]}"; do
+        [ "$m" = "$n" ] || peers+="${peers:+,}$m=127.0.0.1:$(raftd_port "$m")"
+    done
+    RUST_LOG=${RUST_LOG:-info} "$RAFTD" --id "$n" --listen "127.0.0.1:$(raftd_port "$n")" \
+        --peers "$peers" --data-dir "$DIR/raftd$n" >>"$DIR/logs/raftd$n.log" 2>&1 &
+    echo $! >"$DIR/pids/$(raftd_port "$n").pid"
+}
+
+start_etcd() {
+    local n=$1 state=${2:-new}
+    etcd --name "e$n" --data-dir "$DIR/etcd$n" --logger zap --log-outputs stderr \
+        --listen-client-urls "http://127.0.0.1:$(etcd_client_port "$n")" \
+        --advertise-client-urls "http://127.0.0.1:$(etcd_client_port "$n")" \
+        --listen-peer-urls "http://127.0.0.1:$(etcd_peer_port "$n")" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$(etcd_peer_port "$n")" \
+        --initial-cluster "$ETCD_CLUSTER" --initial-cluster-token raftd-bench \
+        --initial-cluster-state "$state" >>"$DIR/logs/etcd$n.log" 2>&1 &
+    echo $! >"$DIR/pids/$(etcd_client_port "$n").pid"
+}
+
+stop_all() {
+    local f
+    for f in "$DIR"/pids/*.pid; do
+        [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+}
+cleanup() {
+    stop_all
+    if [ "${KEEP:-0}" != 1 ] && [ -z "${BENCH_DIR:-}" ]; then
+        cp "$RESULTS" "$ROOT/target/bench-vs-etcd.jsonl" 2>/dev/null || true
+        rm -rf "$DIR"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+eps_of() { [ "$1" = raftd ] && echo "$RAFTD_EPS" || echo "$ETCD_EPS"; }
+
+ready() { "$BENCH" ready --system "$1" --endpoints "$(eps_of "$1")" --timeout-secs 60 >/dev/null; }
+
+say "starting etcd (ports $ETCD_EPS) and raftd (ports $RAFTD_EPS) under $DIR"
+for n in "${NODES[@]}"; do start_etcd "$n"; start_raftd "$n"; done
+ready etcd
+ready raftd
+
+# ---- loads ----------------------------------------------------------------------------------
+load() { # system op clients
+    local extra=()
+    [ "$1" = etcd ] && extra=(--conns "$ETCD_CONNS" --leader-only)
+    "$BENCH" load --system "$1" --endpoints "$(eps_of "$1")" --op "$2" --clients "$3" \
+        --warmup-secs "$WARMUP" --secs "$SECS" "${extra[@]}" | tee -a "$RESULTS" >/dev/null
+}
+
+for row in "put 1" "put 16" "put 64" "put 256" "get 64"; do
+    # shellcheck disable=SC2086
+    set -- $row
+    say "$1 x$2: etcd"
+    load etcd "$1" "$2"
+    say "$1 x$2: raftd"
+    load raftd "$1" "$2"
+done
+
+# Peak resident memory (VmHWM) of every member, before any of them is killed and restarted.
+for n in "${NODES[@]}"; do
+    for sys in etcd raftd; do
+        port=$([ $sys = raftd ] && raftd_port "$n" || etcd_client_port "$n")
+        pid=$(cat "$DIR/pids/$port.pid")
+        kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+        printf '{"system":"%s","member":%s,"peak_rss_kib":%s}\n' "$sys" "$n" "$kb" >>"$RESULTS"
+    done
+done
+
+# ---- failover -------------------------------------------------------------------------------
+restart_killed() { # system
+    local n port pid
+    for n in "${NODES[@]}"; do
+        port=$([ "$1" = raftd ] && raftd_port "$n" || etcd_client_port "$n")
+        pid=$(cat "$DIR/pids/$port.pid")
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid" 2>/dev/null || true
+            if [ "$1" = raftd ]; then start_raftd "$n"; else start_etcd "$n" existing; fi
+        fi
+    done
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    for sys in etcd raftd; do
+        say "failover $round/$ROUNDS: $sys"
+        "$BENCH" failover --system "$sys" --endpoints "$(eps_of "$sys")" \
+            --pid-file "$DIR/pids/{port}.pid" | tee -a "$RESULTS" >/dev/null
+        restart_killed "$sys"
+        ready "$sys"
+    done
+done
+
+# ---- table ----------------------------------------------------------------------------------
+say "results ($RESULTS)"
+python3 - "$RESULTS" "$SECS" <<'PY'
+import json, statistics, sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+loads = {(r["system"], r["op"], r["clients"]): r for r in rows if "ops_per_sec" in r}
+fail = {s: [r["failover_ms"] for r in rows if r.get("system") == s and "failover_ms" in r]
+        for s in ("etcd", "raftd")}
+rss = {s: max((r["peak_rss_kib"] for r in rows if r.get("system") == s and "peak_rss_kib" in r),
+              default=0) / 1024 for s in ("etcd", "raftd")}
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if b else "n/a"
+
+print(f"{'workload':<28}{'etcd':>12}{'raftd':>12}{'raftd/etcd':>12}")
+print("-" * 64)
+for op, c in [("put", 1), ("put", 16), ("put", 64), ("put", 256), ("get", 64)]:
+    e, r = loads.get(("etcd", op, c)), loads.get(("raftd", op, c))
+    if not e or not r:
+        print(f"{op} x{c}: missing"); continue
+    for label, key, fmt in [("ops/s", "ops_per_sec", "{:.0f}"), ("p50 ms", "p50_ms", "{:.2f}"),
+                            ("p90 ms", "p90_ms", "{:.2f}"), ("p99 ms", "p99_ms", "{:.2f}"),
+                            ("max ms", "max_ms", "{:.1f}")]:
+        print(f"{f'{op} x{c} {label}':<28}{fmt.format(e[key]):>12}{fmt.format(r[key]):>12}"
+              f"{ratio(r[key], e[key]):>12}")
+    if e["errors"] or r["errors"]:
+        print(f"{f'{op} x{c} errors':<28}{e['errors']:>12}{r['errors']:>12}")
+med = {s: statistics.median(v) if v else float("nan") for s, v in fail.items()}
+print(f"{'failover ms (median)':<28}{med['etcd']:>12.0f}{med['raftd']:>12.0f}"
+      f"{ratio(med['raftd'], med['etcd']):>12}")
+for s in ("etcd", "raftd"):
+    print(f"  {s} failover runs ms: {', '.join(f'{v:.0f}' for v in fail[s])}")
+print(f"{'peak RSS MiB (max member)':<28}{rss['etcd']:>12.1f}{rss['raftd']:>12.1f}"
+      f"{ratio(rss['raftd'], rss['etcd']):>12}")
+
+def get(s, op, c, k):
+    r = loads.get((s, op, c)); return r[k] if r else float("nan")
+targets = [
+    ("puts x64 ops/s >= 3x", ratio(get("raftd","put",64,"ops_per_sec"), get("etcd","put",64,"ops_per_sec")),
+     get("raftd","put",64,"ops_per_sec") >= 3 * get("etcd","put",64,"ops_per_sec")),
+    ("puts x64 p99 no higher", ratio(get("raftd","put",64,"p99_ms"), get("etcd","put",64,"p99_ms")),
+     get("raftd","put",64,"p99_ms") <= get("etcd","put",64,"p99_ms")),
+    ("put x1 p50 <= 1/2", ratio(get("raftd","put",1,"p50_ms"), get("etcd","put",1,"p50_ms")),
+     get("raftd","put",1,"p50_ms") <= 0.5 * get("etcd","put",1,"p50_ms")),
+    ("gets x64 ops/s >= 3x", ratio(get("raftd","get",64,"ops_per_sec"), get("etcd","get",64,"ops_per_sec")),
+     get("raftd","get",64,"ops_per_sec") >= 3 * get("etcd","get",64,"ops_per_sec")),
+    ("failover <= 1/3", ratio(med["raftd"], med["etcd"]), med["raftd"] <= med["etcd"] / 3),
+    ("peak RSS <= 1/5", ratio(rss["raftd"], rss["etcd"]), rss["raftd"] <= rss["etcd"] / 5),
+]
+print()
+print(f"{'target':<28}{'ratio':>12}{'met':>12}")
+for name, r, ok in targets:
+    print(f"{name:<28}{r:>12}{'yes' if ok else 'NO':>12}")
+PY
