@@ -66,21 +66,24 @@ start_raftd() {
     for m in "${NODES[@]}"; do
         [ "$m" = "$n" ] || peers+="${peers:+,}$m=127.0.0.1:$(raftd_port "$m")"
     done
-    RUST_LOG=${RUST_LOG:-info} "$RAFTD" --id "$n" --listen "127.0.0.1:$(raftd_port "$n")" \
-        --peers "$peers" --data-dir "$DIR/raftd$n" >>"$DIR/logs/raftd$n.log" 2>&1 &
-    echo $! >"$DIR/pids/$(raftd_port "$n").pid"
+    # In a subshell, so the member is not a job of this shell (no "Killed" notices).
+    (
+        RUST_LOG=${RUST_LOG:-info} "$RAFTD" --id "$n" --listen "127.0.0.1:$(raftd_port "$n")" \
+            --peers "$peers" --data-dir "$DIR/raftd$n" >>"$DIR/logs/raftd$n.log" 2>&1 &
+        echo $! >"$DIR/pids/$(raftd_port "$n").pid"
+    )
 }
 
 start_etcd() {
     local n=$1 state=${2:-new}
-    etcd --name "e$n" --data-dir "$DIR/etcd$n" --logger zap --log-outputs stderr \
+    (etcd --name "e$n" --data-dir "$DIR/etcd$n" --logger zap --log-outputs stderr \
         --listen-client-urls "http://127.0.0.1:$(etcd_client_port "$n")" \
         --advertise-client-urls "http://127.0.0.1:$(etcd_client_port "$n")" \
         --listen-peer-urls "http://127.0.0.1:$(etcd_peer_port "$n")" \
         --initial-advertise-peer-urls "http://127.0.0.1:$(etcd_peer_port "$n")" \
         --initial-cluster "$ETCD_CLUSTER" --initial-cluster-token raftd-bench \
         --initial-cluster-state "$state" >>"$DIR/logs/etcd$n.log" 2>&1 &
-    echo $! >"$DIR/pids/$(etcd_client_port "$n").pid"
+        echo $! >"$DIR/pids/$(etcd_client_port "$n").pid")
 }
 
 stop_all() {
@@ -88,7 +91,6 @@ stop_all() {
     for f in "$DIR"/pids/*.pid; do
         [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
     done
-    wait 2>/dev/null || true
 }
 cleanup() {
     stop_all
@@ -143,7 +145,6 @@ restart_killed() { # system
         port=$([ "$1" = raftd ] && raftd_port "$n" || etcd_client_port "$n")
         pid=$(cat "$DIR/pids/$port.pid")
         if ! kill -0 "$pid" 2>/dev/null; then
-            wait "$pid" 2>/dev/null || true
             if [ "$1" = raftd ]; then start_raftd "$n"; else start_etcd "$n" existing; fi
         fi
     done

@@ -27,7 +27,7 @@ impl std::fmt::Display for System {
 pub enum Conn {
     Raftd(Box<Client>),
     #[cfg(feature = "etcd")]
-    Etcd(crate::etcd::EtcdConn),
+    Etcd(Box<crate::etcd::EtcdConn>),
 }
 
 /// How long one operation may take, retries included, before it counts as an error.
@@ -90,7 +90,7 @@ async fn etcd_connect(
 ) -> Result<Vec<Conn>, String> {
     crate::etcd::connect(endpoints, count, conns)
         .await
-        .map(|v| v.into_iter().map(Conn::Etcd).collect())
+        .map(|v| v.into_iter().map(|c| Conn::Etcd(Box::new(c))).collect())
 }
 
 #[cfg(not(feature = "etcd"))]
