@@ -14,14 +14,14 @@ use std::time::Instant;
 /// Each bug, and the number of seeds (from seed 1) within which raftsim must catch it; the
 /// comment names the first seed that does and the check that fires.
 const BUGS: &[(&str, u64)] = &[
-    // seed 92: an unsafe commit (a node without the entry could still win an election).
-    ("commit-old-term", 150),
-    // seed 40: a node votes twice in one term after a crash.
+    // seed 177: an unsafe commit (a node without the entry could still win an election).
+    ("commit-old-term", 250),
+    // seed 52: a node votes twice in one term after a crash.
     ("vote-without-persist", 80),
     // seed 1: a follower drops acknowledged entries, so a committed entry is on too few nodes
     // (an unsafe commit; other seeds fail leader completeness or liveness).
     ("truncate-stale-append", 10),
-    // seed 17: a deposed leader's read makes a history non-linearizable.
+    // seed 5: a deposed leader's read makes a history non-linearizable.
     ("stale-read", 40),
     // seed 1: a retried write applied twice makes a history non-linearizable.
     ("double-apply", 10),

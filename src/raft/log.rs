@@ -5,9 +5,11 @@
 //!        |--------------|---------------|--------------|-----------------|
 //!                                                      \__ not yet on disk __/
 //! ```
-//! * `stable`: the last index the shell has told us is durably written. Entries after it are
-//!   handed out once in a `Ready` and marked stable by `advance`, so appends never copy the
-//!   whole log.
+//! * `stable`: the last index the shell has told us is durably written.
+//! * `handed`: the last index handed to the shell for writing (`stable <= handed <= last`).
+//!   Entries after it are handed out once, in a `Ready`, so appends never copy the whole log;
+//!   the shell may still be writing those between `handed` and `stable` (asynchronous
+//!   persistence: the node keeps working while its disk syncs).
 //! * `committed`: known to be replicated on a majority (only ever grows).
 //! * `applied`: handed to the state machine (only ever grows, never passes `committed`).
 //!
@@ -25,6 +27,7 @@ pub struct RaftLog {
     /// Sum of the command bytes of `entries`.
     bytes: u64,
     stable: u64,
+    handed: u64,
     committed: u64,
     applied: u64,
 }
@@ -53,6 +56,7 @@ impl RaftLog {
             entries,
             bytes,
             stable,
+            handed: stable,
             committed: snapshot.index,
             applied: snapshot.index,
         }
@@ -105,8 +109,10 @@ impl RaftLog {
             self.snapshot_index = meta.index;
             self.snapshot_term = meta.term;
             self.stable = meta.index;
+            self.handed = meta.index;
         }
         self.stable = self.stable.max(meta.index);
+        self.handed = self.handed.max(meta.index);
         self.committed = self.committed.max(meta.index);
         self.applied = self.applied.max(meta.index);
     }
@@ -153,6 +159,10 @@ impl RaftLog {
 
     pub fn stable(&self) -> u64 {
         self.stable
+    }
+
+    pub fn handed(&self) -> u64 {
+        self.handed
     }
 
     /// Term of the entry at `index`; `None` if the log does not hold it (past the end, or
@@ -276,8 +286,10 @@ impl RaftLog {
             .sum();
         self.bytes -= dropped;
         self.entries.truncate(keep);
-        // Whatever was cut off must be written again, so it is no longer "stable".
+        // Whatever was cut off must be written again, so it is no longer "stable", nor handed
+        // out (a write of the old entries still in flight is superseded by the next one).
         self.stable = self.stable.min(index - 1);
+        self.handed = self.handed.min(index - 1);
     }
 
     /// Up to `max_entries` entries starting at `from`, and no more than `max_bytes` of command
@@ -299,16 +311,24 @@ impl RaftLog {
         out
     }
 
-    /// Entries not yet durable, cloned for the storage writer.
+    /// Entries not yet handed to the storage writer, cloned for it; from now on they count
+    /// as handed out.
+    pub fn take_unhanded(&mut self) -> Vec<Entry> {
+        let out = self.slice(self.handed + 1, usize::MAX, usize::MAX);
+        self.handed = self.last_index().max(self.handed);
+        out
+    }
+
+    /// Entries not yet handed to the storage writer (a peek, for tests).
     pub fn unstable_entries(&self) -> Vec<Entry> {
-        self.slice(self.stable + 1, usize::MAX, usize::MAX)
+        self.slice(self.handed + 1, usize::MAX, usize::MAX)
     }
 
     /// The shell wrote entries up to (`index`, `term`). Ignored if the log changed underneath
     /// (the entry at `index` now has another term), so a stale acknowledgement never marks new
     /// data as durable.
     pub fn stable_to(&mut self, index: u64, term: u64) {
-        if index > self.stable && self.matches(index, term) {
+        if index > self.stable && index <= self.handed && self.matches(index, term) {
             self.stable = index;
         }
     }

@@ -39,6 +39,14 @@ use std::collections::BTreeMap;
 /// 3. send `persisted_messages` (votes and acknowledgements: only after step 2);
 /// 4. apply `committed_entries` in order;
 /// 5. call `Raft::advance`.
+///
+/// Or, with asynchronous persistence (the daemon and the simulation): send `messages`, queue
+/// the write of `hard_state` and `entries` behind the writes already queued, apply
+/// `committed_entries`, and call `Raft::handed_off`, which allows the next `ready()` at once.
+/// When the write (and every write queued before it) is durable, send its
+/// `persisted_messages` and pass its [`Persisting`] to `Raft::persisted`. Writes complete in
+/// the order they were queued; `persisted_messages` wait for their own write even when it is
+/// empty, since they may vouch for entries of an earlier write still in flight.
 #[derive(Debug, Default, Clone)]
 pub struct Ready {
     pub hard_state: Option<HardState>,
@@ -106,6 +114,14 @@ pub struct NotLeader {
 struct Handed {
     stable_to: Option<(u64, u64)>,
     applied_to: u64,
+}
+
+/// What one handed-off `Ready` wrote: give it back to `Raft::persisted` once it is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[must_use = "pass it to Raft::persisted once the write is durable"]
+pub struct Persisting {
+    /// The last entry written (index, term), if any.
+    stable_to: Option<(u64, u64)>,
 }
 
 pub struct Raft {
@@ -349,7 +365,7 @@ impl Raft {
     /// Is there anything for the shell to do?
     pub fn has_ready(&self) -> bool {
         self.hard_state() != self.saved_hard_state
-            || self.log.stable() < self.log.last_index()
+            || self.log.handed() < self.log.last_index()
             || !self.messages.is_empty()
             || !self.persisted_messages.is_empty()
             || self.log.has_next_committed()
@@ -387,7 +403,7 @@ impl Raft {
             }
             self.saved_hard_state = hs;
         }
-        rd.entries = self.log.unstable_entries();
+        rd.entries = self.log.take_unhanded();
         rd.messages = std::mem::take(&mut self.messages);
         rd.persisted_messages = std::mem::take(&mut self.persisted_messages);
         rd.committed_entries = self.log.next_committed(self.cfg.max_apply_batch);
@@ -411,11 +427,28 @@ impl Raft {
     /// The shell finished the last `Ready`: its entries are durable and its committed entries
     /// applied. A leader counts its own copy toward a majority only from here (after its fsync).
     pub fn advance(&mut self) {
-        let handed = self.handed.take().expect("advance() without ready()");
-        if let Some((index, term)) = handed.stable_to {
+        let persisting = self.handed_off();
+        self.persisted(persisting);
+    }
+
+    /// Asynchronous persistence: the shell took the last `Ready`, sent its `messages`, queued
+    /// its write and applied its committed entries; the next `ready()` may follow at once.
+    pub fn handed_off(&mut self) -> Persisting {
+        let handed = self.handed.take().expect("handed_off() without ready()");
+        self.log.applied_to(handed.applied_to);
+        Persisting {
+            stable_to: handed.stable_to,
+        }
+    }
+
+    /// A write queued by `handed_off` (and every write before it) is durable. A leader counts
+    /// its own copy of the entries toward a majority only from here. If the log was cut back
+    /// meanwhile (a conflict replaced entries that were being written) the acknowledgement no
+    /// longer matches and is ignored; the replacement's own write will count instead.
+    pub fn persisted(&mut self, persisting: Persisting) {
+        if let Some((index, term)) = persisting.stable_to {
             self.log.stable_to(index, term);
         }
-        self.log.applied_to(handed.applied_to);
         if self.role == Role::Leader {
             self.maybe_commit();
         }

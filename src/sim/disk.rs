@@ -2,8 +2,8 @@
 //!
 //! It mirrors `Storage`: the hard state, the latest snapshot (if any) and the log entries after
 //! it. `save` is one `Ready`'s durable part (made durable when the simulated fsync completes);
-//! `save_snapshot` is durable the moment the shell calls it, as the daemon's `block_in_place`
-//! call to `Storage::save_snapshot` is.
+//! `save_snapshot` is durable the moment the shell calls it (after the writes in flight), as
+//! the daemon's blocking call to `Storage::save_snapshot` is.
 
 use crate::raft::Snapshot;
 use crate::rpc::types::{Entry, HardState, SnapshotMeta};
@@ -39,7 +39,8 @@ impl MemDisk {
     /// Applies one `Ready`'s durable part, as `Storage::save` does: hard state, then entries
     /// (replacing the suffix from the first entry's index if it overlaps). Entries the snapshot
     /// covers are committed and can never be written again (`Storage` refuses them too).
-    pub fn save(&mut self, hard_state: Option<HardState>, entries: &[Entry]) {
+    /// `new_sync` is false for a write that shared the previous write's fsync (group commit).
+    pub fn save(&mut self, hard_state: Option<HardState>, entries: &[Entry], new_sync: bool) {
         if let Some(hs) = hard_state {
             self.hard_state = hs;
         }
@@ -54,7 +55,9 @@ impl MemDisk {
             self.entries.truncate((first.index - snap - 1) as usize);
             self.entries.extend_from_slice(entries);
         }
-        self.syncs += 1;
+        if new_sync {
+            self.syncs += 1;
+        }
     }
 
     /// As `Storage::save_snapshot`: durably stores `snapshot` and replaces the log with `tail`

@@ -97,7 +97,7 @@ impl Cluster {
     pub fn propose(&mut self, id: NodeId, data: &[u8]) -> Option<(u64, u64)> {
         let raft = self.node_mut(id).raft.as_mut()?;
         let result = raft.propose(data.to_vec()).ok();
-        if result.is_some() && self.node(id).syncing.is_none() {
+        if result.is_some() {
             self.drive(id);
         }
         result

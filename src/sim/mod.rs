@@ -1,10 +1,12 @@
 //! A seeded, virtual-time simulation of a raftd cluster.
 //!
 //! Every node is a real [`Raft`] core driven the way `src/server/` drives it: inputs are stepped,
-//! a `Ready` is taken, its messages go out, its durable part is "written" and becomes durable
-//! only when a simulated fsync completes; while that fsync runs, inputs queue up and are
-//! handled together afterwards (group commit). A crash throws away the core, the queued inputs
-//! and anything not yet synced; a restart rebuilds the core from the simulated disk.
+//! a `Ready` is taken, its messages go out, its committed entries are applied, and its durable
+//! part is queued for the simulated disk, which syncs queued writes in order, all writes
+//! queued during one fsync together in the next (group commit). The node keeps stepping
+//! inputs meanwhile; a write's `persisted_messages` go out and the core hears of it only when
+//! its fsync completes. A crash throws away the core and every write not yet synced; a restart
+//! rebuilds the core from the simulated disk.
 //!
 //! The network can cut links (partitions, one-way too), drop, delay, duplicate and reorder.
 //! All randomness comes from one seed, so a failing run replays exactly. Safety is checked as
@@ -14,8 +16,8 @@
 //!
 //! Every node also runs the real key-value service ([`KvService`]), driven as the daemon's
 //! node loop (`src/server/node.rs`) drives it: `tick()` with every core tick, `flush_reads()`
-//! before taking a `Ready`, `on_ready()` once the `Ready`'s durable part is synced (before
-//! `advance()`). Simulated clients (`clients.rs`) send it requests over the simulated network
+//! before taking a `Ready`, `on_ready()` right after it (entries committed on a majority are
+//! applied whether or not this node's own copy is synced yet). Simulated clients (`clients.rs`) send it requests over the simulated network
 //! and record a history for the linearizability checker. A crash loses the service's pending
 //! requests (their clients time out); a restart starts an empty store that the log rebuilds
 //! (or, with a snapshot on its disk, the snapshot's store and the log after it).
@@ -44,9 +46,9 @@ pub use disk::MemDisk;
 pub use network::{Links, NetConfig};
 
 use crate::kv::{Answer, KvService, KvStore, RequestId};
-use crate::raft::{Config, Raft, Ready, Snapshot};
+use crate::raft::{Config, Persisting, Raft, Ready, Snapshot};
 use crate::rpc::types::{
-    ClientRequest, ClientResponse, Entry, EntryKind, Envelope, NodeId, RaftMessage, Role,
+    ClientRequest, ClientResponse, Entry, EntryKind, Envelope, HardState, NodeId, RaftMessage, Role,
     SnapshotMeta,
 };
 use clients::{Clients, Route};
@@ -217,13 +219,22 @@ impl Ord for Scheduled {
     }
 }
 
+/// One `Ready`'s durable part on its way to the simulated disk.
+struct PendingWrite {
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
+    persisted_messages: Vec<Envelope>,
+    persisting: Persisting,
+    /// When the fsync that makes it durable completes.
+    done_at: Micros,
+}
+
 pub struct SimNode {
     pub id: NodeId,
     raft: Option<Raft>,
     pub disk: MemDisk,
-    /// A `Ready` whose durable part is being synced.
-    syncing: Option<Ready>,
-    inbox: VecDeque<Input>,
+    /// Writes queued for the disk, oldest first; each is durable at its `done_at`.
+    writes: VecDeque<PendingWrite>,
     /// What this incarnation's state machine applied one by one, in order, after
     /// `applied_base` (`applied[i]` is index `applied_base + 1 + i`).
     pub applied: Vec<Entry>,
@@ -352,8 +363,7 @@ impl Cluster {
                 id,
                 raft: None,
                 disk: MemDisk::default(),
-                syncing: None,
-                inbox: VecDeque::new(),
+                writes: VecDeque::new(),
                 applied: Vec::new(),
                 applied_base: 0,
                 snapshots_taken: 0,
@@ -469,8 +479,7 @@ impl Cluster {
         node.raft = None;
         node.service = None;
         node.waiting.clear();
-        node.syncing = None;
-        node.inbox.clear();
+        node.writes.clear();
         node.applied.clear();
         node.applied_base = 0;
         node.incarnation += 1;
@@ -591,10 +600,6 @@ impl Cluster {
         if node.raft.is_none() {
             return;
         }
-        if node.syncing.is_some() {
-            node.inbox.push_back(input);
-            return;
-        }
         self.step(id, input);
         self.drive(id);
     }
@@ -647,13 +652,11 @@ impl Cluster {
         }
     }
 
-    /// Takes `Ready` batches until the node has nothing to do or is waiting on its disk.
+    /// Takes `Ready` batches until the node has nothing to do, as the daemon's node loop does:
+    /// messages out, the durable part queued for the disk, committed entries applied.
     fn drive(&mut self, id: NodeId) {
         loop {
             let node = self.node_mut(id);
-            if node.syncing.is_some() {
-                return;
-            }
             let (Some(raft), Some(service)) = (node.raft.as_mut(), node.service.as_mut()) else {
                 return;
             };
@@ -665,7 +668,7 @@ impl Cluster {
                 return;
             };
             if !raft.has_ready() {
-                // Idle, nothing being synced: the daemon's `maybe_start_snapshot` point.
+                // Idle: the daemon's `maybe_start_snapshot` point.
                 self.maybe_snapshot(id);
                 return;
             }
@@ -674,59 +677,131 @@ impl Cluster {
                 self.send(env);
             }
             if let Some(snapshot) = rd.snapshot.take() {
+                // As the daemon: wait for the writes in flight, then save the snapshot.
+                self.flush_writes(id);
                 self.install_snapshot(id, snapshot);
             }
-            if rd.hard_state.is_none() && rd.entries.is_empty() {
-                self.complete(id, rd);
-                continue;
+            self.complete(id, &rd);
+            let Some(raft) = self.node_mut(id).raft.as_mut() else {
+                return;
+            };
+            let persisting = raft.handed_off();
+            self.check_applied(id);
+            self.queue_write(id, rd, persisting);
+            self.observe(id);
+        }
+    }
+
+    /// Queues a `Ready`'s durable part behind the node's other writes. A write queued while
+    /// the disk syncs joins the next sync, with every other write queued meanwhile.
+    fn queue_write(&mut self, id: NodeId, rd: Ready, persisting: Persisting) {
+        let nothing_to_write = rd.hard_state.is_none() && rd.entries.is_empty();
+        if nothing_to_write && self.node(id).writes.is_empty() {
+            // Nothing in flight: whatever the messages vouch for is durable already.
+            for env in rd.persisted_messages {
+                self.send(env);
             }
-            let (lo, hi) = self.cfg.fsync_us;
-            let delay = self.rng.gen_range(lo..=hi);
-            let node = self.node_mut(id);
-            node.syncing = Some(rd);
-            let incarnation = node.incarnation;
+            if let Some(raft) = self.node_mut(id).raft.as_mut() {
+                raft.persisted(persisting);
+            }
+            return;
+        }
+        let now = self.now;
+        let node = self.node(id);
+        let running = node.writes.front().map(|w| w.done_at);
+        let last = node.writes.back().map(|w| w.done_at);
+        let done_at = match (running, last) {
+            // Idle disk: sync now.
+            (None, _) => now + self.fsync_delay(),
+            // A later sync is already waiting to start: join it.
+            (Some(first), Some(last)) if last > first => last,
+            // Only one sync running: an empty write rides on it (it vouches only for what is
+            // queued before it); otherwise the next sync starts when the running one ends.
+            (Some(first), _) if nothing_to_write => first,
+            (Some(first), _) => first + self.fsync_delay(),
+        };
+        let schedule = self.node(id).writes.back().map(|w| w.done_at) != Some(done_at);
+        let incarnation = self.node(id).incarnation;
+        self.node_mut(id).writes.push_back(PendingWrite {
+            hard_state: rd.hard_state,
+            entries: rd.entries,
+            persisted_messages: rd.persisted_messages,
+            persisting,
+            done_at,
+        });
+        if schedule {
             self.schedule(
-                delay,
+                done_at - now,
                 Event::SyncDone {
                     node: id,
                     incarnation,
                 },
             );
-            return;
         }
     }
 
+    fn fsync_delay(&mut self) -> Micros {
+        let (lo, hi) = self.cfg.fsync_us;
+        self.rng.gen_range(lo..=hi)
+    }
+
+    /// Every write due by now is durable: on disk, acknowledged to the core, its
+    /// `persisted_messages` sent.
     fn finish_sync(&mut self, id: NodeId) {
-        let Some(rd) = self.node_mut(id).syncing.take() else {
-            return;
-        };
-        let node = self.node_mut(id);
-        node.disk.save(rd.hard_state, &rd.entries);
-        self.complete(id, rd);
-        // Everything that arrived during the fsync is handled now, as one batch.
-        while let Some(input) = self.node_mut(id).inbox.pop_front() {
-            self.step(id, input);
+        let now = self.now;
+        let mut synced = false;
+        while self
+            .node(id)
+            .writes
+            .front()
+            .is_some_and(|w| w.done_at <= now)
+        {
+            self.complete_write(id, &mut synced);
         }
         self.drive(id);
     }
 
-    /// The durable part of `rd` is on disk: send what waited for it, apply (the service
-    /// answers what the batch allows), advance.
-    fn complete(&mut self, id: NodeId, mut rd: Ready) {
-        for env in std::mem::take(&mut rd.persisted_messages) {
+    /// All writes in flight become durable now (the daemon waits for them before it saves or
+    /// installs a snapshot).
+    fn flush_writes(&mut self, id: NodeId) {
+        let mut synced = false;
+        while !self.node(id).writes.is_empty() {
+            self.complete_write(id, &mut synced);
+        }
+    }
+
+    fn complete_write(&mut self, id: NodeId, synced: &mut bool) {
+        let Some(w) = self.node_mut(id).writes.pop_front() else {
+            return;
+        };
+        let node = self.node_mut(id);
+        if w.hard_state.is_some() || !w.entries.is_empty() {
+            node.disk.save(w.hard_state, &w.entries, !*synced);
+            *synced = true;
+        }
+        if let Some(raft) = node.raft.as_mut() {
+            raft.persisted(w.persisting);
+        }
+        for env in w.persisted_messages {
             self.send(env);
         }
+        self.observe(id);
+    }
+
+    /// A `Ready` was taken: apply its committed entries (the service answers what the batch
+    /// allows).
+    fn complete(&mut self, id: NodeId, rd: &Ready) {
         for entry in &rd.committed_entries {
             self.apply(id, entry);
         }
         let node = self.node_mut(id);
         if let (Some(raft), Some(service)) = (node.raft.as_ref(), node.service.as_mut()) {
-            let answers = service.on_ready(raft, &rd);
+            let answers = service.on_ready(raft, rd);
             self.deliver(id, answers);
         }
-        if let Some(raft) = self.node_mut(id).raft.as_mut() {
-            raft.advance();
-        }
+    }
+
+    fn check_applied(&self, id: NodeId) {
         let seed = self.cfg.seed;
         let node = self.node(id);
         if let (Some(raft), Some(store)) = (node.raft(), node.store()) {
@@ -741,7 +816,6 @@ impl Cluster {
                 "[seed {seed}] node {id}: the state machine's applied index differs from the core's"
             );
         }
-        self.observe(id);
     }
 
     /// State-machine safety: every node applies each index once, in order, and all nodes apply
@@ -792,13 +866,12 @@ impl Cluster {
     /// Snapshots node `id`'s store at its applied index, as the daemon does: serialize it, save
     /// it with the durable log after it (durable at once, like the daemon's blocking
     /// `save_snapshot`), then compact the core's log. Returns what the snapshot covers; None if
-    /// the node is down, busy syncing, or has applied nothing since its last snapshot.
+    /// the node is down or has applied nothing since its last snapshot.
     pub fn take_snapshot(&mut self, id: NodeId) -> Option<SnapshotMeta> {
         let seed = self.cfg.seed;
+        // As the daemon: the writes in flight are waited for before the snapshot is saved.
+        self.flush_writes(id);
         let node = self.node(id);
-        if node.syncing.is_some() {
-            return None;
-        }
         let (Some(raft), Some(store)) = (node.raft(), node.store()) else {
             return None;
         };
