@@ -70,7 +70,10 @@ pub async fn run(
     drop(flow_tx);
     let flowing = Instant::now() + Duration::from_secs(10);
     for _ in 0..50 {
-        if !matches!(tokio::time::timeout_at(flowing, flow_rx.recv()).await, Ok(Some(()))) {
+        if !matches!(
+            tokio::time::timeout_at(flowing, flow_rx.recv()).await,
+            Ok(Some(()))
+        ) {
             return Err("writes did not flow before the kill".into());
         }
     }

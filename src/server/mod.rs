@@ -2,6 +2,7 @@
 
 mod client;
 mod node;
+mod wal_writer;
 
 pub use node::{raft_config, NodeRequest, ReplicationLimits};
 
@@ -18,6 +19,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use wal_writer::WalWriter;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -27,6 +29,8 @@ pub enum ServerError {
     Raft(#[from] crate::raft::ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("cannot start the log writer thread: {0}")]
+    Writer(String),
     #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
     Listen {
         addr: std::net::SocketAddr,
@@ -99,7 +103,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         snapshot_job: None,
         snapshot_clone_time: Duration::ZERO,
         raft,
-        storage,
+        wal: WalWriter::start(storage, cfg.id).map_err(|e| ServerError::Writer(e.to_string()))?,
+        data_dir: cfg.data_dir.clone(),
+        in_flight: Default::default(),
         transport,
         events,
         requests: req_rx,

@@ -1,22 +1,28 @@
-//! The node loop: the one task that owns the Raft core and the storage.
+//! The node loop: the one task that owns the Raft core (and, through the log writer, the
+//! storage).
 //!
-//! Each turn it waits for an input (a tick, a peer message, a client request), then takes every
-//! other input already waiting without blocking, steps them all, and handles the resulting
-//! `Ready`: send, write + one fsync for the whole batch, send what waited for the fsync, apply,
-//! advance. Inputs that arrive during the fsync are batched into the next turn (group commit).
+//! Each turn it waits for an input (a tick, a peer message, a client request, a write made
+//! durable), then takes every other input already waiting without blocking, steps them all,
+//! and handles the resulting `Ready`s: send, queue the write with the log writer
+//! (`wal_writer.rs`, its own thread), apply what is committed. It never waits for the disk: a
+//! leader's own write runs in parallel with replication and with the next requests, and what
+//! must wait for durability (votes, acknowledgements, the leader counting its own copy) waits
+//! for the writer's report. The writer syncs everything queued meanwhile with one fsync
+//! (group commit).
 
 use super::client::Reply;
+use super::wal_writer::WalWriter;
 use crate::config::NodeConfig;
 use crate::kv::{Answer, KvService, KvStore};
-use crate::raft::Raft;
-use crate::raft::Snapshot;
+use crate::raft::{Persisting, Raft, Snapshot};
 use crate::rpc::types::{
     ClientRequest, ClientResponse, Entry, Envelope, NodeId, SnapshotMeta, StatusResponse,
 };
-use crate::storage::{prepare_snapshot, PreparedSnapshot, Storage, StorageError};
+use crate::storage::{prepare_snapshot, PreparedSnapshot, StorageError};
 use raftd_transport::{PeerEvent, SendError, Transport};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +41,11 @@ const MAX_INPUTS_PER_TURN: usize = 4096;
 
 pub struct NodeLoop {
     pub raft: Raft,
-    pub storage: Storage,
+    pub wal: WalWriter,
+    /// Where the storage lives (snapshot files are prepared there).
+    pub data_dir: PathBuf,
+    /// `Ready`s whose writes are queued and not yet durable, oldest first.
+    pub in_flight: VecDeque<InFlight>,
     pub transport: Transport<Envelope>,
     pub events: mpsc::Receiver<PeerEvent<Envelope>>,
     pub requests: mpsc::Receiver<NodeRequest>,
@@ -50,6 +60,15 @@ pub struct NodeLoop {
     pub snapshot_job: Option<oneshot::Receiver<Result<(Snapshot, PreparedSnapshot), String>>>,
     /// How long copying the state machine for the running snapshot held up the loop.
     pub snapshot_clone_time: Duration,
+}
+
+/// A handed-off `Ready` waiting for its write (and every write before it) to be durable.
+pub struct InFlight {
+    /// The writer's sequence number that makes it durable.
+    seq: u64,
+    persisting: Persisting,
+    /// Votes and acknowledgements: they may leave only once the write is durable.
+    persisted_messages: Vec<Envelope>,
 }
 
 /// When to snapshot the state machine and compact the log.
@@ -76,8 +95,11 @@ impl NodeLoop {
                 // and the log grow, until the load stops.
                 done = wait_job(&mut self.snapshot_job), if self.snapshot_job.is_some() => {
                     self.snapshot_job = None;
-                    self.finish_snapshot(done)?;
+                    self.finish_snapshot(done).await?;
                 }
+                // Also ahead of the inputs: a durable write releases acknowledgements and lets
+                // a leader commit.
+                durable = self.wal.durable() => self.on_durable(durable?),
                 _ = ticker.tick() => {
                     self.raft.tick();
                     let answers = self.service.tick();
@@ -95,9 +117,11 @@ impl NodeLoop {
             while let Ok(request) = self.requests.try_recv() {
                 self.on_request(request);
             }
-            self.handle_ready()?;
+            self.handle_ready().await?;
             self.maybe_start_snapshot();
         }
+        // Finish the writes in flight (and send what waited for them) before saying so.
+        self.drain().await?;
         let answers = self.service.shutdown();
         self.deliver(answers);
         ::log::info!(
@@ -199,7 +223,7 @@ impl NodeLoop {
         }
     }
 
-    fn handle_ready(&mut self) -> Result<(), StorageError> {
+    async fn handle_ready(&mut self) -> Result<(), StorageError> {
         // Every linearizable read received this turn shares one ReadIndex round.
         let answers = self.service.flush_reads(&mut self.raft);
         self.deliver(answers);
@@ -209,17 +233,12 @@ impl NodeLoop {
                 self.send(env);
             }
             if let Some(snapshot) = rd.snapshot.take() {
+                // Installing rewrites the log on disk: the writes queued before must land first.
+                self.drain().await?;
                 self.install_snapshot(&snapshot)?;
             }
-            if rd.hard_state.is_some() || !rd.entries.is_empty() {
-                let storage = &mut self.storage;
-                // fsync blocks; let the runtime move other tasks (connections, the transport)
-                // to another worker meanwhile.
-                tokio::task::block_in_place(|| storage.save(rd.hard_state.as_ref(), &rd.entries))?;
-            }
-            for env in std::mem::take(&mut rd.persisted_messages) {
-                self.send(env);
-            }
+            // Entries committed on a majority are applied now, whether or not our own copy is
+            // durable yet: a crash would lose only our copy, and the log brings it back.
             let answers = self.service.on_ready(&self.raft, &rd);
             self.deliver(answers);
             if let Some(last) = rd.committed_entries.last() {
@@ -230,7 +249,52 @@ impl NodeLoop {
                     last.index
                 );
             }
-            self.raft.advance();
+            let persisting = self.raft.handed_off();
+            let has_write = rd.hard_state.is_some() || !rd.entries.is_empty();
+            if !has_write && self.in_flight.is_empty() {
+                // Nothing in flight: what these messages vouch for is durable already.
+                for env in std::mem::take(&mut rd.persisted_messages) {
+                    self.send(env);
+                }
+                self.raft.persisted(persisting);
+                continue;
+            }
+            // A `Ready` without a write still waits for the writes queued before it: its
+            // acknowledgements may vouch for their entries.
+            let seq = if has_write {
+                self.wal
+                    .queue(rd.hard_state.take(), std::mem::take(&mut rd.entries))
+            } else {
+                self.wal.last_queued()
+            };
+            self.in_flight.push_back(InFlight {
+                seq,
+                persisting,
+                persisted_messages: std::mem::take(&mut rd.persisted_messages),
+            });
+        }
+        Ok(())
+    }
+
+    /// The writer made everything up to `seq` durable: tell the core, send what waited.
+    fn on_durable(&mut self, seq: u64) {
+        while self.in_flight.front().is_some_and(|f| f.seq <= seq) {
+            let Some(done) = self.in_flight.pop_front() else {
+                break;
+            };
+            self.raft.persisted(done.persisting);
+            for env in done.persisted_messages {
+                self.send(env);
+            }
+        }
+    }
+
+    /// Waits until every queued write is durable (before the log is rewritten on disk, and
+    /// before shutting down).
+    async fn drain(&mut self) -> Result<(), StorageError> {
+        while !self.in_flight.is_empty() || !self.wal.idle() {
+            let seq = self.wal.durable().await?;
+            self.on_durable(seq);
         }
         Ok(())
     }
@@ -254,7 +318,7 @@ impl NodeLoop {
             return;
         };
         let (tx, rx) = oneshot::channel();
-        let dir = self.storage.dir().to_path_buf();
+        let dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || {
             // Serializing, writing and fsyncing the bytes all happen here, off the node loop.
             let meta = SnapshotMeta { index, term };
@@ -278,7 +342,7 @@ impl NodeLoop {
 
     /// The background serialization finished: make the snapshot durable, compact the log on
     /// disk, then in memory.
-    fn finish_snapshot(
+    async fn finish_snapshot(
         &mut self,
         done: Result<Result<(Snapshot, PreparedSnapshot), String>, oneshot::error::RecvError>,
     ) -> Result<(), StorageError> {
@@ -293,9 +357,12 @@ impl NodeLoop {
         let meta = snapshot.meta;
         if meta.index <= self.raft.log().snapshot().index {
             // A newer snapshot was installed from the leader meanwhile.
-            self.storage.discard_prepared_snapshot(prepared);
+            self.wal.storage().discard_prepared_snapshot(prepared);
             return Ok(());
         }
+        // The log on disk is about to be rewritten: the writes queued before must land first,
+        // and then every entry handed out is durable (the tail below).
+        self.drain().await?;
         let tail: Vec<Entry> = self
             .raft
             .log()
@@ -304,10 +371,13 @@ impl NodeLoop {
             .filter(|e| e.index > meta.index)
             .cloned()
             .collect();
-        let hs = self.storage.hard_state();
-        let storage = &mut self.storage;
         let started = std::time::Instant::now();
-        tokio::task::block_in_place(|| storage.save_prepared_snapshot(prepared, &tail, hs))?;
+        let disk_usage = {
+            let mut storage = self.wal.storage();
+            let hs = storage.hard_state();
+            storage.save_prepared_snapshot(prepared, &tail, hs)?;
+            storage.disk_usage()
+        };
         let saved_in = started.elapsed();
         if let Err(e) = self.raft.compact(snapshot) {
             ::log::warn!(
@@ -321,7 +391,7 @@ impl NodeLoop {
             self.raft.id(),
             meta.index,
             self.raft.term(),
-            self.storage.disk_usage(),
+            disk_usage,
             self.snapshot_clone_time.as_secs_f64() * 1e3,
             saved_in.as_secs_f64() * 1e3
         );
@@ -329,16 +399,18 @@ impl NodeLoop {
     }
 
     /// A snapshot from the leader: persist it (replacing the log up to its index), then
-    /// restore the state machine from it.
+    /// restore the state machine from it. The caller drained the writer first.
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let meta = snapshot.meta;
         let tail: Vec<Entry> = self.raft.log().stable_entries().to_vec();
-        let hs = self.storage.hard_state();
-        let storage = &mut self.storage;
-        tokio::task::block_in_place(|| storage.save_snapshot(meta, &snapshot.data, &tail, hs))?;
+        {
+            let mut storage = self.wal.storage();
+            let hs = storage.hard_state();
+            storage.save_snapshot(meta, &snapshot.data, &tail, hs)?;
+        }
         let store: KvStore =
             serde_json::from_slice(&snapshot.data).map_err(|e| StorageError::Corrupt {
-                path: self.storage.dir().join(crate::storage::SNAPSHOT_FILE_NAME),
+                path: self.data_dir.join(crate::storage::SNAPSHOT_FILE_NAME),
                 offset: 0,
                 reason: format!("the leader's snapshot does not decode as a key-value store: {e}"),
             })?;

@@ -48,8 +48,8 @@ pub use network::{Links, NetConfig};
 use crate::kv::{Answer, KvService, KvStore, RequestId};
 use crate::raft::{Config, Persisting, Raft, Ready, Snapshot};
 use crate::rpc::types::{
-    ClientRequest, ClientResponse, Entry, EntryKind, Envelope, HardState, NodeId, RaftMessage, Role,
-    SnapshotMeta,
+    ClientRequest, ClientResponse, Entry, EntryKind, Envelope, HardState, NodeId, RaftMessage,
+    Role, SnapshotMeta,
 };
 use clients::{Clients, Route};
 use rand::rngs::StdRng;

@@ -8,6 +8,10 @@ use crate::rpc::types::{NodeId, SnapshotMeta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The log writer thread ended unexpectedly (it panicked); what it last wrote is unknown.
+    #[error("the log writer thread stopped unexpectedly; restart the node so it re-reads its log")]
+    WriterGone,
+
     /// The operating system refused a file operation.
     #[error(
         "cannot {op} {}: {source}; check that the data dir exists, is writable by this user and \

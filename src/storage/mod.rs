@@ -223,52 +223,62 @@ impl Storage {
         hard_state: Option<&HardState>,
         entries: &[Entry],
     ) -> Result<(), StorageError> {
-        check_contiguous(self.last_index, entries)?;
-        let snapshot_index = self.snapshot.map_or(0, |m| m.index);
-        if let Some(first) = entries.first().filter(|e| e.index <= snapshot_index) {
-            return Err(StorageError::CompactedIndex {
-                index: first.index,
-                snapshot_index,
-            });
-        }
-        // An unchanged hard state is already durable; writing it again would only cost bytes.
-        let hard_state = hard_state.filter(|hs| **hs != self.hard_state).copied();
-        if hard_state.is_none() && entries.is_empty() {
-            return Ok(());
-        }
+        self.save_batch([(hard_state.copied(), entries)])
+    }
 
+    /// Group commit: several `save`s (in order, each as `save` would check it) with ONE write
+    /// and ONE fdatasync for all of them. If any of them is refused, nothing is written.
+    pub fn save_batch<'a>(
+        &mut self,
+        writes: impl IntoIterator<Item = (Option<HardState>, &'a [Entry])>,
+    ) -> Result<(), StorageError> {
+        let snapshot_index = self.snapshot.map_or(0, |m| m.index);
+        // What the log will be after each write, as the records are encoded.
+        let (mut hard_state, mut last_index) = (self.hard_state, self.last_index);
         // Any prefix of these records is a safe state to recover (nothing in this call has been
         // acknowledged until the fsync below returns), so their order within the write only
         // has to make each prefix meaningful on its own.
         let mut buf = Vec::new();
-        if let Some(hs) = &hard_state {
-            encode(
-                &RecordRef::HardState {
-                    term: hs.term,
-                    vote: hs.vote,
-                },
-                &mut buf,
-            )?;
-        }
-        if let Some(first) = entries.first() {
-            if first.index <= self.last_index {
-                // Replacing a suffix: say so by appending, rather than truncating the file or
-                // rewriting it. Cutting the file would make the recovery depend on a metadata
-                // update reaching the disk in the right order relative to the new records, and
-                // rewriting could lose durable data if we crash midway.
-                encode(&RecordRef::Truncate { from: first.index }, &mut buf)?;
+        for (hs, entries) in writes {
+            check_contiguous(last_index, entries)?;
+            if let Some(first) = entries.first().filter(|e| e.index <= snapshot_index) {
+                return Err(StorageError::CompactedIndex {
+                    index: first.index,
+                    snapshot_index,
+                });
             }
-            encode_entries(entries, &mut buf)?;
+            // An unchanged hard state is already durable; writing it again would only cost
+            // bytes.
+            if let Some(hs) = hs.filter(|hs| *hs != hard_state) {
+                encode(
+                    &RecordRef::HardState {
+                        term: hs.term,
+                        vote: hs.vote,
+                    },
+                    &mut buf,
+                )?;
+                hard_state = hs;
+            }
+            if let Some(first) = entries.first() {
+                if first.index <= last_index {
+                    // Replacing a suffix: say so by appending, rather than truncating the file
+                    // or rewriting it. Cutting the file would make the recovery depend on a
+                    // metadata update reaching the disk in the right order relative to the new
+                    // records, and rewriting could lose durable data if we crash midway.
+                    encode(&RecordRef::Truncate { from: first.index }, &mut buf)?;
+                }
+                encode_entries(entries, &mut buf)?;
+            }
+            if let Some(last) = entries.last() {
+                last_index = last.index;
+            }
         }
-
+        if buf.is_empty() {
+            return Ok(());
+        }
         self.wal.append(&buf)?;
-
-        if let Some(hs) = hard_state {
-            self.hard_state = hs;
-        }
-        if let Some(last) = entries.last() {
-            self.last_index = last.index;
-        }
+        self.hard_state = hard_state;
+        self.last_index = last_index;
         Ok(())
     }
 
