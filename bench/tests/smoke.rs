@@ -105,6 +105,9 @@ impl Cluster {
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
+                // Still alive: the bench did not kill it. Clean up, report it.
+                let _ = c.kill();
+                let _ = c.wait();
                 return false;
             }
         }
