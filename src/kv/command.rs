@@ -32,6 +32,33 @@ pub enum Op {
     },
 }
 
+impl Command {
+    /// The command as entry data (JSON), in a buffer of about its size: it stays in the log
+    /// until the next snapshot, and a doubling buffer would waste up to half of it.
+    pub fn encode(&self) -> serde_json::Result<Vec<u8>> {
+        let strings = match &self.op {
+            Op::Put { key, value } => key.len() + value.len(),
+            Op::Delete { key } => key.len(),
+            Op::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                key.len()
+                    + expected.as_ref().map_or(0, String::len)
+                    + value.as_ref().map_or(0, String::len)
+            }
+        };
+        let client = self.client_id.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(strings + client + 96);
+        serde_json::to_writer(&mut out, self)?;
+        if out.capacity() > out.len() + 64 {
+            out.shrink_to_fit(); // escaped characters made it outgrow the estimate
+        }
+        Ok(out)
+    }
+}
+
 impl Op {
     pub fn key(&self) -> &str {
         match self {

@@ -268,7 +268,7 @@ impl KvService {
             return Some(self.not_leader(id, raft.leader()));
         }
         let cmd = Command { client_id, seq, op };
-        let data = match serde_json::to_vec(&cmd) {
+        let data = match cmd.encode() {
             Ok(data) => data,
             Err(e) => {
                 return Some(bad_request(

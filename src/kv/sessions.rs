@@ -10,14 +10,14 @@
 use super::command::Outcome;
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 pub const MAX_RESULTS_PER_CLIENT: usize = 256;
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 struct Session {
-    /// seq -> outcome, for the newest seqs.
-    results: BTreeMap<u64, Outcome>,
+    /// seq -> outcome, for the newest seqs. A persistent map like the others, so the first
+    /// write of a client after a snapshot copies a path, not the client's whole history.
+    results: OrdMap<u64, Outcome>,
     /// Every seq at or below this was applied (or is older than anything kept).
     floor: u64,
     /// Log index of this client's latest command.
@@ -80,9 +80,11 @@ impl Sessions {
         session.last_index = index;
         session.results.insert(seq, outcome);
         while session.results.len() > MAX_RESULTS_PER_CLIENT {
-            if let Some((oldest, _)) = session.results.pop_first() {
-                session.floor = session.floor.max(oldest);
-            }
+            let Some(oldest) = session.results.get_min().map(|(seq, _)| *seq) else {
+                break;
+            };
+            session.results.remove(&oldest);
+            session.floor = session.floor.max(oldest);
         }
         self.lru.insert((index, client.to_string()));
         while self.by_client.len() > self.max_sessions {

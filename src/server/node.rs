@@ -322,7 +322,8 @@ impl NodeLoop {
         tokio::task::spawn_blocking(move || {
             // Serializing, writing and fsyncing the bytes all happen here, off the node loop.
             let meta = SnapshotMeta { index, term };
-            let result = serde_json::to_vec(&store)
+            let result = store
+                .to_snapshot_bytes()
                 .map_err(|e| format!("cannot serialize the state machine: {e}"))
                 .and_then(|data| {
                     let prepared =

@@ -880,7 +880,8 @@ impl Cluster {
             return None;
         }
         let term = raft.log().term(index)?;
-        let data = serde_json::to_vec(store)
+        let data = store
+            .to_snapshot_bytes()
             .unwrap_or_else(|e| panic!("[seed {seed}] node {id}: cannot serialize its store: {e}"));
         let meta = SnapshotMeta { index, term };
         let tail: Vec<Entry> = raft

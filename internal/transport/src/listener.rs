@@ -27,6 +27,9 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 type Conn = Framed<TcpStream, LengthDelimitedCodec>;
 
+/// Initial read buffer of an inbound connection, in bytes.
+const INITIAL_READ_BUFFER: usize = 2048;
+
 /// State shared by the accept loop and every inbound connection task.
 pub(crate) struct Inbound<M> {
     pub(crate) node_id: u64,
@@ -134,7 +137,13 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("node {}: set_nodelay for {addr} failed: {e}", self.node_id);
         }
-        let mut conn = Framed::new(stream, framing::codec(self.max_frame_bytes));
+        // A small read buffer to start with (it grows for bigger frames): a node may hold
+        // thousands of client connections, most of them sending small requests.
+        let mut conn = Framed::with_capacity(
+            stream,
+            framing::codec(self.max_frame_bytes),
+            INITIAL_READ_BUFFER,
+        );
         let first = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return,
