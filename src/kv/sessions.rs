@@ -73,7 +73,14 @@ impl Sessions {
 
     /// Records the outcome of a fresh command applied at log index `index`.
     pub fn record(&mut self, client: &str, seq: u64, index: u64, outcome: Outcome) {
-        let session = self.by_client.entry(client.to_string()).or_default();
+        // Look up before inserting: the key is allocated only for a new client.
+        if !self.by_client.contains_key(client) {
+            self.by_client
+                .insert(client.to_string(), Session::default());
+        }
+        let Some(session) = self.by_client.get_mut(client) else {
+            return;
+        };
         if session.last_index != 0 {
             self.lru.remove(&(session.last_index, client.to_string()));
         }

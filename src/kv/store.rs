@@ -45,24 +45,14 @@ impl KvStore {
         self.data.is_empty()
     }
 
-    /// The store as snapshot bytes (JSON), in a buffer of exactly their size: sized by a
-    /// first, counting pass, since growing a buffer of megabytes by doubling would briefly
-    /// hold three times the snapshot (old buffer, new one, and the slack) at the memory peak.
-    pub fn to_snapshot_bytes(&self) -> serde_json::Result<Vec<u8>> {
-        struct Count(usize);
-        impl std::io::Write for Count {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0 += buf.len();
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut count = Count(0);
-        serde_json::to_writer(&mut count, self)?;
-        let mut out = Vec::with_capacity(count.0);
+    /// The store as snapshot bytes (JSON). `size_hint` is the size of the previous snapshot:
+    /// the buffer starts a little larger than that, so a snapshot of megabytes is not grown by
+    /// doubling (which briefly holds the old buffer, the new one and the slack at the memory
+    /// peak), and is trimmed to size afterwards.
+    pub fn to_snapshot_bytes(&self, size_hint: usize) -> serde_json::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(size_hint + size_hint / 8 + 4096);
         serde_json::to_writer(&mut out, self)?;
+        out.shrink_to_fit();
         Ok(out)
     }
 

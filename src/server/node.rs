@@ -312,6 +312,7 @@ impl NodeLoop {
         }
         let started = std::time::Instant::now();
         let store = self.service.store().clone();
+        let size_hint = self.raft.snapshot().map_or(0, |s| s.data.len());
         self.snapshot_clone_time = started.elapsed();
         let index = store.applied();
         let Some(term) = log.term(index) else {
@@ -323,7 +324,7 @@ impl NodeLoop {
             // Serializing, writing and fsyncing the bytes all happen here, off the node loop.
             let meta = SnapshotMeta { index, term };
             let result = store
-                .to_snapshot_bytes()
+                .to_snapshot_bytes(size_hint)
                 .map_err(|e| format!("cannot serialize the state machine: {e}"))
                 .and_then(|data| {
                     let prepared =

@@ -881,7 +881,7 @@ impl Cluster {
         }
         let term = raft.log().term(index)?;
         let data = store
-            .to_snapshot_bytes()
+            .to_snapshot_bytes(raft.snapshot().map_or(0, |s| s.data.len()))
             .unwrap_or_else(|e| panic!("[seed {seed}] node {id}: cannot serialize its store: {e}"));
         let meta = SnapshotMeta { index, term };
         let tail: Vec<Entry> = raft
