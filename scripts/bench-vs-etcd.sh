@@ -12,8 +12,12 @@
 #   BENCH_WARMUP     warm-up before each window, seconds (default 2)
 #   FAILOVER_ROUNDS  kills per system (default 5)
 #   ETCD_CONNS       gRPC channels the etcd clients share (default 16)
+#   BENCH_ROWS       the loads, op:clients (default "put:1 put:16 put:64 put:256 get:64")
 #   BENCH_DIR        where data, logs and results go (default: a new /tmp/raftd-bench.*)
-#   KEEP=1           keep BENCH_DIR afterwards (it is removed otherwise, results excepted)
+#   KEEP=1           keep BENCH_DIR afterwards (it is removed otherwise; the results are
+#                    copied to target/bench-vs-etcd.jsonl)
+#   RAFTD_BIN        a raftd binary to measure instead of building this checkout's (to
+#                    compare versions)
 #
 # Needs: cargo, python3; installs etcd-server and protobuf-compiler from Debian if missing.
 set -euo pipefail
@@ -24,6 +28,7 @@ SECS=${BENCH_SECS:-10}
 WARMUP=${BENCH_WARMUP:-2}
 ROUNDS=${FAILOVER_ROUNDS:-5}
 ETCD_CONNS=${ETCD_CONNS:-16}
+ROWS=${BENCH_ROWS:-put:1 put:16 put:64 put:256 get:64}
 DIR=${BENCH_DIR:-$(mktemp -d /tmp/raftd-bench.XXXXXX)}
 mkdir -p "$DIR/pids" "$DIR/logs"
 RESULTS="$DIR/results.jsonl"
@@ -44,9 +49,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 say "building raftd and raftd-bench (release)"
-cargo build -q --release --bin raftd
+if [ -z "${RAFTD_BIN:-}" ]; then
+    cargo build -q --release --bin raftd
+fi
 cargo build -q --release -p raftd-bench --features etcd
-RAFTD="$ROOT/target/release/raftd"
+RAFTD=${RAFTD_BIN:-$ROOT/target/release/raftd}
 BENCH="$ROOT/target/release/raftd-bench"
 
 # ---- clusters -------------------------------------------------------------------------------
@@ -111,6 +118,17 @@ for n in "${NODES[@]}"; do start_etcd "$n"; start_raftd "$n"; done
 ready etcd
 ready raftd
 
+# Leader elections so far, from the members' logs (each election won is logged once).
+elections() {
+    if [ "$1" = raftd ]; then
+        cat "$DIR"/logs/raftd*.log | grep -c 'won the election' || true
+    else
+        cat "$DIR"/logs/etcd*.log | grep -c 'became leader at term' || true
+    fi
+}
+E0_etcd=$(elections etcd)
+E0_raftd=$(elections raftd)
+
 # ---- loads ----------------------------------------------------------------------------------
 load() { # system op clients
     local extra=()
@@ -119,14 +137,16 @@ load() { # system op clients
         --warmup-secs "$WARMUP" --secs "$SECS" "${extra[@]}" | tee -a "$RESULTS" >/dev/null
 }
 
-for row in "put 1" "put 16" "put 64" "put 256" "get 64"; do
-    # shellcheck disable=SC2086
-    set -- $row
+for row in $ROWS; do
+    set -- "${row%%:*}" "${row##*:}"
     say "$1 x$2: etcd"
     load etcd "$1" "$2"
     say "$1 x$2: raftd"
     load raftd "$1" "$2"
 done
+
+E1_etcd=$(elections etcd)
+E1_raftd=$(elections raftd)
 
 # Peak resident memory (VmHWM) of every member, before any of them is killed and restarted.
 for n in "${NODES[@]}"; do
@@ -139,12 +159,18 @@ for n in "${NODES[@]}"; do
 done
 
 # ---- failover -------------------------------------------------------------------------------
+# A killed member stays a zombie until its parent (not this shell: members run in subshells)
+# reaps it, so "alive" means a process that is not a zombie.
+alive() {
+    [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
+}
+
 restart_killed() { # system
     local n port pid
     for n in "${NODES[@]}"; do
         port=$([ "$1" = raftd ] && raftd_port "$n" || etcd_client_port "$n")
         pid=$(cat "$DIR/pids/$port.pid")
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! alive "$pid"; then
             if [ "$1" = raftd ]; then start_raftd "$n"; else start_etcd "$n" existing; fi
         fi
     done
@@ -158,6 +184,13 @@ for round in $(seq 1 "$ROUNDS"); do
         restart_killed "$sys"
         ready "$sys"
     done
+done
+
+for sys in etcd raftd; do
+    b="E0_$sys"
+    l="E1_$sys"
+    printf '{"system":"%s","elections_at_start":%s,"elections_during_loads":%s,"elections_during_failover":%s,"kills":%s}\n' \
+        "$sys" "${!b}" $((${!l} - ${!b})) $(($(elections "$sys") - ${!l})) "$ROUNDS" >>"$RESULTS"
 done
 
 # ---- table ----------------------------------------------------------------------------------
@@ -193,6 +226,12 @@ print(f"{'failover ms (median)':<28}{med['etcd']:>12.0f}{med['raftd']:>12.0f}"
       f"{ratio(med['raftd'], med['etcd']):>12}")
 for s in ("etcd", "raftd"):
     print(f"  {s} failover runs ms: {', '.join(f'{v:.0f}' for v in fail[s])}")
+el = {r["system"]: r for r in rows if "elections_during_loads" in r}
+if "etcd" in el and "raftd" in el:
+    print(f"{'elections during loads':<28}{el['etcd']['elections_during_loads']:>12}"
+          f"{el['raftd']['elections_during_loads']:>12}")
+    print(f"{'elections in failover':<28}{el['etcd']['elections_during_failover']:>12}"
+          f"{el['raftd']['elections_during_failover']:>12}   (one per kill expected)")
 print(f"{'peak RSS MiB (max member)':<28}{rss['etcd']:>12.1f}{rss['raftd']:>12.1f}"
       f"{ratio(rss['raftd'], rss['etcd']):>12}")
 

@@ -8,6 +8,7 @@
 //! This file depends only on serde and base64 so that every layer (core, storage, transport,
 //! server, tests) can share it.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -31,8 +32,10 @@ pub struct Entry {
     pub index: u64,
     pub kind: EntryKind,
     /// The command bytes, base64 on the wire so JSON stays compact (≈1.33× the payload).
-    #[serde(with = "b64", default, skip_serializing_if = "Vec::is_empty")]
-    pub data: Vec<u8>,
+    /// Shared, not copied, by the clones an entry goes through (the write to disk, one
+    /// AppendEntries per follower, the state machine).
+    #[serde(with = "b64", default, skip_serializing_if = "Bytes::is_empty")]
+    pub data: Bytes,
 }
 
 impl Entry {
@@ -41,7 +44,7 @@ impl Entry {
             term,
             index,
             kind: EntryKind::Noop,
-            data: Vec::new(),
+            data: Bytes::new(),
         }
     }
 
@@ -50,7 +53,7 @@ impl Entry {
             term,
             index,
             kind: EntryKind::Command,
-            data,
+            data: Bytes::from(data),
         }
     }
 }
@@ -321,14 +324,15 @@ pub mod b64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(bytes))
+    pub fn serialize<S: Serializer, T: AsRef<[u8]>>(bytes: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes.as_ref()))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<Vec<u8>>>(d: D) -> Result<T, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         STANDARD
             .decode(text.as_bytes())
+            .map(T::from)
             .map_err(serde::de::Error::custom)
     }
 }

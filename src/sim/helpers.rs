@@ -87,7 +87,7 @@ impl Cluster {
                 .applied_entry(index)
                 .or_else(|| self.applied_anywhere.get(&index));
             if let Some(e) = e.filter(|e| e.kind == EntryKind::Command) {
-                data = Some(e.data.clone());
+                data = Some(e.data.to_vec());
             }
         }
         (count, data)

@@ -503,3 +503,57 @@ fn non_contiguous_saves_are_rejected_without_writing() {
     assert_eq!(rec.entries, entries(1, 1..=4));
     assert_eq!(rec.hard_state, hs(1, 1));
 }
+
+/// Group commit: several `Ready`s' writes in one `save_batch` land as if saved one by one (a
+/// later write's conflict truncation included), with one append to the file.
+#[test]
+fn a_batch_of_writes_is_saved_as_the_writes_one_by_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut s, _) = Storage::open(dir, 1).unwrap();
+    s.save(Some(&hs(1, 1)), &entries(1, 1..=2)).unwrap();
+    let first = entries(1, 3..=5);
+    let replacement = entries(2, 4..=6);
+    s.save_batch([
+        (Some(hs(2, 2)), first.as_slice()),
+        (None, &[][..]),
+        (Some(hs(2, 2)), replacement.as_slice()),
+    ])
+    .unwrap();
+    assert_eq!((s.last_index(), s.hard_state()), (6, hs(2, 2)));
+    drop(s);
+
+    let (s, rec) = reopen(dir);
+    let mut want = entries(1, 1..=3);
+    want.extend(entries(2, 4..=6));
+    assert_eq!(rec.entries, want);
+    assert_eq!(rec.hard_state, hs(2, 2));
+    // The first save's 2 records, then: the new hard state (once: unchanged the second
+    // time), the first entries, the truncation and the replacement.
+    assert_eq!(s.recovery().records, 2 + 4);
+}
+
+/// A batch with one write storage must refuse is refused whole: nothing of it is written.
+#[test]
+fn a_batch_with_a_refused_write_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut s, _) = Storage::open(dir, 1).unwrap();
+    s.save(Some(&hs(1, 1)), &entries(1, 1..=2)).unwrap();
+    let len = wal_len(dir);
+    let good = entries(1, 3..=4);
+    let gap = entries(1, 6..=6);
+    assert!(matches!(
+        s.save_batch([(Some(hs(2, 2)), good.as_slice()), (None, gap.as_slice())]),
+        Err(StorageError::NonContiguous {
+            expected: 5,
+            got: 6
+        })
+    ));
+    assert_eq!(wal_len(dir), len);
+    assert_eq!((s.last_index(), s.hard_state()), (2, hs(1, 1)));
+    drop(s);
+    let (_, rec) = reopen(dir);
+    assert_eq!(rec.entries, entries(1, 1..=2));
+    assert_eq!(rec.hard_state, hs(1, 1));
+}

@@ -10,6 +10,7 @@ use super::*;
 use crate::rpc::types::ConflictHint;
 use std::collections::BTreeSet;
 
+mod async_persist;
 mod paper_5_1;
 mod paper_5_2;
 mod paper_5_3;
