@@ -320,6 +320,7 @@ impl RaftLog {
     }
 
     /// Entries not yet handed to the storage writer (a peek, for tests).
+    #[cfg(test)]
     pub fn unstable_entries(&self) -> Vec<Entry> {
         self.slice(self.handed + 1, usize::MAX, usize::MAX)
     }
