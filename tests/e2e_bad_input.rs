@@ -3,8 +3,7 @@
 //! case a fresh connection gets a `Status` and a `Put` + `Get` through, and the log did not
 //! grow (beyond a new leader's no-op, should an election ever happen).
 
-#[path = "support/process.rs"]
-mod process;
+use raftd_testkit::process;
 
 use process::{frame, Cluster, Got, RawConn};
 use rand::{RngCore, SeedableRng};

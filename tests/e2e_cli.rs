@@ -1,13 +1,12 @@
 //! The daemon's command line: bad configuration exits non-zero with a one-line error that says
 //! what to fix; a data dir written by another node is refused.
 
-#[path = "support/process.rs"]
-mod process;
+use raftd_testkit::process;
 
 use std::process::Command;
 
 fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(process::BIN)
+    let out = Command::new(process::bin())
         .args(args)
         .output()
         .expect("run raftd");
@@ -78,7 +77,7 @@ fn data_dir_of_another_node_and_unwritable_dir_are_refused() {
     let data = dir.path().join("d");
     let port = process::free_ports(1)[0];
     // First start as node 1 (then stop it), so the data dir belongs to node 1.
-    let mut child = Command::new(process::BIN)
+    let mut child = Command::new(process::bin())
         .args([
             "--id",
             "1",

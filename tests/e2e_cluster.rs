@@ -1,7 +1,6 @@
 //! End to end: three real `raftd` processes on loopback, killed with SIGKILL and restarted.
 
-#[path = "support/process.rs"]
-mod process;
+use raftd_testkit::process;
 
 use process::Cluster;
 use std::time::{Duration, Instant};

@@ -1,8 +1,7 @@
 //! End to end: the replicated key-value store on three real `raftd` processes on 127.0.0.1,
 //! through the library `Client`, through `raftctl`, and through raw frames.
 
-#[path = "support/process.rs"]
-mod process;
+use raftd_testkit::process;
 
 use process::{Cluster, RawConn};
 use raftd::client::{Client, ClientError, ClientOptions};

@@ -10,18 +10,14 @@
 //! `RAFTD_NEMESIS_SECS=600 RAFTD_NEMESIS_NODES=5 RAFTD_NEMESIS_SEED=7 cargo test --release
 //! --test e2e_nemesis -- --ignored --nocapture`.
 
-#[path = "support/nemesis.rs"]
-mod nemesis;
-#[path = "support/process.rs"]
-mod process;
-#[path = "support/proxy.rs"]
-mod proxy;
+use raftd_testkit::nemesis;
+use raftd_testkit::proxy;
 
 use nemesis::{
     run_schedule, spawn_clients, FaultReport, HistoryStats, NemesisCluster, ScheduleConfig,
     WorkloadConfig, WorkloadCtl,
 };
-use raftd::check::{check_history, Operation};
+use raftd_testkit::check::{check_history, Operation};
 use raftd::client::{Client, ClientOptions};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

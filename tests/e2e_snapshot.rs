@@ -12,8 +12,7 @@
 //! and three clusters of three nodes at once on two cores would measure the machine instead.
 //! Writes and reads are pipelined on a few raw connections so 100k requests take seconds.
 
-#[path = "support/process.rs"]
-mod process;
+use raftd_testkit::process;
 
 use process::{Cluster, Got, RawConn};
 use rand::seq::SliceRandom;

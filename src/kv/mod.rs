@@ -6,6 +6,8 @@ mod sessions;
 mod store;
 
 pub use command::{Command, Op, Outcome};
-pub use service::{Answer, KvService, RequestId};
+#[cfg(feature = "bugs")]
+pub use service::KvBugs;
+pub use service::{Answer, KvService, DEFAULT_REQUEST_TIMEOUT_TICKS};
 pub use sessions::{Check, Sessions, MAX_RESULTS_PER_CLIENT};
 pub use store::{KvStore, DEFAULT_MAX_SESSIONS};

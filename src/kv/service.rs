@@ -16,7 +16,7 @@
 
 use super::command::{Command, Op, Outcome};
 use super::store::KvStore;
-use crate::raft::{NotLeader, Raft, Ready};
+use raftd_core::{NotLeader, Raft, Ready};
 use crate::rpc::types::{
     ClientRequest, ClientResponse, Consistency, Entry, ErrorCode, ErrorResponse, NodeId,
     OkResponse, Role,
@@ -26,37 +26,50 @@ use std::collections::BTreeMap;
 /// Default request timeout in ticks (5 s at the daemon's 10 ms tick).
 pub const DEFAULT_REQUEST_TIMEOUT_TICKS: u64 = 500;
 
-/// Identifies one request for the shell (unique per node).
-pub type RequestId = u64;
-
-struct PendingWrite {
+struct PendingWrite<R> {
     term: u64,
-    request: RequestId,
+    /// Where the answer goes (the shell's reply token: a connection's sender in the daemon, a
+    /// client's route in the simulation).
+    request: R,
     id: u64,
     /// `ticks` when it arrived.
     since: u64,
 }
 
-struct PendingRead {
+struct PendingRead<R> {
     /// The leader's term when the read arrived.
     term: u64,
-    request: RequestId,
+    request: R,
     id: u64,
     key: String,
     since: u64,
 }
 
-pub struct KvService {
+/// The service's injected bugs (only with the `bugs` feature; all off by default).
+#[cfg(feature = "bugs")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvBugs {
+    /// A leader answers linearizable Gets from its store at once, without a ReadIndex round.
+    pub stale_read: bool,
+    /// The store applies a retried (client_id, seq) again instead of returning the first
+    /// outcome.
+    pub double_apply: bool,
+}
+
+/// The key-value service, generic over `R`, the token that says where an answer goes: the
+/// service hands every answer back with the token of the request it answers, so the shell
+/// needs no table of its own.
+pub struct KvService<R> {
     node: NodeId,
     store: KvStore,
     /// Log index -> the write waiting for it.
-    writes: BTreeMap<u64, PendingWrite>,
+    writes: BTreeMap<u64, PendingWrite<R>>,
     /// Reads received this turn, not yet given to the core.
-    new_reads: Vec<PendingRead>,
+    new_reads: Vec<PendingRead<R>>,
     /// ReadIndex context -> the reads waiting for the leader's confirmation.
-    confirming: BTreeMap<u64, Vec<PendingRead>>,
+    confirming: BTreeMap<u64, Vec<PendingRead<R>>>,
     /// Confirmed reads waiting for their read index to be applied, by that index.
-    applying: BTreeMap<u64, Vec<PendingRead>>,
+    applying: BTreeMap<u64, Vec<PendingRead<R>>>,
     next_ctx: u64,
     /// Ticks seen, the service's clock for request timeouts.
     ticks: u64,
@@ -66,13 +79,23 @@ pub struct KvService {
     /// Largest encoded command accepted for the log: a larger entry could not be sent to the
     /// followers in one peer frame, so it would never commit.
     max_command_bytes: usize,
+    #[cfg(feature = "bugs")]
+    bugs: KvBugs,
 }
 
-/// An answer to send, addressed by the shell's request id.
-pub type Answer = (RequestId, ClientResponse);
+/// A request the service keeps until it can answer it.
+enum Admitted {
+    /// A linearizable read, for the next ReadIndex round.
+    Read { id: u64, key: String },
+    /// A write proposed at `index` in `term`.
+    Write { id: u64, index: u64, term: u64 },
+}
 
-impl KvService {
-    pub fn new(node: NodeId, store: KvStore, addrs: BTreeMap<NodeId, String>) -> KvService {
+/// An answer to send, with the reply token of the request it answers.
+pub type Answer<R> = (R, ClientResponse);
+
+impl<R> KvService<R> {
+    pub fn new(node: NodeId, store: KvStore, addrs: BTreeMap<NodeId, String>) -> KvService<R> {
         KvService {
             node,
             store,
@@ -85,7 +108,20 @@ impl KvService {
             request_timeout_ticks: DEFAULT_REQUEST_TIMEOUT_TICKS,
             addrs,
             max_command_bytes: usize::MAX,
+            #[cfg(feature = "bugs")]
+            bugs: KvBugs::default(),
         }
+    }
+
+    /// Switches the service's injected bugs on or off.
+    #[cfg(feature = "bugs")]
+    pub fn set_bugs(&mut self, bugs: KvBugs) {
+        self.bugs = bugs;
+    }
+
+    /// Where each member listens (for `NotLeader` hints and `Status`).
+    pub fn addrs(&self) -> &BTreeMap<NodeId, String> {
+        &self.addrs
     }
 
     /// Refuses writes whose encoded command is longer than `bytes` with `TooLarge` (default:
@@ -103,7 +139,7 @@ impl KvService {
     /// with `Timeout` every request pending for longer than the request timeout. Their outcome
     /// is unknown: a write may still commit later, which a retry with the same
     /// `client_id`/`seq` finds out without applying it twice.
-    pub fn tick(&mut self) -> Vec<Answer> {
+    pub fn tick(&mut self) -> Vec<Answer<R>> {
         self.ticks += 1;
         let Some(cutoff) = self.ticks.checked_sub(self.request_timeout_ticks) else {
             return Vec::new();
@@ -123,24 +159,20 @@ impl KvService {
                 ));
             }
         }
-        let mut expire_reads = |reads: &mut Vec<PendingRead>| {
-            reads.retain(|r| {
-                let keep = r.since >= cutoff;
-                if !keep {
-                    answers.push((
-                        r.request,
-                        timeout(r.id, "the read could not be confirmed in time"),
-                    ));
-                }
-                keep
-            })
-        };
         for reads in self
             .confirming
             .values_mut()
             .chain(self.applying.values_mut())
         {
-            expire_reads(reads);
+            let (keep, expired): (Vec<_>, Vec<_>) =
+                std::mem::take(reads).into_iter().partition(|r| r.since >= cutoff);
+            *reads = keep;
+            answers.extend(expired.into_iter().map(|r| {
+                (
+                    r.request,
+                    timeout(r.id, "the read could not be confirmed in time"),
+                )
+            }));
         }
         self.confirming.retain(|_, reads| !reads.is_empty());
         self.applying.retain(|_, reads| !reads.is_empty());
@@ -165,16 +197,46 @@ impl KvService {
             + self.applying.values().map(Vec::len).sum::<usize>()
     }
 
-    /// Handles a request. Returns the answer if it is known now; otherwise the answer comes
-    /// from a later `on_ready` (or `leadership_lost`).
+    /// Handles a request. Returns the answer (with `request`, the reply token) if it is known
+    /// now; otherwise the service keeps the token and the answer comes from a later
+    /// `on_ready`, `tick` or `leadership_lost`.
     pub fn request(
         &mut self,
         raft: &mut Raft,
-        request: RequestId,
+        request: R,
         req: ClientRequest,
-    ) -> Option<ClientResponse> {
+    ) -> Option<Answer<R>> {
+        match self.admit(raft, req) {
+            Err(resp) => Some((request, resp)),
+            Ok(Admitted::Read { id, key }) => {
+                self.new_reads.push(PendingRead {
+                    term: raft.term(),
+                    request,
+                    id,
+                    key,
+                    since: self.ticks,
+                });
+                None
+            }
+            Ok(Admitted::Write { id, index, term }) => {
+                self.writes.insert(
+                    index,
+                    PendingWrite {
+                        term,
+                        request,
+                        id,
+                        since: self.ticks,
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks a request and, for a write, proposes it. `Err` is the answer to give now.
+    fn admit(&mut self, raft: &mut Raft, req: ClientRequest) -> Result<Admitted, ClientResponse> {
         match req {
-            ClientRequest::Status { id } => Some(bad_request(
+            ClientRequest::Status { id } => Err(bad_request(
                 Some(id),
                 "Status is answered by the node, not the store",
             )),
@@ -183,28 +245,20 @@ impl KvService {
                 key,
                 consistency,
             } => {
-                if let Err(msg) = check_key(&key) {
-                    return Some(bad_request(Some(id), msg));
-                }
+                check_key(&key).map_err(|msg| bad_request(Some(id), msg))?;
                 match consistency {
-                    Consistency::Stale => Some(ok_value(id, self.store.get(&key).cloned())),
+                    Consistency::Stale => Err(ok_value(id, self.store.get(&key).cloned())),
                     Consistency::Linearizable => {
                         if raft.role() != Role::Leader {
-                            return Some(self.not_leader(id, raft.leader()));
+                            return Err(self.not_leader(id, raft.leader()));
                         }
-                        // BUG (feature bug-stale-read): trust that we still lead and answer
-                        // from the local store, without a ReadIndex round.
-                        if crate::bugs::on(crate::bugs::Bug::StaleRead) {
-                            return Some(ok_value(id, self.store.get(&key).cloned()));
+                        // BUG (stale_read): trust that we still lead and answer from the local
+                        // store, without a ReadIndex round.
+                        #[cfg(feature = "bugs")]
+                        if self.bugs.stale_read {
+                            return Err(ok_value(id, self.store.get(&key).cloned()));
                         }
-                        self.new_reads.push(PendingRead {
-                            term: raft.term(),
-                            request,
-                            id,
-                            key,
-                            since: self.ticks,
-                        });
-                        None
+                        Ok(Admitted::Read { id, key })
                     }
                 }
             }
@@ -214,13 +268,13 @@ impl KvService {
                 value,
                 client_id,
                 seq,
-            } => self.write(raft, request, id, client_id, seq, Op::Put { key, value }),
+            } => self.write(raft, id, client_id, seq, Op::Put { key, value }),
             ClientRequest::Delete {
                 id,
                 key,
                 client_id,
                 seq,
-            } => self.write(raft, request, id, client_id, seq, Op::Delete { key }),
+            } => self.write(raft, id, client_id, seq, Op::Delete { key }),
             ClientRequest::Cas {
                 id,
                 key,
@@ -230,7 +284,6 @@ impl KvService {
                 seq,
             } => self.write(
                 raft,
-                request,
                 id,
                 client_id,
                 seq,
@@ -246,39 +299,28 @@ impl KvService {
     fn write(
         &mut self,
         raft: &mut Raft,
-        request: RequestId,
         id: u64,
         client_id: Option<String>,
         seq: Option<u64>,
         op: Op,
-    ) -> Option<ClientResponse> {
-        if let Err(msg) = check_key(op.key()) {
-            return Some(bad_request(Some(id), msg));
-        }
+    ) -> Result<Admitted, ClientResponse> {
+        check_key(op.key()).map_err(|msg| bad_request(Some(id), msg))?;
         let seq = match (&client_id, seq) {
-            (Some(_), None) => {
-                return Some(bad_request(Some(id), "a write with client_id needs seq"))
-            }
+            (Some(_), None) => return Err(bad_request(Some(id), "a write with client_id needs seq")),
             (Some(c), _) if c.is_empty() => {
-                return Some(bad_request(Some(id), "client_id must not be empty"))
+                return Err(bad_request(Some(id), "client_id must not be empty"))
             }
             (_, seq) => seq.unwrap_or(0),
         };
         if raft.role() != Role::Leader {
-            return Some(self.not_leader(id, raft.leader()));
+            return Err(self.not_leader(id, raft.leader()));
         }
         let cmd = Command { client_id, seq, op };
-        let data = match cmd.encode() {
-            Ok(data) => data,
-            Err(e) => {
-                return Some(bad_request(
-                    Some(id),
-                    &format!("cannot encode the command: {e}"),
-                ))
-            }
-        };
+        let data = cmd
+            .encode()
+            .map_err(|e| bad_request(Some(id), &format!("cannot encode the command: {e}")))?;
         if data.len() > self.max_command_bytes {
-            return Some(ClientResponse::error(
+            return Err(ClientResponse::error(
                 Some(id),
                 ErrorCode::TooLarge,
                 format!(
@@ -289,24 +331,13 @@ impl KvService {
             ));
         }
         match raft.propose(data) {
-            Ok((index, term)) => {
-                self.writes.insert(
-                    index,
-                    PendingWrite {
-                        term,
-                        request,
-                        id,
-                        since: self.ticks,
-                    },
-                );
-                None
-            }
-            Err(NotLeader { leader }) => Some(self.not_leader(id, leader)),
+            Ok((index, term)) => Ok(Admitted::Write { id, index, term }),
+            Err(NotLeader { leader }) => Err(self.not_leader(id, leader)),
         }
     }
 
     /// Gives every linearizable read received since the last call one ReadIndex request.
-    pub fn flush_reads(&mut self, raft: &mut Raft) -> Vec<Answer> {
+    pub fn flush_reads(&mut self, raft: &mut Raft) -> Vec<Answer<R>> {
         if self.new_reads.is_empty() {
             return Vec::new();
         }
@@ -326,7 +357,7 @@ impl KvService {
     }
 
     /// Applies the committed entries of a persisted `Ready` and releases what it allows.
-    pub fn on_ready(&mut self, raft: &Raft, rd: &Ready) -> Vec<Answer> {
+    pub fn on_ready(&mut self, raft: &Raft, rd: &Ready) -> Vec<Answer<R>> {
         let mut answers = Vec::new();
         for entry in &rd.committed_entries {
             self.apply(entry, &mut answers);
@@ -348,7 +379,10 @@ impl KvService {
         answers
     }
 
-    fn apply(&mut self, entry: &Entry, answers: &mut Vec<Answer>) {
+    fn apply(&mut self, entry: &Entry, answers: &mut Vec<Answer<R>>) {
+        #[cfg(feature = "bugs")]
+        let outcome = self.store.apply_with_bugs(entry, self.bugs.double_apply);
+        #[cfg(not(feature = "bugs"))]
         let outcome = self.store.apply(entry);
         let Some(waiting) = self.writes.remove(&entry.index) else {
             return;
@@ -381,7 +415,7 @@ impl KvService {
         answers.push((waiting.request, resp));
     }
 
-    fn serve_applied_reads(&mut self, answers: &mut Vec<Answer>) {
+    fn serve_applied_reads(&mut self, answers: &mut Vec<Answer<R>>) {
         let applied = self.store.applied();
         while let Some(entry) = self.applying.first_entry() {
             if *entry.key() > applied {
@@ -398,7 +432,7 @@ impl KvService {
 
     /// Answers with `Timeout` whatever is pending from a term before `term` (the node was
     /// deposed and elected again between two batches).
-    fn drop_older_terms(&mut self, term: u64) -> Vec<Answer> {
+    fn drop_older_terms(&mut self, term: u64) -> Vec<Answer<R>> {
         let mut answers = Vec::new();
         let stale: Vec<u64> = self
             .writes
@@ -434,7 +468,7 @@ impl KvService {
     /// Answers everything waiting on this node's leadership with `Timeout`: the outcome of a
     /// pending write is unknown (it may still commit under the next leader); a pending read is
     /// safe to retry.
-    pub fn leadership_lost(&mut self) -> Vec<Answer> {
+    pub fn leadership_lost(&mut self) -> Vec<Answer<R>> {
         let mut answers = Vec::new();
         for (_, w) in std::mem::take(&mut self.writes) {
             answers.push((
@@ -456,7 +490,7 @@ impl KvService {
     }
 
     /// Answers everything pending with `ShuttingDown`.
-    pub fn shutdown(&mut self) -> Vec<Answer> {
+    pub fn shutdown(&mut self) -> Vec<Answer<R>> {
         self.leadership_lost()
             .into_iter()
             .map(|(r, resp)| {

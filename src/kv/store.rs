@@ -2,7 +2,7 @@
 
 use super::command::{Command, Op, Outcome};
 use super::sessions::{Check, Sessions};
-use crate::rpc::types::{Entry, EntryKind};
+use crate::rpc::types::{Entry, EntryKind, Snapshot, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 // A persistent map: cloning it for a snapshot is O(1) (the copy shares structure), so the
 // node loop is not held up while the snapshot is serialized in the background.
@@ -45,6 +45,23 @@ impl KvStore {
         self.data.is_empty()
     }
 
+    /// Rebuilds a store from a snapshot's bytes: the one place a state machine is made from a
+    /// snapshot (at start, and when the leader sends one).
+    pub fn from_snapshot(snapshot: &Snapshot) -> serde_json::Result<KvStore> {
+        serde_json::from_slice(&snapshot.data)
+    }
+
+    /// A snapshot of the store at its applied index, whose term is `term`.
+    pub fn to_snapshot(&self, term: u64, size_hint: usize) -> serde_json::Result<Snapshot> {
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                index: self.applied,
+                term,
+            },
+            data: std::sync::Arc::new(self.to_snapshot_bytes(size_hint)?),
+        })
+    }
+
     /// The store as snapshot bytes (JSON). `size_hint` is the size of the previous snapshot:
     /// the buffer starts a little larger than that, so a snapshot of megabytes is not grown by
     /// doubling (which briefly holds the old buffer, the new one and the slack at the memory
@@ -68,6 +85,16 @@ impl KvStore {
     /// An entry whose data is not a valid command (which the server never proposes) changes
     /// nothing, on every node alike, and yields None.
     pub fn apply(&mut self, entry: &Entry) -> Option<Outcome> {
+        self.apply_entry(entry, false)
+    }
+
+    /// `apply` with the injected `double_apply` bug switched on or off.
+    #[cfg(feature = "bugs")]
+    pub fn apply_with_bugs(&mut self, entry: &Entry, double_apply: bool) -> Option<Outcome> {
+        self.apply_entry(entry, double_apply)
+    }
+
+    fn apply_entry(&mut self, entry: &Entry, double_apply: bool) -> Option<Outcome> {
         assert_eq!(
             entry.index,
             self.applied + 1,
@@ -87,14 +114,15 @@ impl KvStore {
                 return None;
             }
         };
-        Some(self.apply_command(entry.index, &cmd))
+        Some(self.apply_command(entry.index, &cmd, double_apply))
     }
 
-    fn apply_command(&mut self, index: u64, cmd: &Command) -> Outcome {
+    fn apply_command(&mut self, index: u64, cmd: &Command, double_apply: bool) -> Outcome {
         if let Some(client) = &cmd.client_id {
             if let Check::Duplicate(outcome) = self.sessions.check(client, cmd.seq) {
-                // BUG (feature bug-double-apply): execute the retried command again.
-                if !crate::bugs::on(crate::bugs::Bug::DoubleApply) {
+                // BUG (double_apply, only with the `bugs` feature): execute the retried
+                // command again.
+                if !double_apply {
                     return outcome;
                 }
             }

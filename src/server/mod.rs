@@ -1,34 +1,38 @@
-//! Wires the core, storage, transport and client connections together on tokio.
+//! Wires the driver (core and key-value service), storage, transport and client connections
+//! together on tokio.
 
-mod client;
+mod connection;
+mod log_writer;
 mod node;
-mod wal_writer;
 
-pub use node::{raft_config, NodeRequest, ReplicationLimits};
+pub use connection::NodeRequest;
+pub use node::NodeError;
 
-use crate::config::NodeConfig;
-use crate::kv::{KvService, KvStore};
-use crate::raft::Raft;
+use crate::config::{raft_config, NodeConfig, ReplicationLimits};
+use crate::driver::{Driver, DriverConfig, DriverError, SnapshotPolicy};
+use crate::kv::KvStore;
 use crate::storage::{Storage, StorageError};
+use log_writer::LogWriter;
 use node::NodeLoop;
+use raftd_core::Raft;
 use raftd_transport::{client_handler, ClientConn, Transport, TransportConfig};
-use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wal_writer::WalWriter;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("invalid Raft settings: {0}")]
-    Raft(#[from] crate::raft::ConfigError),
+    Raft(#[from] raftd_core::ConfigError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
     #[error("cannot start the log writer thread: {0}")]
     Writer(String),
     #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
@@ -38,29 +42,35 @@ pub enum ServerError {
     },
 }
 
+impl From<NodeError> for ServerError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Storage(e) => ServerError::Storage(e),
+            NodeError::Driver(e) => ServerError::Driver(e),
+        }
+    }
+}
+
 /// Runs a node until `shutdown` resolves (Ok) or storage fails (Err).
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let rc = raft_config(&cfg)?;
     let timing = cfg.timing()?;
     let (storage, recovered) =
         tokio::task::block_in_place(|| Storage::open(&cfg.data_dir, cfg.id))?;
-    let (store, snapshot) = match recovered.snapshot {
-        Some(snap) => {
-            let store: KvStore =
-                serde_json::from_slice(&snap.data).map_err(|e| StorageError::Corrupt {
-                    path: cfg.data_dir.join(crate::storage::SNAPSHOT_FILE_NAME),
-                    offset: 0,
-                    reason: format!("the snapshot does not decode as a key-value store: {e}"),
-                })?;
-            let snapshot = crate::raft::Snapshot {
-                meta: snap.meta,
-                data: std::sync::Arc::new(snap.data),
-            };
-            (store, Some(snapshot))
-        }
-        None => (KvStore::default(), None),
+    let store = match &recovered.snapshot {
+        Some(snap) => KvStore::from_snapshot(snap).map_err(|e| StorageError::Corrupt {
+            path: cfg.data_dir.join(crate::storage::SNAPSHOT_FILE_NAME),
+            offset: 0,
+            reason: format!("the snapshot does not decode as a key-value store: {e}"),
+        })?,
+        None => KvStore::default(),
     };
-    let raft = Raft::restore(rc, recovered.hard_state, snapshot, recovered.entries)?;
+    ::log::info!(
+        "node {}: core RNG seed {} (election timeouts follow from it)",
+        cfg.id,
+        rc.seed
+    );
+    let raft = Raft::restore(rc, recovered.hard_state, recovered.snapshot, recovered.entries)?;
     let listener = bind(cfg.listen).map_err(|source| ServerError::Listen {
         addr: cfg.listen,
         source,
@@ -77,11 +87,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let (req_tx, req_rx) = mpsc::channel(1024);
     let handler = {
         let cancel = cancel.clone();
-        client_handler(move |conn: ClientConn| client::serve(conn, req_tx.clone(), cancel.clone()))
+        client_handler(move |conn: ClientConn| connection::serve(conn, req_tx.clone(), cancel.clone()))
     };
     let mut tcfg = TransportConfig::new(cfg.id, cfg.peers.iter().map(|(k, v)| (*k, *v)).collect());
     tcfg.max_frame_bytes = cfg.max_frame_bytes;
-    tcfg.oversized_first_frame_reply = Some(client::too_large_reply());
+    tcfg.oversized_first_frame_reply = Some(connection::too_large_reply());
     let (transport, events) = Transport::start(tcfg, listener, handler);
 
     let addrs = cfg
@@ -89,28 +99,30 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         .iter()
         .map(|(id, a)| (*id, a.to_string()))
         .collect();
-    let mut service = KvService::new(cfg.id, store, addrs);
-    service
-        .set_max_command_bytes(ReplicationLimits::for_frame(cfg.max_frame_bytes).max_command_bytes);
-    let node = NodeLoop {
-        service,
-        waiting: HashMap::new(),
-        next_request: 1,
-        snapshots: node::SnapshotPolicy {
-            entries: cfg.snapshot_entries,
-            bytes: cfg.snapshot_bytes,
-        },
-        snapshot_job: None,
-        snapshot_clone_time: Duration::ZERO,
+    let driver = Driver::new(
         raft,
-        wal: WalWriter::start(storage, cfg.id).map_err(|e| ServerError::Writer(e.to_string()))?,
+        store,
+        addrs,
+        DriverConfig {
+            snapshots: SnapshotPolicy {
+                entries: cfg.snapshot_entries,
+                bytes: cfg.snapshot_bytes,
+            },
+            max_command_bytes: ReplicationLimits::for_frame(cfg.max_frame_bytes).max_command_bytes,
+            ..DriverConfig::default()
+        },
+    );
+    let node = NodeLoop {
+        driver,
+        wal: LogWriter::start(storage, cfg.id).map_err(|e| ServerError::Writer(e.to_string()))?,
         data_dir: cfg.data_dir.clone(),
-        in_flight: Default::default(),
         transport,
         events,
         requests: req_rx,
         members: cfg.members(),
         tick: Duration::from_millis(timing.tick_ms),
+        snapshot_job: None,
+        prepared: None,
     };
     let node_cancel = cancel.clone();
     let node_task = tokio::spawn(node.run(node_cancel));

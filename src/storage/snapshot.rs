@@ -25,7 +25,7 @@ use std::path::Path;
 
 use super::error::{io_err, StorageError};
 use super::wal::sync_dir;
-use crate::rpc::types::SnapshotMeta;
+use crate::rpc::types::{Snapshot, SnapshotMeta};
 
 /// File name of the snapshot inside the data dir.
 pub const SNAPSHOT_FILE_NAME: &str = "snapshot";
@@ -40,12 +40,6 @@ const VERSION: u32 = 1;
 /// Bytes before the data.
 pub const SNAPSHOT_HEADER_LEN: u64 = 44;
 
-/// A snapshot as stored: what it covers and the state machine's bytes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
-}
 
 fn header(meta: SnapshotMeta, data: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN as usize] {
     let mut h = [0u8; SNAPSHOT_HEADER_LEN as usize];
@@ -194,5 +188,11 @@ pub(crate) fn load(dir: &Path) -> Result<Option<(Snapshot, u64)>, StorageError> 
             "data checksum mismatch".to_string(),
         ));
     }
-    Ok(Some((Snapshot { meta, data }, file_len)))
+    Ok(Some((
+        Snapshot {
+            meta,
+            data: std::sync::Arc::new(data),
+        },
+        file_len,
+    )))
 }

@@ -123,7 +123,7 @@ fn round_trip_snapshot_and_tail() {
         rec.snapshot,
         Some(Snapshot {
             meta: meta(60, 1),
-            data: state_data(60),
+            data: std::sync::Arc::new(state_data(60)),
         })
     );
     let mut want = entries(1, 61..=100);
@@ -195,7 +195,7 @@ fn empty_tail_and_snapshot_past_the_log() {
 
     let (s, rec) = reopen(dir);
     assert_eq!(rec.snapshot.as_ref().unwrap().meta, meta(500, 7));
-    assert_eq!(rec.snapshot.unwrap().data, b"leader");
+    assert_eq!(rec.snapshot.unwrap().data.as_slice(), b"leader");
     assert_eq!(rec.entries, entries(7, 501..=503));
     assert_eq!(rec.hard_state, hs(7, 2));
     assert_eq!(s.last_index(), 503);
@@ -263,7 +263,7 @@ fn crash_between_snapshot_file_and_compaction() {
 
     let (mut s, rec) = reopen(dir);
     assert_eq!(rec.snapshot.as_ref().unwrap().meta, meta(60, 1));
-    assert_eq!(rec.snapshot.unwrap().data, state_data(60));
+    assert_eq!(*rec.snapshot.unwrap().data, state_data(60));
     assert_eq!(rec.entries, entries(1, 61..=100));
     assert_eq!(rec.hard_state, hs(1, 1));
     assert_eq!(s.last_index(), 100);
@@ -346,7 +346,7 @@ fn stale_tmp_files_are_ignored_and_removed() {
     fs::write(dir.join(SNAPSHOT_TMP_FILE_NAME), b"RAFTSNAP\0\0").unwrap();
     fs::write(dir.join(WAL_TMP_FILE_NAME), b"\x00\x00\x01garbage").unwrap();
     let (s, rec) = reopen(dir);
-    assert_eq!(rec.snapshot.unwrap().data, b"twenty");
+    assert_eq!(rec.snapshot.unwrap().data.as_slice(), b"twenty");
     assert_eq!(rec.entries, entries(1, 21..=30));
     assert!(!dir.join(SNAPSHOT_TMP_FILE_NAME).exists());
     assert!(!dir.join(WAL_TMP_FILE_NAME).exists());
@@ -376,7 +376,7 @@ fn stale_tmp_files_are_ignored_and_removed() {
         .unwrap();
     drop(s);
     let (_, rec) = reopen(dir);
-    assert_eq!(rec.snapshot.unwrap().data, b"25");
+    assert_eq!(rec.snapshot.unwrap().data.as_slice(), b"25");
     assert_eq!(rec.entries, entries(1, 26..=30));
 }
 
@@ -610,7 +610,7 @@ fn restore_then_persist_again_loses_nothing() {
 
     let (mut s, rec) = reopen(dir);
     assert_eq!(rec.snapshot.as_ref().unwrap().meta, meta(140, 2));
-    assert_eq!(rec.snapshot.unwrap().data, state_data(140));
+    assert_eq!(*rec.snapshot.unwrap().data, state_data(140));
     assert_eq!(rec.entries, entries(2, 141..=155));
     assert_eq!(rec.hard_state, hs(2, 1));
     assert_eq!(s.last_index(), 155);
@@ -715,7 +715,10 @@ fn random_history_with_snapshots_recovers_exactly() {
                 } else {
                     s.save_snapshot(m, &data, &tail, hard).unwrap();
                 }
-                snap = Some(Snapshot { meta: m, data });
+                snap = Some(Snapshot {
+                    meta: m,
+                    data: std::sync::Arc::new(data),
+                });
                 log = tail;
             }
             8 => {
@@ -723,7 +726,10 @@ fn random_history_with_snapshots_recovers_exactly() {
                 let m = meta(last + 1 + rng.below(5), hard.term.max(1));
                 let data = vec![rng.next() as u8; 10];
                 s.save_snapshot(m, &data, &[], hard).unwrap();
-                snap = Some(Snapshot { meta: m, data });
+                snap = Some(Snapshot {
+                    meta: m,
+                    data: std::sync::Arc::new(data),
+                });
                 log.clear();
             }
             _ => {
@@ -778,7 +784,7 @@ fn prepared_snapshot_installs_or_is_discarded() {
     drop(s);
     let (s, rec) = reopen(d);
     let snap = rec.snapshot.expect("snapshot");
-    assert_eq!((snap.meta, snap.data), (meta(30, 1), state_data(30)));
+    assert_eq!((snap.meta, (*snap.data).clone()), (meta(30, 1), state_data(30)));
     assert_eq!(rec.entries, entries(1, 31..=60));
     assert_eq!(s.last_index(), 60);
 

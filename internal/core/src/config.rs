@@ -1,0 +1,123 @@
+//! Settings of one Raft node, counted in ticks so the core never reads a clock.
+
+use crate::message::NodeId;
+use thiserror::Error;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id (positive).
+    pub id: NodeId,
+    /// Every voting member, this node included.
+    pub voters: Vec<NodeId>,
+    /// A follower starts an election after a random number of ticks in
+    /// `election_ticks_min..election_ticks_max` without hearing from a leader (§5.2).
+    pub election_ticks_min: u32,
+    pub election_ticks_max: u32,
+    /// A leader sends AppendEntries (a heartbeat if empty) to every follower this often.
+    pub heartbeat_ticks: u32,
+    /// Largest number of entries in one AppendEntries.
+    pub max_entries_per_message: usize,
+    /// Command bytes in one AppendEntries (one larger entry still goes alone).
+    pub max_bytes_per_message: usize,
+    /// Unacknowledged AppendEntries per follower while streaming.
+    pub max_inflight: usize,
+    /// Bytes of snapshot per InstallSnapshot message.
+    pub snapshot_chunk_bytes: usize,
+    /// Committed entries handed to the state machine per `Ready`.
+    pub max_apply_batch: usize,
+    /// Ask for pre-votes before raising the term (thesis §9.6), so a node that was cut off
+    /// cannot depose a working leader when it rejoins.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a majority for an election timeout steps down, and a
+    /// follower that heard from its leader within the minimum election timeout ignores vote
+    /// requests (thesis §6.2, §4.2.3).
+    pub check_quorum: bool,
+    /// Seed of the election-timeout randomness, so runs are reproducible.
+    pub seed: u64,
+    /// Injected bugs (only with the `bugs` feature; all off by default).
+    #[cfg(feature = "bugs")]
+    pub bugs: crate::Bugs,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("node id must be positive (0 means \"none\")")]
+    ZeroId,
+    #[error("node {0} is not in its own voter list")]
+    NotAVoter(NodeId),
+    #[error("duplicate node id {0} in the voter list")]
+    DuplicateVoter(NodeId),
+    #[error("heartbeat interval ({heartbeat} ticks) must be positive and below the minimum election timeout ({election_min} ticks)")]
+    HeartbeatTooSlow { heartbeat: u32, election_min: u32 },
+    #[error(
+        "election timeout range {min}..{max} ticks is empty; give a maximum above the minimum"
+    )]
+    EmptyElectionRange { min: u32, max: u32 },
+    #[error("{0} must be positive")]
+    ZeroLimit(&'static str),
+}
+
+impl Config {
+    /// Defaults for a 10 ms tick: heartbeats every 50 ms, elections after 150–300 ms.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            election_ticks_min: 15,
+            election_ticks_max: 30,
+            heartbeat_ticks: 5,
+            max_entries_per_message: 1024,
+            max_bytes_per_message: 1 << 20,
+            max_inflight: 64,
+            max_apply_batch: 4096,
+            snapshot_chunk_bytes: 1 << 20,
+            pre_vote: true,
+            check_quorum: true,
+            seed: id,
+            #[cfg(feature = "bugs")]
+            bugs: crate::Bugs::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError::NotAVoter(self.id));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &self.voters {
+            if *v == 0 {
+                return Err(ConfigError::ZeroId);
+            }
+            if !seen.insert(*v) {
+                return Err(ConfigError::DuplicateVoter(*v));
+            }
+        }
+        if self.election_ticks_max <= self.election_ticks_min {
+            return Err(ConfigError::EmptyElectionRange {
+                min: self.election_ticks_min,
+                max: self.election_ticks_max,
+            });
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks_min {
+            return Err(ConfigError::HeartbeatTooSlow {
+                heartbeat: self.heartbeat_ticks,
+                election_min: self.election_ticks_min,
+            });
+        }
+        for (name, value) in [
+            ("max_entries_per_message", self.max_entries_per_message),
+            ("max_bytes_per_message", self.max_bytes_per_message),
+            ("max_inflight", self.max_inflight),
+            ("max_apply_batch", self.max_apply_batch),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit(name));
+            }
+        }
+        Ok(())
+    }
+}

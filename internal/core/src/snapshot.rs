@@ -1,0 +1,258 @@
+//! Snapshots and InstallSnapshot (§7).
+//!
+//! The shell snapshots its state machine at some applied index and hands the bytes to
+//! `Raft::compact`, which drops the log up to there. A follower that needs entries the leader
+//! no longer holds gets the snapshot instead, in chunks of `snapshot_chunk_bytes`, one chunk in
+//! flight at a time (the answer to each chunk says how many bytes the follower holds, so a lost
+//! chunk or a dropped connection resumes where it stopped). The follower assembles the chunks
+//! in memory and, with the last one, installs the snapshot: its log keeps the entries after the
+//! snapshot if they match, and the shell persists the snapshot and restores its state machine
+//! from it (`Ready::snapshot`) before the acknowledgement leaves.
+
+use super::progress::ProgressState;
+use super::Raft;
+use crate::message::{ChunkPos, NodeId, RaftMessage, Role, Snapshot, SnapshotMeta};
+use std::sync::Arc;
+
+
+/// A snapshot being received.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    /// The term of the leader sending it. Two leaders' snapshots at one index hold the same
+    /// state but not necessarily the same bytes (the encoding of a hash map depends on the
+    /// process), so chunks of one must never be appended to the other's.
+    term: u64,
+    meta: SnapshotMeta,
+    total: u64,
+    buf: Vec<u8>,
+}
+
+/// `compact` refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompactError {
+    #[error("snapshot index {index} is past the applied index {applied}")]
+    NotApplied { index: u64, applied: u64 },
+    #[error("snapshot index {index} is not after the current snapshot at {current}")]
+    Stale { index: u64, current: u64 },
+    #[error("snapshot term {term} at index {index} disagrees with the log")]
+    WrongTerm { index: u64, term: u64 },
+}
+
+impl Raft {
+    /// The latest snapshot (taken here or installed from the leader).
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// The shell took `snapshot` of its state machine (at an applied index) and made it
+    /// durable: drop the log up to it.
+    pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), CompactError> {
+        let SnapshotMeta { index, term } = snapshot.meta;
+        if index > self.log.applied() {
+            return Err(CompactError::NotApplied {
+                index,
+                applied: self.log.applied(),
+            });
+        }
+        let current = self.log.snapshot().index;
+        if index <= current {
+            return Err(CompactError::Stale { index, current });
+        }
+        if self.log.term(index) != Some(term) {
+            return Err(CompactError::WrongTerm { index, term });
+        }
+        self.log.compact(snapshot.meta);
+        ::log::info!(
+            "node {}: took a snapshot at index {index} (term {term}, {} bytes) in term {}; log compacted",
+            self.id,
+            snapshot.data.len(),
+            self.term
+        );
+        self.snapshot = Some(snapshot);
+        Ok(())
+    }
+
+    /// Sends `peer` the next chunk of the snapshot, if none is awaiting an answer.
+    pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
+        let Some(latest) = self.snapshot.clone() else {
+            ::log::error!(
+                "node {}: node {peer} needs a snapshot but none exists",
+                self.id
+            );
+            return;
+        };
+        let chunk = self.cfg.snapshot_chunk_bytes as u64;
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        // A transfer under way goes on with the snapshot it started with, even if we took a
+        // newer one since: restarting it at every compaction never finishes a transfer that
+        // takes longer than the time between two snapshots (a slow link under steady writes).
+        // Once the follower installed it, it gets the newer one if it still needs it.
+        let under_way = pr.state == ProgressState::Snapshot
+            && (pr.snapshot_offset > 0 || pr.snapshot_in_flight);
+        let snapshot = match &pr.snapshot {
+            Some(sending) if under_way => sending.clone(),
+            _ => latest,
+        };
+        if pr.state != ProgressState::Snapshot || pr.snapshot_index != snapshot.meta.index {
+            ::log::info!(
+                "node {}: sending snapshot at index {} ({} bytes) to node {peer} in term {}",
+                self.id,
+                snapshot.meta.index,
+                snapshot.data.len(),
+                self.term
+            );
+            pr.become_snapshot(snapshot.clone());
+        }
+        if pr.snapshot_in_flight {
+            return;
+        }
+        let total = snapshot.data.len() as u64;
+        let offset = pr.snapshot_offset.min(total);
+        let end = (offset + chunk).min(total);
+        pr.sent(end);
+        let msg = RaftMessage::InstallSnapshot {
+            term: self.term,
+            leader_id: self.id,
+            snapshot: snapshot.meta,
+            pos: ChunkPos { offset, total },
+            data: snapshot.data[offset as usize..end as usize].to_vec(),
+        };
+        self.send(peer, msg);
+    }
+
+    /// Leader side: a follower's answer to a chunk, in our term.
+    pub(super) fn handle_snapshot_reply(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        received: u64,
+        done: bool,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        if done {
+            // The follower's state now covers `meta.index`; continue with entries after it.
+            if meta.index > pr.matched {
+                pr.matched = meta.index;
+            }
+            if pr.state == ProgressState::Snapshot {
+                ::log::info!(
+                    "node {}: node {from} installed the snapshot at index {} in term {}",
+                    self.id,
+                    meta.index,
+                    self.term
+                );
+                let next = pr.matched + 1;
+                pr.become_probe(next);
+            }
+            self.maybe_commit();
+            return;
+        }
+        if pr.state != ProgressState::Snapshot || pr.snapshot_index != meta.index {
+            return; // an answer about a transfer we are no longer doing
+        }
+        if pr.snapshot_in_flight && received == pr.snapshot_offset {
+            // Nothing new: the duplicate of the answer that sent the chunk now in flight, or an
+            // answer to a duplicated chunk. Sending on each of them would put one more chunk in
+            // flight per duplicate, and their answers more again (a storm on a network that
+            // duplicates). A lost chunk is resent after two heartbeats.
+            return;
+        }
+        // Resume from what the follower holds (it may have lost its buffer by restarting).
+        pr.snapshot_offset = received;
+        pr.snapshot_in_flight = false;
+        pr.stalled_heartbeats = 0;
+    }
+
+    /// Follower side: one chunk. `term` equals ours here (`handle_term` ran).
+    pub(super) fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        term: u64,
+        meta: SnapshotMeta,
+        pos: ChunkPos,
+        data: Vec<u8>,
+    ) {
+        self.follow(from, term);
+        let reply = |received: u64, done: bool| RaftMessage::InstallSnapshotReply {
+            term,
+            snapshot: meta,
+            received,
+            done,
+        };
+        if meta.index <= self.log.committed() {
+            // We already hold that state (a late or repeated snapshot). Installing it could only
+            // move us backwards or cut a longer matching log: say we have it.
+            self.incoming = None;
+            let msg = reply(pos.total, true);
+            self.send_after_persist(from, msg);
+            return;
+        }
+        let fresh = self
+            .incoming
+            .as_ref()
+            .is_none_or(|inc| inc.term != term || inc.meta != meta || inc.total != pos.total);
+        if fresh {
+            if pos.offset != 0 {
+                // A chunk from the middle of a transfer we have no start of: restart it.
+                self.send(from, reply(0, false));
+                return;
+            }
+            self.incoming = Some(Incoming {
+                term,
+                meta,
+                total: pos.total,
+                buf: Vec::new(),
+            });
+        }
+        let Some(incoming) = self.incoming.as_mut() else {
+            return;
+        };
+        let have = incoming.buf.len() as u64;
+        if pos.offset != have {
+            // Out of order (a duplicate or a retransmission): say where we are.
+            self.send(from, reply(have, false));
+            return;
+        }
+        incoming.buf.extend_from_slice(&data);
+        let have = incoming.buf.len() as u64;
+        if have < incoming.total {
+            self.send(from, reply(have, false));
+            return;
+        }
+        let Some(incoming) = self.incoming.take() else {
+            return;
+        };
+        if have > incoming.total {
+            ::log::warn!(
+                "node {}: snapshot from node {from} is longer than announced; discarding it",
+                self.id
+            );
+            self.send(from, reply(0, false));
+            return;
+        }
+        self.log.install_snapshot(meta);
+        let snapshot = Snapshot {
+            meta,
+            data: Arc::new(incoming.buf),
+        };
+        ::log::info!(
+            "node {}: installed a snapshot at index {} (term {}, {} bytes) from node {from} in term {term}",
+            self.id,
+            meta.index,
+            meta.term,
+            snapshot.data.len()
+        );
+        self.snapshot = Some(snapshot.clone());
+        self.pending_snapshot = Some(snapshot);
+        let msg = reply(have, true);
+        self.send_after_persist(from, msg);
+    }
+}

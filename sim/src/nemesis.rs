@@ -1,0 +1,983 @@
+//! Seeded random fault schedules ("nemesis") against the simulated cluster, with concurrent
+//! clients, and the checks `raftsim` runs on them.
+//!
+//! A [`Schedule`] is an explicit list of timed [`Fault`]s, generated from a seed
+//! ([`Schedule::generate`]): partitions (random splits, bridges, one-way cuts, isolating the
+//! leader), crashes that lose unsynced writes (of a random node or of the leader), restarts,
+//! network profiles (drops, duplicates, reordering, long delays), skewed timer rates, and moves
+//! of clients across partitions. [`run_schedule`] runs it with the schedule's seed for the
+//! simulation's own randomness and checks, after every step of every node (the cluster's
+//! built-in checks): at most one leader per term, state-machine safety, commit / applied /
+//! snapshot indexes never moving backwards, every snapshot of an index holding one state, and
+//! leader completeness; every 100 ms of virtual time and at the end: log matching; at the end:
+//! every client history is linearizable. After the faults stop (everything healed and
+//! restarted, a reliable network), a leader must be elected and a client write must succeed
+//! within [`RunOpts::liveness_us`].
+//!
+//! Because the fault list is explicit, a failing schedule can be shrunk ([`shrink`]) by
+//! removing events and shortening the fault phase while it still fails the same way.
+
+use super::{ClientConfig, Cluster, CoreTuning, Micros, NetConfig, SimConfig, MS, SEC};
+use crate::check::{check_history, Input as OpInput, Output};
+use raftd_core::Raft;
+use raftd::rpc::types::{NodeId, RaftMessage, Role};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// One fault (or repair) the nemesis applies.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case", tag = "fault")]
+pub enum Fault {
+    /// Kill a node: whatever it had not fsynced is lost.
+    Crash { node: NodeId },
+    /// Kill whichever node leads (highest term) at that moment, if any.
+    CrashLeader,
+    /// Start a crashed node from its disk (nothing if it is up).
+    Restart { node: NodeId },
+    /// Start every crashed node.
+    RestartAll,
+    /// Only nodes of one group can talk to each other.
+    Partition { groups: Vec<Vec<NodeId>> },
+    /// Two sides that cannot talk to each other, and one node that talks to both.
+    Bridge {
+        bridge: NodeId,
+        left: Vec<NodeId>,
+        right: Vec<NodeId>,
+    },
+    /// Crash `node` right after it next grants a vote (as the reply leaves), and start it
+    /// again `restart_after_us` later.
+    CrashAfterVote {
+        node: NodeId,
+        restart_after_us: Micros,
+    },
+    /// Cut the link `from -> to` only.
+    OneWay { from: NodeId, to: NodeId },
+    /// Cut whichever node leads (highest term) off from every other node.
+    IsolateLeader,
+    /// Every link up again.
+    Heal,
+    /// Network behaviour from now on.
+    Net {
+        drop_pct: u32,
+        dup_pct: u32,
+        min_delay_us: u64,
+        max_delay_us: u64,
+        long_delay_pct: u32,
+        long_delay_ms: u64,
+    },
+    /// A node's timers run at another rate: one tick every `tick_us` (10 ms is nominal).
+    Clock { node: NodeId, tick_us: Micros },
+    /// A client moves next to `node` (reaches what `node` reaches), or anywhere (None).
+    Home { client: usize, node: Option<NodeId> },
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[NodeId]| {
+            v.iter()
+                .map(|n| format!("n{n}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Fault::Crash { node } => write!(f, "crash n{node}"),
+            Fault::CrashLeader => write!(f, "crash the leader"),
+            Fault::Restart { node } => write!(f, "restart n{node}"),
+            Fault::RestartAll => write!(f, "restart every crashed node"),
+            Fault::Partition { groups } => {
+                let g: Vec<String> = groups.iter().map(|g| format!("{{{}}}", list(g))).collect();
+                write!(f, "partition {}", g.join(" | "))
+            }
+            Fault::Bridge {
+                bridge,
+                left,
+                right,
+            } => write!(
+                f,
+                "bridge partition {{{}}} <- n{bridge} -> {{{}}}",
+                list(left),
+                list(right)
+            ),
+            Fault::OneWay { from, to } => write!(f, "cut link n{from} -> n{to}"),
+            Fault::CrashAfterVote {
+                node,
+                restart_after_us,
+            } => write!(
+                f,
+                "crash n{node} as soon as it grants a vote, restart {:.1} ms later",
+                *restart_after_us as f64 / 1000.0
+            ),
+            Fault::IsolateLeader => write!(f, "isolate the leader"),
+            Fault::Heal => write!(f, "heal all links"),
+            Fault::Net {
+                drop_pct,
+                dup_pct,
+                min_delay_us,
+                max_delay_us,
+                long_delay_pct,
+                long_delay_ms,
+            } => write!(
+                f,
+                "network: {drop_pct}% drop, {dup_pct}% dup, delay {:.1}-{:.1} ms, {long_delay_pct}% delayed up to {long_delay_ms} ms",
+                *min_delay_us as f64 / 1000.0,
+                *max_delay_us as f64 / 1000.0
+            ),
+            Fault::Clock { node, tick_us } => {
+                write!(f, "clock of n{node}: tick every {:.1} ms", *tick_us as f64 / 1000.0)
+            }
+            Fault::Home { client, node } => match node {
+                Some(n) => write!(f, "client {client} moves next to n{n}"),
+                None => write!(f, "client {client} reaches every node"),
+            },
+        }
+    }
+}
+
+/// One timed fault.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Step {
+    pub at_us: Micros,
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// A complete, replayable run: the cluster, the clients and the faults.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// Seeds the simulation's randomness (network, fsync, timers, clients).
+    pub seed: u64,
+    pub nodes: usize,
+    pub clients: usize,
+    /// The daemon's snapshot policy (None: never snapshot).
+    pub snapshot_entries: Option<u64>,
+    /// Core settings (election timeouts, batch size, pre-vote, check-quorum).
+    #[serde(default)]
+    pub core: CoreTuning,
+    /// Length of the fault phase (virtual).
+    pub duration_us: Micros,
+    pub events: Vec<Step>,
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenOpts {
+    /// Cluster size; random in 3..=7 if None.
+    pub nodes: Option<usize>,
+    /// Length of the fault phase.
+    pub duration_us: Micros,
+}
+
+impl Default for GenOpts {
+    fn default() -> Self {
+        GenOpts {
+            nodes: None,
+            duration_us: 5 * SEC,
+        }
+    }
+}
+
+impl Schedule {
+    /// The schedule of `seed` (its generator is independent of the simulation's randomness).
+    pub fn generate(seed: u64, opts: &GenOpts) -> Schedule {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7321);
+        let nodes = opts
+            .nodes
+            .unwrap_or_else(|| *[3, 3, 4, 5, 5, 5, 6, 7].choose(&mut rng).unwrap_or(&5));
+        let ids: Vec<NodeId> = (1..=nodes as NodeId).collect();
+        let clients = rng.gen_range(4..=10);
+        let snapshot_entries = rng.gen_bool(0.5).then(|| rng.gen_range(10..=80));
+        // Narrow election timeouts give concurrent candidates (split votes); small batches
+        // replicate a new leader's backlog in pieces; without pre-vote and check-quorum, cut-off
+        // nodes raise terms and depose leaders.
+        let core = CoreTuning {
+            election_ticks: [None, None, Some((10, 13)), Some((15, 18)), Some((20, 60))]
+                .choose(&mut rng)
+                .copied()
+                .flatten(),
+            max_entries_per_message: [None, Some(1), Some(2), Some(3), Some(8)]
+                .choose(&mut rng)
+                .copied()
+                .flatten(),
+            pre_vote: rng.gen_bool(0.3).then_some(false),
+            check_quorum: rng.gen_bool(0.3).then_some(false),
+        };
+        let tolerate = (nodes - 1) / 2;
+        let mut events = Vec::new();
+        let mut push = |at_us: Micros, fault: Fault| events.push(Step { at_us, fault });
+
+        // Starting conditions: skewed clocks, clients sitting next to some node, a network.
+        for &node in &ids {
+            if rng.gen_bool(0.3) {
+                push(0, random_clock(&mut rng, node));
+            }
+        }
+        for client in 0..clients {
+            if rng.gen_bool(0.4) {
+                push(
+                    0,
+                    Fault::Home {
+                        client,
+                        node: Some(*ids.choose(&mut rng).unwrap_or(&1)),
+                    },
+                );
+            }
+        }
+        push(0, random_net(&mut rng));
+
+        let mut down: Vec<NodeId> = Vec::new();
+        // Leader crashes not yet followed by a restart-all (the node is not known here).
+        let mut leaders_down = 0;
+        let mut at: Micros = 0;
+        loop {
+            at += if rng.gen_bool(0.3) {
+                rng.gen_range(5..60) * MS
+            } else {
+                rng.gen_range(60..700) * MS
+            };
+            if at >= opts.duration_us {
+                break;
+            }
+            let budget = down.len() + leaders_down < tolerate;
+            let fault = match rng.gen_range(0..100) {
+                0..=4 if budget => {
+                    let up: Vec<NodeId> =
+                        ids.iter().copied().filter(|n| !down.contains(n)).collect();
+                    let node = *up.choose(&mut rng).unwrap_or(&1);
+                    down.push(node);
+                    Fault::Crash { node }
+                }
+                // A reboot: crash, and start again a moment later.
+                5..=9 if budget => {
+                    let node = *ids
+                        .iter()
+                        .filter(|n| !down.contains(n))
+                        .collect::<Vec<_>>()
+                        .choose(&mut rng)
+                        .copied()
+                        .unwrap_or(&1);
+                    push(at + rng.gen_range(1..100) * MS, Fault::Restart { node });
+                    Fault::Crash { node }
+                }
+                10..=19 if budget => {
+                    leaders_down += 1;
+                    Fault::CrashLeader
+                }
+                0..=29 if !down.is_empty() => {
+                    let i = rng.gen_range(0..down.len());
+                    Fault::Restart {
+                        node: down.swap_remove(i),
+                    }
+                }
+                0..=34 => {
+                    down.clear();
+                    leaders_down = 0;
+                    Fault::RestartAll
+                }
+                35..=44 => {
+                    let mut shuffled = ids.clone();
+                    shuffled.shuffle(&mut rng);
+                    let parts = if nodes >= 5 && rng.gen_bool(0.3) {
+                        3
+                    } else {
+                        2
+                    };
+                    let mut groups: Vec<Vec<NodeId>> = vec![Vec::new(); parts];
+                    for (i, n) in shuffled.into_iter().enumerate() {
+                        let g = if i < parts {
+                            i
+                        } else {
+                            rng.gen_range(0..parts)
+                        };
+                        groups[g].push(n);
+                    }
+                    groups.iter_mut().for_each(|g| g.sort_unstable());
+                    Fault::Partition { groups }
+                }
+                45..=51 => {
+                    let mut shuffled = ids.clone();
+                    shuffled.shuffle(&mut rng);
+                    let bridge = shuffled[0];
+                    let rest = &shuffled[1..];
+                    let cut = rng.gen_range(1..rest.len().max(2)).min(rest.len());
+                    let mut left = rest[..cut].to_vec();
+                    let mut right = rest[cut..].to_vec();
+                    left.sort_unstable();
+                    right.sort_unstable();
+                    Fault::Bridge {
+                        bridge,
+                        left,
+                        right,
+                    }
+                }
+                52..=59 => {
+                    let from = *ids.choose(&mut rng).unwrap_or(&1);
+                    let others: Vec<NodeId> = ids.iter().copied().filter(|&n| n != from).collect();
+                    let to = *others.choose(&mut rng).unwrap_or(&1);
+                    Fault::OneWay { from, to }
+                }
+                60..=63 => Fault::IsolateLeader,
+                64..=66 => Fault::CrashAfterVote {
+                    node: *ids.choose(&mut rng).unwrap_or(&1),
+                    restart_after_us: rng.gen_range(0..30) * MS,
+                },
+                67..=79 => Fault::Heal,
+                80..=87 => random_net(&mut rng),
+                88..=91 => {
+                    let node = *ids.choose(&mut rng).unwrap_or(&1);
+                    random_clock(&mut rng, node)
+                }
+                _ => Fault::Home {
+                    client: rng.gen_range(0..clients),
+                    node: if rng.gen_bool(0.7) {
+                        Some(*ids.choose(&mut rng).unwrap_or(&1))
+                    } else {
+                        None
+                    },
+                },
+            };
+            push(at, fault);
+        }
+        // Now and then a burst of leader crashes in quick succession (Figure 8 of the paper),
+        // restarting the crashed nodes whenever a majority is about to be lost.
+        if rng.gen_bool(0.4) && tolerate > 0 {
+            let mut t = rng.gen_range(0..opts.duration_us / 2 + 1);
+            let end = (t + rng.gen_range(500..3_000) * MS).min(opts.duration_us);
+            let mut crashed = 0;
+            while t < end {
+                push(t, Fault::CrashLeader);
+                crashed += 1;
+                if crashed >= tolerate {
+                    push(t + rng.gen_range(1..80) * MS, Fault::RestartAll);
+                    crashed = 0;
+                }
+                // Mostly before the new leader has replicated its first entries.
+                t += if rng.gen_bool(0.7) {
+                    rng.gen_range(1..20) * MS
+                } else {
+                    rng.gen_range(20..300) * MS
+                };
+            }
+            push(end, Fault::RestartAll);
+        }
+        events.sort_by_key(|e| e.at_us);
+        Schedule {
+            seed,
+            nodes,
+            clients,
+            snapshot_entries,
+            core,
+            duration_us: opts.duration_us,
+            events,
+        }
+    }
+
+    /// The schedule as a readable list, one event a line.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "seed {}: {} nodes, {} clients, snapshots {}, faults for {}, core {:?}\n",
+            self.seed,
+            self.nodes,
+            self.clients,
+            self.snapshot_entries
+                .map_or("off".to_string(), |n| format!("every {n} entries")),
+            fmt_time(self.duration_us),
+            self.core
+        );
+        for step in &self.events {
+            out.push_str(&format!("  {:>9}  {}\n", fmt_time(step.at_us), step.fault));
+        }
+        out
+    }
+}
+
+fn random_clock(rng: &mut StdRng, node: NodeId) -> Fault {
+    // From 30% fast to 40% slow against nominal 10 ms ticks.
+    let tick_us = *[7_000, 8_000, 9_000, 10_000, 11_000, 12_000, 14_000]
+        .choose(rng)
+        .unwrap_or(&10_000);
+    Fault::Clock { node, tick_us }
+}
+
+fn random_net(rng: &mut StdRng) -> Fault {
+    match rng.gen_range(0..4) {
+        0 => Fault::Net {
+            drop_pct: 0,
+            dup_pct: 0,
+            min_delay_us: 100,
+            max_delay_us: 1_000,
+            long_delay_pct: 0,
+            long_delay_ms: 0,
+        },
+        _ => {
+            let max_delay_us = rng.gen_range(2..40) * MS;
+            Fault::Net {
+                drop_pct: rng.gen_range(0..=20),
+                dup_pct: rng.gen_range(0..=10),
+                min_delay_us: rng.gen_range(100..=max_delay_us / 2),
+                max_delay_us,
+                long_delay_pct: rng.gen_range(0..=5),
+                long_delay_ms: rng.gen_range(100..=2_000),
+            }
+        }
+    }
+}
+
+/// `12.345s`.
+pub fn fmt_time(us: Micros) -> String {
+    format!("{}.{:03}s", us / SEC, (us % SEC) / MS)
+}
+
+/// How to run a schedule.
+#[derive(Debug, Clone)]
+pub struct RunOpts {
+    /// Print each fault as it happens, role changes, elections and commits.
+    pub trace: bool,
+    /// After the faults stop: time allowed to elect a leader and complete one client write.
+    pub liveness_us: Micros,
+    /// How often (virtual) the log matching check runs during the fault phase.
+    pub check_every_us: Micros,
+    /// Bugs switched on in the cluster (none by default).
+    pub bugs: crate::bugs::BugSet,
+}
+
+impl Default for RunOpts {
+    fn default() -> Self {
+        RunOpts {
+            trace: false,
+            liveness_us: 10 * SEC,
+            check_every_us: 100 * MS,
+            bugs: crate::bugs::BugSet::none(),
+        }
+    }
+}
+
+/// What a passing run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    /// Client operations, and those that completed with an answer.
+    pub ops: usize,
+    pub ops_completed: usize,
+    pub writes_completed: usize,
+    /// Terms that had a leader.
+    pub leaders: usize,
+    /// Virtual time simulated.
+    pub virtual_us: Micros,
+    /// From the end of the faults to the first successful write.
+    pub recovery_us: Micros,
+}
+
+/// Which rule a failing run broke (used to keep shrinking on the same failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    TwoLeaders,
+    /// A node voted for two candidates in one term.
+    DoubleVote,
+    /// A leader committed an entry that a node without it could still overwrite.
+    UnsafeCommit,
+    StateMachineSafety,
+    LogMatching,
+    LeaderCompleteness,
+    Monotonicity,
+    Snapshot,
+    Linearizability,
+    Liveness,
+    /// Any other assertion or panic (in the core, the service or the simulation).
+    Panic,
+}
+
+impl FailureKind {
+    fn classify(msg: &str) -> FailureKind {
+        let has = |s: &str| msg.contains(s);
+        if has("two leaders") {
+            FailureKind::TwoLeaders
+        } else if has("unsafe commit") {
+            FailureKind::UnsafeCommit
+        } else if has("voted twice") {
+            FailureKind::DoubleVote
+        } else if has("leader completeness") {
+            FailureKind::LeaderCompleteness
+        } else if has("log matching") {
+            FailureKind::LogMatching
+        } else if has("applied a different entry") || has("conflict at committed index") {
+            FailureKind::StateMachineSafety
+        } else if has("went backwards") || has("move back") {
+            FailureKind::Monotonicity
+        } else if has("snapshot") {
+            FailureKind::Snapshot
+        } else if has("linearizab") {
+            FailureKind::Linearizability
+        } else if has("liveness") {
+            FailureKind::Liveness
+        } else {
+            FailureKind::Panic
+        }
+    }
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+    /// Virtual time when it was detected.
+    pub at_us: Micros,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} at {}: {}",
+            self.kind,
+            fmt_time(self.at_us),
+            self.message
+        )
+    }
+}
+
+/// Runs `schedule`; any broken rule (a failed check, or a panic anywhere in the cluster) is
+/// returned as a [`Failure`]. Panics are caught: install a quiet panic hook when running many.
+pub fn run_schedule(schedule: &Schedule, opts: &RunOpts) -> Result<RunStats, Failure> {
+    let now = std::cell::Cell::new(0);
+    match catch_unwind(AssertUnwindSafe(|| run_inner(schedule, opts, &now))) {
+        Ok(Ok(stats)) => Ok(stats),
+        Ok(Err(message)) => Err(Failure {
+            kind: FailureKind::classify(&message),
+            message,
+            at_us: now.get(),
+        }),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic with a non-string payload".to_string());
+            Err(Failure {
+                kind: FailureKind::classify(&message),
+                message,
+                at_us: now.get(),
+            })
+        }
+    }
+}
+
+/// Prints role changes and commit advances of every node (`--seed` traces).
+fn trace_observer() -> super::Observer {
+    let mut seen: BTreeMap<NodeId, (Role, u64, u64)> = BTreeMap::new();
+    Box::new(move |now: Micros, raft: &Raft| {
+        let id = raft.id();
+        let state = (raft.role(), raft.term(), raft.log().committed());
+        let before = seen.insert(id, state);
+        let Some((role, term, commit)) = before else {
+            return;
+        };
+        let t = fmt_time(now);
+        if role != state.0 || term != state.1 {
+            if state.0 == Role::Leader {
+                println!(
+                    "  {t:>9}  * n{id} is LEADER of term {} (log {}@{}, commit {})",
+                    state.1,
+                    raft.log().last_index(),
+                    raft.log().last_term(),
+                    state.2
+                );
+            } else if state.0 == Role::Candidate && role != Role::Candidate {
+                println!("  {t:>9}    n{id} campaigns in term {}", state.1);
+            } else if role == Role::Leader {
+                println!(
+                    "  {t:>9}    n{id} steps down: {} in term {}",
+                    state.0, state.1
+                );
+            }
+        }
+        if state.2 > commit && state.0 == Role::Leader {
+            println!("  {t:>9}    n{id} commits up to {}", state.2);
+        }
+    })
+}
+
+fn leader_now(c: &Cluster) -> Option<NodeId> {
+    c.leaders()
+        .into_iter()
+        .max_by_key(|&(_, term)| term)
+        .map(|(id, _)| id)
+}
+
+fn apply_fault(c: &mut Cluster, fault: &Fault, trace: bool) {
+    let t = fmt_time(c.now);
+    let mut note = String::new();
+    match fault {
+        Fault::Crash { node } => {
+            if c.node(*node).is_up() {
+                c.crash(*node);
+            } else {
+                note = " (already down)".into();
+            }
+        }
+        Fault::CrashLeader => match leader_now(c) {
+            Some(id) => {
+                c.crash(id);
+                note = format!(": n{id}");
+            }
+            None => note = ": no leader".into(),
+        },
+        Fault::Restart { node } => {
+            if c.node(*node).is_up() {
+                note = " (already up)".into();
+            } else {
+                c.restart(*node);
+            }
+        }
+        Fault::RestartAll => {
+            let down: Vec<NodeId> = c
+                .ids()
+                .into_iter()
+                .filter(|&n| !c.node(n).is_up())
+                .collect();
+            for &id in &down {
+                c.restart(id);
+            }
+            note = format!(": {down:?}");
+        }
+        Fault::Partition { groups } => {
+            let groups: Vec<&[NodeId]> = groups.iter().map(Vec::as_slice).collect();
+            c.links.partition(&groups);
+        }
+        Fault::Bridge {
+            bridge,
+            left,
+            right,
+        } => {
+            let mut a = left.clone();
+            a.push(*bridge);
+            let mut b = right.clone();
+            b.push(*bridge);
+            c.links.partition(&[&a, &b]);
+        }
+        Fault::OneWay { from, to } => c.links.set(*from, *to, false),
+        Fault::CrashAfterVote { node, .. } => {
+            let node = *node;
+            c.crash_on_send = Some(Box::new(move |env| {
+                env.from == node
+                    && matches!(
+                        env.msg,
+                        RaftMessage::RequestVoteReply {
+                            vote_granted: true,
+                            pre_vote: false,
+                            ..
+                        }
+                    )
+            }));
+        }
+        Fault::IsolateLeader => match leader_now(c) {
+            Some(id) => {
+                c.links.set_node(id, false);
+                note = format!(": n{id}");
+            }
+            None => note = ": no leader".into(),
+        },
+        Fault::Heal => c.heal(),
+        Fault::Net {
+            drop_pct,
+            dup_pct,
+            min_delay_us,
+            max_delay_us,
+            long_delay_pct,
+            long_delay_ms,
+        } => c.set_net(NetConfig {
+            min_delay_us: *min_delay_us,
+            max_delay_us: (*max_delay_us).max(*min_delay_us),
+            drop_rate: f64::from(*drop_pct) / 100.0,
+            dup_rate: f64::from(*dup_pct) / 100.0,
+            long_delay_rate: f64::from(*long_delay_pct) / 100.0,
+            long_delay_us: long_delay_ms * MS,
+        }),
+        Fault::Clock { node, tick_us } => c.nodes[*node as usize - 1].tick_us = (*tick_us).max(1),
+        Fault::Home { client, node } => {
+            if *client < c.client_ids().len() {
+                c.client_mut(*client).home = *node;
+            }
+        }
+    }
+    if trace {
+        println!("  {t:>9}  ! {fault}{note}");
+    }
+}
+
+fn run_inner(
+    s: &Schedule,
+    opts: &RunOpts,
+    now: &std::cell::Cell<Micros>,
+) -> Result<RunStats, String> {
+    let seed = s.seed;
+    let mut cfg = SimConfig::new(s.nodes, seed);
+    cfg.snapshot_entries = s.snapshot_entries;
+    cfg.core = s.core.clone();
+    cfg.bugs = opts.bugs.clone();
+    let mut c = Cluster::new(cfg);
+    if opts.trace {
+        c.set_observer(trace_observer());
+    }
+    let mut clients = ClientConfig::new(s.clients);
+    // A lost request or answer costs one attempt timeout; clients stuck on a cut-off node
+    // give up, so the history also holds writes of unknown outcome.
+    clients.attempt_timeout = 200 * MS;
+    clients.op_deadline = 2 * SEC;
+    clients.think = (0, 30 * MS);
+    c.add_clients(clients);
+    let ids = c.ids();
+
+    // ----- the fault phase -----
+    let mut events = s.events.iter().peekable();
+    // A `CrashAfterVote` waiting for its vote: (node, restart delay, crashes seen when armed).
+    let mut armed: Option<(NodeId, Micros, usize)> = None;
+    // Restarts due: (at, node).
+    let mut restarts: Vec<(Micros, NodeId)> = Vec::new();
+    let mut next_check = c.now + opts.check_every_us;
+    while c.now < s.duration_us {
+        let mut until = next_check.min(s.duration_us);
+        if let Some(step) = events.peek() {
+            until = until.min(step.at_us.max(c.now));
+        }
+        if armed.is_some() {
+            until = until.min(c.now + MS);
+        }
+        if let Some(&(at, _)) = restarts.iter().min() {
+            until = until.min(at.max(c.now));
+        }
+        c.run_for(until - c.now);
+        now.set(c.now);
+        if let Some((node, delay, seen)) = armed {
+            if c.crashed_on_send.len() > seen {
+                c.crash_on_send = None;
+                armed = None;
+                restarts.push((c.now + delay, node));
+                if opts.trace {
+                    println!(
+                        "  {:>9}  ! n{node} crashed right after granting a vote",
+                        fmt_time(c.now)
+                    );
+                }
+            }
+        }
+        let t = c.now;
+        let due: Vec<(Micros, NodeId)> = restarts.extract_if(.., |(at, _)| *at <= t).collect();
+        for (_, node) in due {
+            if !c.node(node).is_up() {
+                c.restart(node);
+            }
+            if opts.trace {
+                println!("  {:>9}  ! restart n{node}", fmt_time(c.now));
+            }
+        }
+        while let Some(step) = events.next_if(|e| e.at_us <= c.now) {
+            if let Fault::CrashAfterVote {
+                node,
+                restart_after_us,
+            } = step.fault
+            {
+                armed = Some((node, restart_after_us, c.crashed_on_send.len()));
+            }
+            apply_fault(&mut c, &step.fault, opts.trace);
+        }
+        if c.now >= next_check {
+            c.check_log_matching()?;
+            next_check = c.now + opts.check_every_us;
+        }
+    }
+    c.crash_on_send = None;
+    c.check_log_matching()?;
+
+    // ----- recovery: faults stop -----
+    if opts.trace {
+        println!(
+            "  {:>9}  ! faults stop: heal, restart every crashed node, reliable network, true clocks",
+            fmt_time(c.now)
+        );
+    }
+    c.heal();
+    for id in c.ids() {
+        if !c.node(id).is_up() {
+            c.restart(id);
+        }
+    }
+    c.set_net(NetConfig::reliable());
+    let nominal = c.cfg.tick_us;
+    for node in &mut c.nodes {
+        node.tick_us = nominal;
+    }
+    let healed_at = c.now;
+    let deadline = healed_at + opts.liveness_us;
+    let ok = c.run_until(opts.liveness_us, |c| c.leader_among(&ids).is_some());
+    now.set(c.now);
+    if !ok {
+        return Err(format!(
+            "[seed {seed}] liveness: no leader within {} after the faults stopped (leaders: {:?})",
+            fmt_time(opts.liveness_us),
+            c.leaders()
+        ));
+    }
+    // One write from a fresh client must complete.
+    let mut probe = ClientConfig::scripted(1);
+    probe.attempt_timeout = 300 * MS;
+    probe.op_deadline = opts.liveness_us;
+    // Until the deadline: while no leader is known, NotLeader answers come fast.
+    probe.max_attempts = usize::MAX;
+    let probe = c.add_clients(probe)[0];
+    c.submit(probe, "liveness", OpInput::Put(format!("seed-{seed}")));
+    let done = |c: &Cluster| {
+        c.op_records()
+            .iter()
+            .any(|r| r.client == probe && r.output == Output::Done)
+    };
+    let ok = c.run_until(deadline.saturating_sub(c.now), done);
+    now.set(c.now);
+    if !ok {
+        return Err(format!(
+            "[seed {seed}] liveness: no client write succeeded within {} after the faults stopped",
+            fmt_time(opts.liveness_us)
+        ));
+    }
+    let recovery_us = c.now - healed_at;
+    if opts.trace {
+        println!(
+            "  {:>9}  ! recovered: a write succeeded {} after the faults stopped",
+            fmt_time(c.now),
+            fmt_time(recovery_us)
+        );
+    }
+    c.stop_clients();
+    let ok = c.run_until(30 * SEC, |c| c.clients_idle());
+    now.set(c.now);
+    if !ok {
+        return Err(format!(
+            "[seed {seed}] liveness: client operations still in flight 30 s after the clients stopped"
+        ));
+    }
+    c.check_log_matching()?;
+
+    // ----- the clients' histories -----
+    let history = c.kv_history();
+    if let Err(v) = check_history(&history) {
+        return Err(format!("[seed {seed}] history not linearizable: {v}"));
+    }
+    if c.client_stats().bad_answers > 0 {
+        return Err(format!(
+            "[seed {seed}] {} bad answers to clients",
+            c.client_stats().bad_answers
+        ));
+    }
+    let records = c.op_records();
+    if std::env::var_os("RAFTSIM_DEBUG").is_some() {
+        for r in records {
+            eprintln!(
+                "client {} {:?} {:?} call {} ret {:?} attempts {:?} errors {:?}",
+                r.client,
+                r.input,
+                r.output,
+                fmt_time(r.call),
+                r.ret.map(fmt_time),
+                r.attempts
+                    .iter()
+                    .map(|a| (fmt_time(a.sent), a.node))
+                    .collect::<Vec<_>>(),
+                r.errors
+            );
+        }
+    }
+    Ok(RunStats {
+        ops: records.len(),
+        ops_completed: records
+            .iter()
+            .filter(|r| r.output != Output::Unknown)
+            .count(),
+        writes_completed: records
+            .iter()
+            .filter(|r| r.is_write() && r.output != Output::Unknown)
+            .count(),
+        leaders: c.leaders.len(),
+        virtual_us: c.now,
+        recovery_us,
+    })
+}
+
+/// Shrinks a failing schedule: removes chunks of events (halving the chunk size down to single
+/// events, delta-debugging style) and shortens the fault phase, keeping every change after
+/// which the run still fails with the same [`FailureKind`]. At most `max_runs` runs.
+/// Returns the smallest failing schedule found, its failure and the runs spent.
+pub fn shrink(
+    schedule: &Schedule,
+    failure: &Failure,
+    opts: &RunOpts,
+    max_runs: usize,
+) -> (Schedule, Failure, usize) {
+    let quiet = RunOpts {
+        trace: false,
+        ..opts.clone()
+    };
+    let mut best = schedule.clone();
+    let mut best_failure = failure.clone();
+    let mut runs = 0;
+    let try_it = |cand: &Schedule, runs: &mut usize| -> Option<Failure> {
+        *runs += 1;
+        match run_schedule(cand, &quiet) {
+            Err(f) if f.kind == failure.kind => Some(f),
+            _ => None,
+        }
+    };
+
+    // The fault phase need not go on much past the failure.
+    if failure.at_us < best.duration_us {
+        let mut cand = best.clone();
+        cand.duration_us = (failure.at_us + 100 * MS).min(best.duration_us);
+        cand.events.retain(|e| e.at_us < cand.duration_us);
+        if let Some(f) = try_it(&cand, &mut runs) {
+            best = cand;
+            best_failure = f;
+        }
+    }
+    let mut chunk = best.events.len().div_ceil(2).max(1);
+    loop {
+        let mut i = 0;
+        while i < best.events.len() && runs < max_runs {
+            let mut cand = best.clone();
+            let end = (i + chunk).min(cand.events.len());
+            cand.events.drain(i..end);
+            if let Some(f) = try_it(&cand, &mut runs) {
+                best = cand;
+                best_failure = f;
+            } else {
+                i += chunk;
+            }
+        }
+        if chunk == 1 || runs >= max_runs {
+            break;
+        }
+        chunk = chunk.div_ceil(2);
+    }
+    // Shorten the fault phase to just after the last event, then halve what remains.
+    let last = best.events.last().map_or(0, |e| e.at_us);
+    let mut duration = best.duration_us;
+    while runs < max_runs {
+        let target = last + (duration - last) / 2;
+        if duration - target < 50 * MS {
+            break;
+        }
+        let mut cand = best.clone();
+        cand.duration_us = target;
+        match try_it(&cand, &mut runs) {
+            Some(f) => {
+                best = cand;
+                best_failure = f;
+                duration = target;
+            }
+            None => break,
+        }
+    }
+    (best, best_failure, runs)
+}

@@ -1,0 +1,407 @@
+//! The daemon's configuration: command-line flags over an optional TOML file, validated once at
+//! start-up with errors that say what to fix.
+
+mod limits;
+
+pub use limits::{raft_config, ReplicationLimits};
+
+use crate::rpc::types::NodeId;
+use clap::Parser;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Command line of `raftd` (see ../shared/PROTOCOL.md).
+#[derive(Parser, Debug, Default, Clone)]
+#[command(name = "raftd", version, about = "A Raft consensus daemon")]
+pub struct Cli {
+    /// TOML file with the same settings; flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// This node's id (a positive integer).
+    #[arg(long, value_name = "N")]
+    pub id: Option<NodeId>,
+    /// Address to serve peers and clients on, e.g. 127.0.0.1:8000.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// The other members, e.g. 2=127.0.0.1:8001,3=127.0.0.1:8002.
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    pub peers: Option<String>,
+    /// Directory for everything the node must keep (default: data/node<ID>).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Leader heartbeat interval in milliseconds (default 50).
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Election timeout range in milliseconds, MIN-MAX (default 150-300).
+    #[arg(long, value_name = "MIN-MAX")]
+    pub election_timeout_ms: Option<String>,
+    /// Largest frame accepted from clients and peers, in bytes (default 16 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Take a snapshot once this many entries were applied since the last one (default 10000).
+    #[arg(long, value_name = "N")]
+    pub snapshot_entries: Option<u64>,
+    /// ... or once the log holds this many bytes of commands (default 64 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub snapshot_bytes: Option<u64>,
+}
+
+/// The same settings as a TOML file. `peers` is a table of id = "host:port".
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<NodeId>,
+    listen: Option<String>,
+    peers: Option<BTreeMap<String, String>>,
+    data_dir: Option<PathBuf>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<String>,
+    max_frame_bytes: Option<usize>,
+    snapshot_entries: Option<u64>,
+    snapshot_bytes: Option<u64>,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    /// The other members (never this node).
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    pub data_dir: PathBuf,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    pub max_frame_bytes: usize,
+    /// Snapshot when this many entries were applied since the last snapshot...
+    pub snapshot_entries: u64,
+    /// ... or when the log holds this many command bytes.
+    pub snapshot_bytes: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {reason}")]
+    ParseFile { path: PathBuf, reason: String },
+    #[error("no node id: give --id N (a positive integer)")]
+    MissingId,
+    #[error("node id must be a positive integer; 0 means \"none\"")]
+    ZeroId,
+    #[error("no address to listen on: give --listen HOST:PORT")]
+    MissingListen,
+    #[error("cannot use {what} address {value:?}: {reason}")]
+    BadAddress {
+        what: String,
+        value: String,
+        reason: String,
+    },
+    #[error("malformed --peers entry {entry:?}: expected ID=HOST:PORT, e.g. 2=127.0.0.1:8001")]
+    MalformedPeer { entry: String },
+    #[error("node id {0} appears twice in --peers; give each member once")]
+    DuplicatePeer(NodeId),
+    #[error("peer address {addr} of node {id} is this node's own --listen address; give each member its own address")]
+    PeerIsSelf { id: NodeId, addr: SocketAddr },
+    #[error(
+        "malformed --election-timeout-ms {0:?}: expected MIN-MAX in milliseconds, e.g. 150-300"
+    )]
+    MalformedRange(String),
+    #[error("timing: {0}")]
+    Timing(String),
+    #[error("--max-frame-bytes must be at least 1024")]
+    FrameTooSmall,
+    #[error("--snapshot-entries and --snapshot-bytes must be positive")]
+    ZeroSnapshotThreshold,
+}
+
+impl NodeConfig {
+    /// Merges the file named by `--config` (if any) under the flags, then validates.
+    pub fn load(cli: &Cli) -> Result<NodeConfig, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let id = cli.id.or(file.id).ok_or(ConfigError::MissingId)?;
+        if id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        let listen_text = cli
+            .listen
+            .clone()
+            .or(file.listen)
+            .ok_or(ConfigError::MissingListen)?;
+        let listen = resolve("--listen", &listen_text)?;
+        let mut peers = match (&cli.peers, file.peers) {
+            (Some(text), _) => parse_peers(text)?,
+            (None, Some(table)) => peers_from_table(&table)?,
+            (None, None) => Vec::new(),
+        };
+        // Listing the node itself is accepted and ignored.
+        peers.retain(|(peer_id, _)| *peer_id != id);
+        let mut map = BTreeMap::new();
+        for (peer_id, addr) in peers {
+            if addr == listen {
+                return Err(ConfigError::PeerIsSelf { id: peer_id, addr });
+            }
+            if map.insert(peer_id, addr).is_some() {
+                return Err(ConfigError::DuplicatePeer(peer_id));
+            }
+        }
+        let heartbeat_ms = cli.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50);
+        let election_timeout_ms = match cli.election_timeout_ms.clone().or(file.election_timeout_ms)
+        {
+            Some(text) => parse_range(&text)?,
+            None => (150, 300),
+        };
+        let max_frame_bytes = cli
+            .max_frame_bytes
+            .or(file.max_frame_bytes)
+            .unwrap_or(16 << 20);
+        if max_frame_bytes < 1024 {
+            return Err(ConfigError::FrameTooSmall);
+        }
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(format!("data/node{id}")));
+        let snapshot_entries = cli
+            .snapshot_entries
+            .or(file.snapshot_entries)
+            .unwrap_or(10_000);
+        let snapshot_bytes = cli
+            .snapshot_bytes
+            .or(file.snapshot_bytes)
+            .unwrap_or(64 << 20);
+        if snapshot_entries == 0 || snapshot_bytes == 0 {
+            return Err(ConfigError::ZeroSnapshotThreshold);
+        }
+        let cfg = NodeConfig {
+            snapshot_entries,
+            snapshot_bytes,
+            id,
+            listen,
+            peers: map,
+            data_dir,
+            heartbeat_ms,
+            election_timeout_ms,
+            max_frame_bytes,
+        };
+        cfg.timing()?;
+        Ok(cfg)
+    }
+
+    /// The tick length and the core's tick counts. A tick is a fifth of the heartbeat (10 ms
+    /// by default), fine enough to randomize election timeouts.
+    pub fn timing(&self) -> Result<Timing, ConfigError> {
+        let (min, max) = self.election_timeout_ms;
+        if self.heartbeat_ms == 0 {
+            return Err(ConfigError::Timing(
+                "--heartbeat-ms must be positive".into(),
+            ));
+        }
+        if min >= max {
+            return Err(ConfigError::Timing(format!(
+                "election timeout range {min}-{max} ms is empty; the maximum must exceed the minimum"
+            )));
+        }
+        if self.heartbeat_ms >= min {
+            return Err(ConfigError::Timing(format!(
+                "heartbeat ({} ms) must be shorter than the minimum election timeout ({min} ms), ideally by 3x or more",
+                self.heartbeat_ms
+            )));
+        }
+        let tick_ms = (self.heartbeat_ms / 5).max(1);
+        Ok(Timing {
+            tick_ms,
+            heartbeat_ticks: (self.heartbeat_ms / tick_ms).max(1) as u32,
+            election_ticks_min: (min / tick_ms) as u32,
+            election_ticks_max: (max / tick_ms).max(min / tick_ms + 1) as u32,
+        })
+    }
+
+    /// Every member, this node included.
+    pub fn members(&self) -> BTreeMap<NodeId, SocketAddr> {
+        let mut all = self.peers.clone();
+        all.insert(self.id, self.listen);
+        all
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub tick_ms: u64,
+    pub heartbeat_ticks: u32,
+    pub election_ticks_min: u32,
+    pub election_ticks_max: u32,
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        reason: e.message().to_string(),
+    })
+}
+
+fn resolve(what: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |reason: String| ConfigError::BadAddress {
+        what: what.to_string(),
+        value: text.to_string(),
+        reason,
+    };
+    let mut addrs = text.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| bad("it resolves to no address".into()))
+}
+
+/// Parses `ID=HOST:PORT,ID=HOST:PORT`.
+pub fn parse_peers(text: &str) -> Result<Vec<(NodeId, SocketAddr)>, ConfigError> {
+    let mut out = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let malformed = || ConfigError::MalformedPeer {
+            entry: entry.to_string(),
+        };
+        let (id, addr) = entry.split_once('=').ok_or_else(malformed)?;
+        let id: NodeId = id.trim().parse().map_err(|_| malformed())?;
+        if id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        out.push((id, resolve(&format!("peer {id}"), addr.trim())?));
+    }
+    Ok(out)
+}
+
+fn peers_from_table(
+    table: &BTreeMap<String, String>,
+) -> Result<Vec<(NodeId, SocketAddr)>, ConfigError> {
+    let text: Vec<String> = table.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parse_peers(&text.join(","))
+}
+
+fn parse_range(text: &str) -> Result<(u64, u64), ConfigError> {
+    let malformed = || ConfigError::MalformedRange(text.to_string());
+    let (a, b) = text.split_once('-').ok_or_else(malformed)?;
+    let a = a.trim().parse().map_err(|_| malformed())?;
+    let b = b.trim().parse().map_err(|_| malformed())?;
+    Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["raftd"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all)
+    }
+
+    #[test]
+    fn flags_make_a_config_and_self_in_peers_is_ignored() {
+        let c = cli(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:8000",
+            "--peers",
+            "1=127.0.0.1:8000,2=127.0.0.1:8001,3=127.0.0.1:8002",
+            "--data-dir",
+            "d",
+        ]);
+        let cfg = NodeConfig::load(&c).unwrap();
+        assert_eq!(cfg.peers.len(), 2);
+        assert_eq!(cfg.members().len(), 3);
+        assert_eq!(cfg.election_timeout_ms, (150, 300));
+        let t = cfg.timing().unwrap();
+        assert_eq!(
+            (
+                t.tick_ms,
+                t.heartbeat_ticks,
+                t.election_ticks_min,
+                t.election_ticks_max
+            ),
+            (10, 5, 15, 30)
+        );
+    }
+
+    #[test]
+    fn bad_configs_say_what_to_fix() {
+        let err = |args: &[&str]| NodeConfig::load(&cli(args)).unwrap_err().to_string();
+        assert!(err(&["--listen", "127.0.0.1:1"]).contains("--id"));
+        assert!(err(&["--id", "1"]).contains("--listen"));
+        assert!(err(&["--id", "0", "--listen", "127.0.0.1:1"]).contains("positive"));
+        assert!(err(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--peers",
+            "2:127.0.0.1:2"
+        ])
+        .contains("ID=HOST:PORT"));
+        assert!(err(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--peers",
+            "2=127.0.0.1:2,2=127.0.0.1:3"
+        ])
+        .contains("twice"));
+        assert!(err(&["--id", "1", "--listen", "nonsense", "--peers", ""]).contains("--listen"));
+        assert!(err(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--election-timeout-ms",
+            "300"
+        ])
+        .contains("MIN-MAX"));
+        assert!(err(&[
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--heartbeat-ms",
+            "200"
+        ])
+        .contains("shorter"));
+    }
+
+    #[test]
+    fn file_settings_are_overridden_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "id = 2\nlisten = \"127.0.0.1:8001\"\nheartbeat_ms = 40\n[peers]\n1 = \"127.0.0.1:8000\"\n",
+        )
+        .unwrap();
+        let cfg = NodeConfig::load(&cli(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--heartbeat-ms",
+            "30",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.id, 2);
+        assert_eq!(cfg.heartbeat_ms, 30);
+        assert_eq!(cfg.peers.len(), 1);
+        assert_eq!(cfg.data_dir, PathBuf::from("data/node2"));
+        std::fs::write(&path, "id = 2\nbogus = 1\n").unwrap();
+        let err = NodeConfig::load(&cli(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

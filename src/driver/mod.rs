@@ -1,0 +1,395 @@
+//! The driver: the one I/O-free layer between the Raft core and the world, run by both the
+//! daemon's node loop (`src/server/node.rs`) and the simulation (`sim/`).
+//!
+//! It owns the core and the key-value service and turns inputs (ticks, peer messages, client
+//! requests, "the disk made job N durable", "the snapshot is encoded") into an [`Output`]: the
+//! messages to send, the disk jobs to queue, the answers to deliver, the snapshot to encode.
+//! It does no I/O itself, so what the simulation proves about it is what the daemon does.
+//!
+//! The rules it keeps, so no shell has to:
+//! * A `Ready`'s `messages` leave at once; its `persisted_messages` (votes, acknowledgements)
+//!   leave only once its disk job *and every job queued before it* is durable. A `Ready` with
+//!   nothing to write still waits for the jobs queued before it, since its acknowledgements may
+//!   vouch for their entries; with nothing in flight its messages leave at once.
+//! * Committed entries are applied as soon as the core hands them out, whether or not this
+//!   node's own copy is durable yet: they are on a majority of disks, and a crash would lose
+//!   only this copy, which the log brings back.
+//! * The disk has one queue. Saving a snapshot and installing the leader's are jobs in it like
+//!   appends, so nothing waits for the queue to drain before the log is rewritten: every job
+//!   before a snapshot job is written before it, and the snapshot's `tail` is exactly what
+//!   those jobs leave after the snapshot's index.
+//! * Every answer carries the reply token `R` of its request (a connection's sender in the
+//!   daemon, a client's route in the simulation); the driver keeps no table of its own.
+
+mod output;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+pub use output::{Applied, DiskJob, Output, SnapshotTask};
+pub use snapshot::SnapshotPolicy;
+
+#[cfg(feature = "bugs")]
+use crate::kv::KvBugs;
+use crate::kv::{KvService, KvStore};
+use crate::rpc::types::{
+    ClientRequest, ClientResponse, Envelope, NodeId, Snapshot, SnapshotMeta, StatusResponse,
+};
+use raftd_core::{Persisting, Raft};
+use snapshot::SnapshotState;
+use std::collections::{BTreeMap, VecDeque};
+use thiserror::Error;
+
+/// The driver cannot go on: the node must stop.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DriverError {
+    #[error("the leader's snapshot at index {index} does not decode as a key-value store ({reason}); restart the node to fetch it again")]
+    BadSnapshot { index: u64, reason: String },
+}
+
+/// Settings of the driver and the service it runs.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub snapshots: SnapshotPolicy,
+    /// Largest encoded write accepted (`TooLarge` above); see `config::ReplicationLimits`.
+    pub max_command_bytes: usize,
+    /// Requests pending longer than this many ticks are answered `Timeout`.
+    pub request_timeout_ticks: u64,
+    /// The service's injected bugs (only with the `bugs` feature).
+    #[cfg(feature = "bugs")]
+    pub bugs: KvBugs,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            snapshots: SnapshotPolicy::never(),
+            max_command_bytes: usize::MAX,
+            request_timeout_ticks: crate::kv::DEFAULT_REQUEST_TIMEOUT_TICKS,
+            #[cfg(feature = "bugs")]
+            bugs: KvBugs::default(),
+        }
+    }
+}
+
+/// A handed-off `Ready` waiting for its disk job (and every job before it) to be durable.
+#[derive(Debug)]
+struct InFlight {
+    /// The job whose durability releases it.
+    seq: u64,
+    persisting: Persisting,
+    persisted_messages: Vec<Envelope>,
+}
+
+pub struct Driver<R> {
+    raft: Raft,
+    service: KvService<R>,
+    in_flight: VecDeque<InFlight>,
+    /// Sequence numbers of the last disk job queued and the last one reported durable.
+    last_queued: u64,
+    last_durable: u64,
+    policy: SnapshotPolicy,
+    snapshot: SnapshotState,
+    out: Output<R>,
+}
+
+impl<R> Driver<R> {
+    /// A driver for `raft` (restored from the disk) and `store` (restored from the disk's
+    /// snapshot, or empty). `addrs` says where each member listens.
+    pub fn new(
+        raft: Raft,
+        store: KvStore,
+        addrs: BTreeMap<NodeId, String>,
+        cfg: DriverConfig,
+    ) -> Driver<R> {
+        let mut service = KvService::new(raft.id(), store, addrs);
+        service.set_max_command_bytes(cfg.max_command_bytes);
+        service.set_request_timeout_ticks(cfg.request_timeout_ticks);
+        #[cfg(feature = "bugs")]
+        service.set_bugs(cfg.bugs);
+        Driver {
+            raft,
+            service,
+            in_flight: VecDeque::new(),
+            last_queued: 0,
+            last_durable: 0,
+            policy: cfg.snapshots,
+            snapshot: SnapshotState::default(),
+            out: Output::default(),
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn service(&self) -> &KvService<R> {
+        &self.service
+    }
+
+    pub fn store(&self) -> &KvStore {
+        self.service.store()
+    }
+
+    /// No disk job is waiting to be made durable.
+    pub fn idle(&self) -> bool {
+        self.last_durable >= self.last_queued
+    }
+
+    /// Sequence number of the last disk job queued.
+    pub fn last_queued(&self) -> u64 {
+        self.last_queued
+    }
+
+    /// One logical tick for the core and for the service's request timeouts.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+        let answers = self.service.tick();
+        self.out.answers.extend(answers);
+    }
+
+    /// A message from a peer (the shell has checked which peer's connection it came on).
+    pub fn step(&mut self, env: Envelope) {
+        self.raft.step(env);
+    }
+
+    /// A client request; its answer comes with `reply` in this or a later output.
+    pub fn request(&mut self, req: ClientRequest, reply: R) {
+        if let ClientRequest::Status { id } = req {
+            let status = self.status(id);
+            self.out
+                .answers
+                .push((reply, ClientResponse::Status(status)));
+            return;
+        }
+        if let Some(answer) = self.service.request(&mut self.raft, reply, req) {
+            self.out.answers.push(answer);
+        }
+    }
+
+    /// The disk made every job up to `seq` durable: tell the core, release what waited.
+    pub fn durable(&mut self, seq: u64) {
+        self.last_durable = self.last_durable.max(seq);
+        while self.in_flight.front().is_some_and(|f| f.seq <= seq) {
+            let Some(done) = self.in_flight.pop_front() else {
+                break;
+            };
+            self.raft.persisted(done.persisting);
+            self.out.messages.extend(done.persisted_messages);
+        }
+        if let Some(snapshot) = self.snapshot.saved(seq) {
+            self.compact(snapshot);
+        }
+    }
+
+    /// Appends a raw command to the leader's log (tests and tools; clients go through
+    /// `request`). Returns the (index, term) it will be committed at, if it is.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64), raftd_core::NotLeader> {
+        self.raft.propose(data)
+    }
+
+    /// The node is stopping: answer everything pending with `ShuttingDown`.
+    pub fn shutdown(&mut self) {
+        let answers = self.service.shutdown();
+        self.out.answers.extend(answers);
+    }
+
+    /// Does the work the inputs so far made possible and returns everything for the shell to
+    /// do. Call it after every batch of inputs.
+    pub fn drive(&mut self) -> Result<Output<R>, DriverError> {
+        self.process()?;
+        Ok(std::mem::take(&mut self.out))
+    }
+
+    /// The Ready loop.
+    fn process(&mut self) -> Result<(), DriverError> {
+        // Every linearizable read received since the last call shares one ReadIndex round.
+        let answers = self.service.flush_reads(&mut self.raft);
+        self.out.answers.extend(answers);
+        while self.raft.has_ready() {
+            let mut rd = self.raft.ready();
+            self.out.messages.append(&mut rd.messages);
+            let mut seq = None;
+            if let Some(snapshot) = rd.snapshot.take() {
+                // The leader's snapshot replaces the state machine before this Ready's
+                // committed entries (which follow it) are applied.
+                let store =
+                    KvStore::from_snapshot(&snapshot).map_err(|e| DriverError::BadSnapshot {
+                        index: snapshot.meta.index,
+                        reason: e.to_string(),
+                    })?;
+                self.service.restore(store);
+                self.out.applied.push(Applied::Snapshot(snapshot.meta));
+                // The entries after the snapshot that earlier jobs wrote (this Ready's own
+                // entries follow in the next job).
+                let before_this_ready = rd
+                    .entries
+                    .first()
+                    .map_or(self.raft.log().handed(), |e| e.index - 1);
+                let tail = self
+                    .raft
+                    .log()
+                    .entries_between(snapshot.meta.index, before_this_ready);
+                let hard_state = rd.hard_state.take();
+                seq = Some(self.queue(|seq| DiskJob::InstallSnapshot {
+                    seq,
+                    hard_state,
+                    snapshot,
+                    tail,
+                }));
+            }
+            let answers = self.service.on_ready(&self.raft, &rd);
+            self.out.answers.extend(answers);
+            self.out
+                .applied
+                .extend(rd.committed_entries.drain(..).map(Applied::Entry));
+            let persisting = self.raft.handed_off();
+            if rd.hard_state.is_some() || !rd.entries.is_empty() {
+                let (hard_state, entries) = (rd.hard_state.take(), std::mem::take(&mut rd.entries));
+                seq = Some(self.queue(|seq| DiskJob::Append {
+                    seq,
+                    hard_state,
+                    entries,
+                }));
+            }
+            if seq.is_none() && self.in_flight.is_empty() {
+                // Nothing in flight: what these messages vouch for is durable already.
+                self.out.messages.append(&mut rd.persisted_messages);
+                self.raft.persisted(persisting);
+                continue;
+            }
+            self.in_flight.push_back(InFlight {
+                seq: seq.unwrap_or(self.last_queued),
+                persisting,
+                persisted_messages: std::mem::take(&mut rd.persisted_messages),
+            });
+        }
+        self.maybe_start_snapshot();
+        Ok(())
+    }
+
+    fn queue(&mut self, job: impl FnOnce(u64) -> DiskJob) -> u64 {
+        self.last_queued += 1;
+        self.out.disk.push(job(self.last_queued));
+        self.last_queued
+    }
+
+    fn status(&self, id: u64) -> StatusResponse {
+        let s = self.raft.status();
+        let addrs = self.service.addrs();
+        let leader = (s.leader != 0).then_some(s.leader);
+        StatusResponse {
+            id,
+            node_id: s.id,
+            role: s.role.public_name().to_string(),
+            term: s.term,
+            leader_id: leader,
+            leader_addr: leader.and_then(|l| addrs.get(&l).cloned()),
+            commit_index: s.commit_index,
+            last_applied: s.last_applied,
+            last_log_index: s.last_log_index,
+            snapshot_index: self.raft.log().snapshot().index,
+            members: addrs
+                .iter()
+                .map(|(id, addr)| (id.to_string(), addr.clone()))
+                .collect(),
+        }
+    }
+
+    // ----- snapshots of this node's own state machine -----
+
+    /// Starts a snapshot once the policy says the log has grown enough since the last one.
+    fn maybe_start_snapshot(&mut self) {
+        let applied = self.store().applied();
+        let log = self.raft.log();
+        if !self.snapshot.can_start()
+            || !self
+                .policy
+                .wants(applied, log.snapshot().index, log.bytes(), self.snapshot.failed_at())
+        {
+            return;
+        }
+        self.start_snapshot();
+    }
+
+    /// Asks the shell to encode a snapshot of the state machine at its applied index now,
+    /// whatever the policy says (tests and tools). Returns what it will cover; None if one is
+    /// already in progress or nothing was applied since the last.
+    pub fn start_snapshot(&mut self) -> Option<SnapshotMeta> {
+        let store = self.service.store();
+        let index = store.applied();
+        if !self.snapshot.can_start() || index <= self.raft.log().snapshot().index {
+            return None;
+        }
+        let term = self.raft.log().term(index)?;
+        let task = SnapshotTask {
+            store: store.clone(),
+            term,
+            size_hint: self.raft.snapshot().map_or(0, |s| s.data.len()),
+        };
+        let meta = task.meta();
+        self.snapshot = SnapshotState::Preparing { index };
+        self.out.prepare_snapshot = Some(task);
+        Some(meta)
+    }
+
+    /// The shell encoded (and, in the daemon, wrote under a temporary name) the snapshot of
+    /// the last `SnapshotTask`. Returns true if it was queued as a `SaveSnapshot` job; false if
+    /// it is not wanted any more (a newer snapshot came from the leader meanwhile), in which
+    /// case the shell discards what it prepared.
+    pub fn snapshot_prepared(&mut self, snapshot: Snapshot) -> bool {
+        if !self.snapshot.is_preparing(snapshot.meta.index) {
+            return false;
+        }
+        let meta = snapshot.meta;
+        if meta.index <= self.raft.log().snapshot().index {
+            ::log::debug!(
+                "node {}: dropping the snapshot at {}: the leader's snapshot at {} is newer",
+                self.raft.id(),
+                meta.index,
+                self.raft.log().snapshot().index
+            );
+            self.snapshot = SnapshotState::Idle { failed_at: None };
+            return false;
+        }
+        let tail = self
+            .raft
+            .log()
+            .entries_between(meta.index, self.raft.log().handed());
+        let job_snapshot = snapshot.clone();
+        let seq = self.queue(|seq| DiskJob::SaveSnapshot {
+            seq,
+            snapshot: job_snapshot,
+            tail,
+        });
+        self.snapshot = SnapshotState::Saving { seq, snapshot };
+        true
+    }
+
+    /// Encoding or writing the snapshot failed: the node goes on with its log, and tries again
+    /// only after the policy's worth of further entries (not in a loop).
+    pub fn snapshot_failed(&mut self, error: &str) {
+        let applied = self.store().applied();
+        ::log::error!(
+            "node {}: cannot prepare a snapshot at index {applied}: {error}; the log keeps growing until the next attempt",
+            self.raft.id()
+        );
+        self.snapshot = SnapshotState::Idle {
+            failed_at: Some(applied),
+        };
+    }
+
+    /// The `SaveSnapshot` job is durable: drop the log up to it in memory too.
+    fn compact(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.meta;
+        match self.raft.compact(snapshot) {
+            Ok(()) => self.out.compacted = Some(meta),
+            // A newer snapshot from the leader was installed meanwhile: it covers more.
+            Err(e) => ::log::debug!(
+                "node {}: snapshot at index {} not used for compaction: {e}",
+                self.raft.id(),
+                meta.index
+            ),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! What the driver asks its shell to do: the only way the daemon and the simulation learn of
+//! the core's and the service's work.
+
+use crate::kv::KvStore;
+use crate::rpc::types::{ClientResponse, Entry, Envelope, HardState, Snapshot, SnapshotMeta};
+
+/// One job for the disk, in the order it must be made durable. Each has a sequence number;
+/// the shell reports back (with `Driver::durable`) the highest one durable so far. Jobs become
+/// durable in the order of their numbers: a shell may sync several with one fsync, never
+/// reorder them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskJob {
+    /// Append `entries` (replacing the log from the first one's index, if it overlaps) after
+    /// recording `hard_state`.
+    Append {
+        seq: u64,
+        hard_state: Option<HardState>,
+        entries: Vec<Entry>,
+    },
+    /// This node's own snapshot of its state machine: store it, then replace the log with
+    /// `tail` (the entries after the snapshot, all handed to the disk in earlier jobs).
+    SaveSnapshot {
+        seq: u64,
+        snapshot: Snapshot,
+        tail: Vec<Entry>,
+    },
+    /// A snapshot from the leader: record `hard_state` (if any), store the snapshot, then
+    /// replace the log with `tail`, as `SaveSnapshot` does.
+    InstallSnapshot {
+        seq: u64,
+        hard_state: Option<HardState>,
+        snapshot: Snapshot,
+        tail: Vec<Entry>,
+    },
+}
+
+impl DiskJob {
+    pub fn seq(&self) -> u64 {
+        match self {
+            DiskJob::Append { seq, .. }
+            | DiskJob::SaveSnapshot { seq, .. }
+            | DiskJob::InstallSnapshot { seq, .. } => *seq,
+        }
+    }
+}
+
+/// What the state machine did, in order (for logs, and for the simulation's checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied one committed entry.
+    Entry(Entry),
+    /// Replaced its state with the leader's snapshot: it now reflects everything up to it.
+    Snapshot(SnapshotMeta),
+}
+
+/// A snapshot of the state machine to encode (and, in the daemon, write to a file) off the
+/// node's thread: the store is a persistent map, so this copy cost O(1) and shares structure.
+/// Report the result with `Driver::snapshot_prepared` or `Driver::snapshot_failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTask {
+    pub store: KvStore,
+    /// The term of the entry at the store's applied index.
+    pub term: u64,
+    /// The size of the previous snapshot, to size the buffer.
+    pub size_hint: usize,
+}
+
+impl SnapshotTask {
+    pub fn meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            index: self.store.applied(),
+            term: self.term,
+        }
+    }
+
+    /// Encodes the store (the slow part: the whole state is serialized).
+    pub fn encode(&self) -> serde_json::Result<Snapshot> {
+        self.store.to_snapshot(self.term, self.size_hint)
+    }
+}
+
+/// Everything the driver produced since the last `Driver::take_output`. The shell does it all,
+/// in any order except that `disk` jobs are queued in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output<R> {
+    /// Messages to send now: everything they promise is durable already.
+    pub messages: Vec<Envelope>,
+    /// Jobs for the disk, in order.
+    pub disk: Vec<DiskJob>,
+    /// Answers, each with the reply token of the request it answers.
+    pub answers: Vec<(R, ClientResponse)>,
+    /// What the state machine applied, in order.
+    pub applied: Vec<Applied>,
+    /// Start encoding this snapshot in the background.
+    pub prepare_snapshot: Option<SnapshotTask>,
+    /// The core dropped its log up to this snapshot (its `SaveSnapshot` job is durable).
+    pub compacted: Option<SnapshotMeta>,
+}
+
+impl<R> Default for Output<R> {
+    fn default() -> Self {
+        Output {
+            messages: Vec::new(),
+            disk: Vec::new(),
+            answers: Vec::new(),
+            applied: Vec::new(),
+            prepare_snapshot: None,
+            compacted: None,
+        }
+    }
+}
+
+impl<R> Output<R> {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.disk.is_empty()
+            && self.answers.is_empty()
+            && self.applied.is_empty()
+            && self.prepare_snapshot.is_none()
+            && self.compacted.is_none()
+    }
+}

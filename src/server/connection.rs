@@ -1,0 +1,310 @@
+//! One client connection: requests are read and handed to the node loop as they arrive, and
+//! answers are written back as they come, in any order (pipelining; each answer carries its
+//! request's `id`).
+//!
+//! Memory per connection is bounded: at most `MAX_IN_FLIGHT` requests may await an answer. A
+//! client that stops reading its answers stops having its requests read (TCP backpressure), so
+//! a slow reader cannot make the node buffer without bound.
+//!
+//! Bad input is answered, never fatal to the node: a frame that is not a JSON object gets
+//! `BadRequest` with `"id": null` and the connection is closed (the stream can no longer be
+//! trusted); a well-formed object with an unknown type or a missing or mistyped field gets
+//! `BadRequest` with its id and the connection stays open; an oversized frame gets `TooLarge`
+//! and the connection is closed.
+
+use crate::rpc::types::{ClientRequest, ClientResponse, ErrorCode};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, StreamExt};
+use raftd_transport::ClientConn;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+/// Inputs a connection task can give the node loop.
+pub enum NodeRequest {
+    /// A client request; its answer goes to `reply` (sized so `try_send` cannot fail).
+    Client { req: ClientRequest, reply: Reply },
+}
+
+/// Requests one connection may have awaiting an answer.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
+/// Bytes of answers a connection may have queued but unwritten before its requests stop being
+/// read.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+/// Where a request's answer goes: the connection's writer, with a count of the bytes queued
+/// for it. `send` never blocks (the channel has room for every answer that can be owed).
+#[derive(Clone)]
+pub struct Reply {
+    tx: mpsc::Sender<ClientResponse>,
+    budget: Arc<ByteBudget>,
+}
+
+impl Reply {
+    pub fn send(&self, resp: ClientResponse) {
+        let w = weight(&resp);
+        self.budget.queued.fetch_add(w, Ordering::AcqRel);
+        if self.tx.try_send(resp).is_err() {
+            // The connection is gone; nothing will be written.
+            self.budget.release(w);
+        }
+    }
+}
+
+#[derive(Default)]
+struct ByteBudget {
+    queued: AtomicUsize,
+    drained: Notify,
+}
+
+impl ByteBudget {
+    fn release(&self, w: usize) {
+        self.queued.fetch_sub(w, Ordering::AcqRel);
+        self.drained.notify_one();
+    }
+
+    async fn wait_below(&self, limit: usize) {
+        loop {
+            let notified = self.drained.notified();
+            if self.queued.load(Ordering::Acquire) <= limit {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Roughly the bytes an answer takes in memory and on the wire.
+fn weight(resp: &ClientResponse) -> usize {
+    64 + match resp {
+        ClientResponse::Ok(ok) => ok
+            .value
+            .as_ref()
+            .and_then(|v| v.as_ref())
+            .map_or(0, String::len),
+        ClientResponse::Error(e) => e.message.len(),
+        ClientResponse::Status(s) => 256 + 48 * s.members.len(),
+    }
+}
+
+/// A connection with no request for this long, and no answer owed, is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a closing connection waits for answers still owed to it.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+type Reader = SplitStream<Framed<TcpStream, LengthDelimitedCodec>>;
+
+pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: CancellationToken) {
+    let ClientConn {
+        peer_addr,
+        first_frame,
+        framed,
+    } = conn;
+    let (mut sink, stream) = framed.split();
+    // Capacity covers every answer that can be owed, so the node loop's `try_send` never fails
+    // for lack of room.
+    let (tx, mut rx) = mpsc::channel::<ClientResponse>(MAX_IN_FLIGHT + 1);
+    let budget = Arc::new(ByteBudget::default());
+    let tx = Reply {
+        tx,
+        budget: budget.clone(),
+    };
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+
+    let writer_permits = permits.clone();
+    let writer = async move {
+        while let Some(resp) = rx.recv().await {
+            let written = sink.send(encode(&resp)).await;
+            budget.release(weight(&resp));
+            if written.is_err() {
+                return;
+            }
+            writer_permits.add_permits(1);
+        }
+    };
+    let reader = read_requests(peer_addr, first_frame, stream, tx, node, permits);
+    tokio::pin!(writer);
+    tokio::pin!(reader);
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = &mut writer => {}
+        _ = &mut reader => {
+            // The client is done sending (or sent garbage): deliver what is still owed, then
+            // close.
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::timeout(DRAIN_TIMEOUT, &mut writer) => {}
+            }
+        }
+    }
+}
+
+async fn read_requests(
+    peer_addr: SocketAddr,
+    first_frame: BytesMut,
+    mut stream: Reader,
+    tx: Reply,
+    node: mpsc::Sender<NodeRequest>,
+    permits: Arc<Semaphore>,
+) {
+    let mut pending = Some(first_frame);
+    loop {
+        // Answers not yet written (the client reads slowly) hold memory: stop reading requests
+        // until they drain below the budget.
+        tx.budget.wait_below(MAX_QUEUED_BYTES).await;
+        // One permit per request; the writer returns it when the answer is written.
+        let Ok(permit) = permits.acquire().await else {
+            return;
+        };
+        permit.forget();
+        let frame = match pending.take() {
+            Some(frame) => frame,
+            None => match next_frame(&mut stream, &permits).await {
+                None => return,
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    // The codec refuses frames over the limit before buffering them.
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        let resp = ClientResponse::error(
+                            None,
+                            ErrorCode::TooLarge,
+                            format!("frame rejected: {e}"),
+                        );
+                        tx.send(resp);
+                    }
+                    ::log::debug!("client {peer_addr}: closing after a framing error: {e}");
+                    return;
+                }
+            },
+        };
+        match parse(&frame) {
+            Ok(req) => {
+                let id = req.id();
+                if node
+                    .send(NodeRequest::Client {
+                        req,
+                        reply: tx.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    let resp = ClientResponse::error(
+                        Some(id),
+                        ErrorCode::ShuttingDown,
+                        "node is stopping; use another node",
+                    );
+                    tx.send(resp);
+                    return;
+                }
+            }
+            Err(refused) => {
+                let (resp, close) = *refused;
+                tx.send(resp);
+                if close {
+                    ::log::debug!(
+                        "client {peer_addr}: closing after a frame that is not a JSON object"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The next frame, or None at end of stream or after `IDLE_TIMEOUT` with nothing sent and
+/// nothing owed: an idle connection gives its slot back (connections are capped).
+async fn next_frame(stream: &mut Reader, permits: &Semaphore) -> Option<std::io::Result<BytesMut>> {
+    loop {
+        match tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await {
+            Ok(next) => return next,
+            // One permit is held for the frame being awaited; all others free means idle.
+            Err(_) if permits.available_permits() + 1 >= MAX_IN_FLIGHT => return None,
+            Err(_) => continue,
+        }
+    }
+}
+
+/// Parses a frame. On failure: the answer, and whether the connection must be closed.
+fn parse(frame: &[u8]) -> Result<ClientRequest, Box<(ClientResponse, bool)>> {
+    let value: serde_json::Value = match serde_json::from_slice(frame) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => {
+            let resp = ClientResponse::error(
+                None,
+                ErrorCode::BadRequest,
+                "a request must be a JSON object",
+            );
+            return Err(Box::new((resp, true)));
+        }
+        Err(e) => {
+            let resp = ClientResponse::error(
+                None,
+                ErrorCode::BadRequest,
+                format!("not valid UTF-8 JSON: {e}"),
+            );
+            return Err(Box::new((resp, true)));
+        }
+    };
+    let id = value.get("id").and_then(|v| v.as_u64());
+    serde_json::from_value(value).map_err(|e| {
+        let resp = ClientResponse::error(id, ErrorCode::BadRequest, format!("bad request: {e}"));
+        Box::new((resp, false))
+    })
+}
+
+/// What a connection whose first frame is over the limit gets before it is closed.
+pub fn too_large_reply() -> Bytes {
+    encode(&ClientResponse::error(
+        None,
+        ErrorCode::TooLarge,
+        "frame over the size limit; the connection is closed",
+    ))
+}
+
+fn encode(resp: &ClientResponse) -> Bytes {
+    // Serializing our own response types cannot fail (string keys only, no floats); fall back
+    // to a fixed error rather than panic if it ever did.
+    match serde_json::to_vec(resp) {
+        Ok(v) => Bytes::from(v),
+        Err(_) => Bytes::from_static(br#"{"type":"Error","id":null,"code":"BadRequest","message":"internal encoding error"}"#),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_distinguishes_garbage_from_bad_fields() {
+        assert!(matches!(parse(b"[1,2]").map_err(|e| *e), Err((_, true))));
+        assert!(matches!(parse(b"\xff\xfe").map_err(|e| *e), Err((_, true))));
+        assert!(
+            matches!(parse(br#"{"type":"Nope","id":3}"#).map_err(|e| *e), Err((ClientResponse::Error(e), false)) if e.id == Some(3))
+        );
+        assert!(
+            matches!(parse(br#"{"type":"Put","id":4,"key":"k"}"#).map_err(|e| *e), Err((ClientResponse::Error(e), false)) if e.id == Some(4))
+        );
+        assert!(matches!(
+            parse(br#"{"type":"Put","id":5,"key":"k","value":7}"#).map_err(|e| *e),
+            Err((_, false))
+        ));
+        assert!(
+            matches!(
+                parse(br#"{"type":"Cas","id":6,"key":"k","value":"v"}"#).map_err(|e| *e),
+                Err((_, false))
+            ),
+            "Cas needs expected"
+        );
+        assert!(parse(br#"{"type":"Cas","id":6,"key":"k","expected":null,"value":"v"}"#).is_ok());
+        assert!(parse(br#"{"type":"Get","id":7,"key":"k","consistency":"stale"}"#).is_ok());
+        assert!(parse(br#"{"type":"Get","id":7,"key":"k","consistency":"eventual"}"#).is_err());
+    }
+}

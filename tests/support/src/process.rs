@@ -1,0 +1,428 @@
+//! Real `raftd` processes on 127.0.0.1 for end-to-end tests, and a tiny client for `Status`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `raftd` binary under test: `$RAFTD_BIN`, or the one Cargo built next to the running
+/// test executable (`target/<profile>/raftd`; Cargo builds a package's binaries before its
+/// integration tests).
+pub fn bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("RAFTD_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/raftd
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps");
+    profile_dir.join(format!("raftd{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// `n` free loopback ports (bound and released; the OS does not hand them out again at once).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+pub struct Node {
+    pub id: u64,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    peers: String,
+    /// Extra command-line arguments given to `raftd` on every start (e.g. `--max-frame-bytes`).
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// A node not started yet; `peers` is the `--peers` value (`ID=HOST:PORT,...`), which may
+    /// point at proxies instead of the peers' own ports.
+    pub fn new(
+        id: u64,
+        port: u16,
+        data_dir: PathBuf,
+        log_path: PathBuf,
+        peers: String,
+        extra_args: Vec<String>,
+    ) -> Node {
+        Node {
+            id,
+            port,
+            data_dir,
+            log_path,
+            peers,
+            extra_args,
+            child: None,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open node log");
+        let child = Command::new(bin())
+            .args(["--id", &self.id.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--peers", &self.peers])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftd");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: plain kill(2) on a child pid we own.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<serde_json::Value> {
+        status(self.addr())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Resident memory of the running process in KiB (from /proc), if known.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// Like `start`, with `extra` appended to every node's command line.
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(n);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let id = i as u64 + 1;
+            let peers: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(j, p)| format!("{}=127.0.0.1:{p}", j + 1))
+                .collect();
+            let mut node = Node {
+                id,
+                port: ports[i],
+                data_dir: dir.path().join(format!("node{id}")),
+                log_path: dir.path().join(format!("node{id}.log")),
+                peers: peers.join(","),
+                extra_args: extra.iter().map(|a| a.to_string()).collect(),
+                child: None,
+            };
+            node.start();
+            nodes.push(node);
+        }
+        Cluster { nodes, dir }
+    }
+
+    pub fn node(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// Waits until exactly one of `among` reports itself leader and every one of them names it
+    /// as leader in the same term. Returns (leader, term).
+    pub fn wait_for_leader(&self, among: &[u64], timeout: Duration) -> Option<(u64, u64)> {
+        wait_for(timeout, || {
+            let statuses: Vec<serde_json::Value> = among
+                .iter()
+                .map(|id| self.nodes[*id as usize - 1].status())
+                .collect::<Option<_>>()?;
+            let leaders: Vec<&serde_json::Value> =
+                statuses.iter().filter(|s| s["role"] == "Leader").collect();
+            if leaders.len() != 1 {
+                return None;
+            }
+            let leader = leaders[0]["node_id"].as_u64()?;
+            let term = leaders[0]["term"].as_u64()?;
+            let agreed = statuses.iter().all(|s| {
+                s["leader_id"].as_u64() == Some(leader) && s["term"].as_u64() == Some(term)
+            });
+            agreed.then_some((leader, term))
+        })
+    }
+
+    /// Every node's address, in id order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(Node::addr).collect()
+    }
+
+    /// The leader all of `among` agree on, or a panic that shows the logs.
+    pub fn leader_among(&self, among: &[u64], timeout: Duration) -> u64 {
+        match self.wait_for_leader(among, timeout) {
+            Some((leader, _)) => leader,
+            None => panic!(
+                "no single leader among {among:?} within {timeout:?}\n{}",
+                self.logs()
+            ),
+        }
+    }
+
+    /// The leader of the whole cluster (every node running).
+    pub fn leader(&self, timeout: Duration) -> u64 {
+        let all: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
+        self.leader_among(&all, timeout)
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("----- node {} -----\n{}", n.id, n.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Polls `f` every 20 ms until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends one raw frame and reads one response frame.
+pub fn request(addr: SocketAddr, body: &[u8]) -> Option<serde_json::Value> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(1000))).ok()?;
+    s.set_write_timeout(Some(Duration::from_millis(1000)))
+        .ok()?;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    s.write_all(&frame).ok()?;
+    read_frame(&mut s)
+}
+
+pub fn read_frame(s: &mut TcpStream) -> Option<serde_json::Value> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    serde_json::from_slice(&buf).ok()
+}
+
+pub fn status(addr: SocketAddr) -> Option<serde_json::Value> {
+    request(addr, br#"{"type":"Status","id":7}"#)
+}
+
+pub fn data_dir_exists(p: &Path) -> bool {
+    p.join("raft.wal").exists()
+}
+
+/// Encodes one frame: the 4-byte big-endian length, then `body`.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+/// A raw client connection for sending arbitrary bytes and reading frames, with timeouts on
+/// everything so a test can never hang.
+pub struct RawConn {
+    pub stream: TcpStream,
+}
+
+/// What a read from a `RawConn` got.
+#[derive(Debug)]
+pub enum Got {
+    Frame(serde_json::Value),
+    /// A frame that is not JSON (the node never sends one).
+    Garbage(Vec<u8>),
+    /// The node closed the connection (EOF or reset).
+    Closed,
+    /// Nothing within the timeout.
+    Silent,
+}
+
+impl RawConn {
+    pub fn connect(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("write timeout");
+        RawConn { stream }
+    }
+
+    /// Writes raw bytes; an error (the node closed first) is returned, not a panic.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    pub fn send_frame(&mut self, body: &[u8]) {
+        self.send_bytes(&frame(body)).expect("send frame");
+    }
+
+    pub fn send_json(&mut self, v: &serde_json::Value) {
+        self.send_frame(v.to_string().as_bytes());
+    }
+
+    /// Reads the next frame, waiting at most `timeout`.
+    pub fn read(&mut self, timeout: Duration) -> Got {
+        let deadline = Instant::now() + timeout;
+        let mut len = [0u8; 4];
+        match read_full(&mut self.stream, &mut len, deadline) {
+            Ok(true) => {}
+            Ok(false) => return Got::Closed,
+            Err(ReadFail::Timeout) => return Got::Silent,
+            Err(ReadFail::Closed) => return Got::Closed,
+        }
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        match read_full(&mut self.stream, &mut buf, deadline) {
+            Ok(true) => {}
+            Ok(false) | Err(ReadFail::Closed) => return Got::Closed,
+            Err(ReadFail::Timeout) => return Got::Silent,
+        }
+        match serde_json::from_slice(&buf) {
+            Ok(v) => Got::Frame(v),
+            Err(_) => Got::Garbage(buf),
+        }
+    }
+
+    /// The next frame; panics (naming `what`) if none arrives within 10 s.
+    pub fn recv(&mut self, what: &str) -> serde_json::Value {
+        match self.read(Duration::from_secs(10)) {
+            Got::Frame(v) => v,
+            other => panic!("{what}: expected a frame, got {other:?}"),
+        }
+    }
+
+    /// Sends `req` and returns the next frame.
+    pub fn call(&mut self, req: &serde_json::Value) -> serde_json::Value {
+        self.send_json(req);
+        self.recv(&format!("answer to {req}"))
+    }
+
+    /// True if the node closes the connection within `timeout` (frames before the close are
+    /// returned too).
+    pub fn closed_within(&mut self, timeout: Duration) -> (bool, Vec<serde_json::Value>) {
+        let deadline = Instant::now() + timeout;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read(left.max(Duration::from_millis(1))) {
+                Got::Closed => return (true, frames),
+                Got::Frame(v) => frames.push(v),
+                Got::Garbage(b) => panic!("node sent a non-JSON frame: {b:?}"),
+                Got::Silent => return (false, frames),
+            }
+            if Instant::now() >= deadline {
+                return (false, frames);
+            }
+        }
+    }
+}
+
+enum ReadFail {
+    Timeout,
+    Closed,
+}
+
+/// Fills `buf` before `deadline`. Ok(false): EOF before the first byte.
+fn read_full(s: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<bool, ReadFail> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadFail::Timeout);
+        }
+        s.set_read_timeout(Some(left))
+            .map_err(|_| ReadFail::Closed)?;
+        match s.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(ReadFail::Closed),
+            Ok(n) => filled += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ReadFail::Timeout)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(ReadFail::Closed),
+        }
+    }
+    Ok(true)
+}
