@@ -17,8 +17,8 @@ use nemesis::{
     run_schedule, spawn_clients, FaultReport, HistoryStats, NemesisCluster, ScheduleConfig,
     WorkloadConfig, WorkloadCtl,
 };
-use raftd_testkit::check::{check_history, Operation};
 use raftd::client::{Client, ClientOptions};
+use raftd_testkit::check::{check_history, Operation};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::sync::atomic::Ordering;

@@ -8,10 +8,9 @@ impl Cluster {
     /// Safety check after every step: one leader per term. Then the test's observer, if any.
     pub(super) fn observe(&mut self, id: NodeId) {
         let now = self.now;
-        if let (Some(observer), Some(raft)) = (
-            self.observer.as_mut(),
-            self.nodes[id as usize - 1].raft(),
-        ) {
+        if let (Some(observer), Some(raft)) =
+            (self.observer.as_mut(), self.nodes[id as usize - 1].raft())
+        {
             observer(now, raft);
         }
         let Some(raft) = self.raft(id) else { return };

@@ -5,8 +5,8 @@
 //! `save_snapshot` is durable the moment the shell calls it (after the writes in flight), as
 //! the daemon's blocking call to `Storage::save_snapshot` is.
 
-use raftd_core::Snapshot;
 use raftd::rpc::types::{Entry, HardState, SnapshotMeta};
+use raftd_core::Snapshot;
 
 #[derive(Debug, Clone, Default)]
 pub struct MemDisk {

@@ -38,8 +38,8 @@ mod network;
 pub mod scenario;
 
 pub use clients::{
-    client_name, AnswerFate, AnswerHook, Arrival, Attempt, ClientConfig, ClientId, ClientStats, Route,
-    OpRecord, SimClient,
+    client_name, AnswerFate, AnswerHook, Arrival, Attempt, ClientConfig, ClientId, ClientStats,
+    OpRecord, Route, SimClient,
 };
 pub use disk::MemDisk;
 pub use network::{Links, NetConfig};

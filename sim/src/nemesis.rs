@@ -19,8 +19,8 @@
 
 use super::{ClientConfig, Cluster, CoreTuning, Micros, NetConfig, SimConfig, MS, SEC};
 use crate::check::{check_history, Input as OpInput, Output};
-use raftd_core::Raft;
 use raftd::rpc::types::{NodeId, RaftMessage, Role};
+use raftd_core::Raft;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

@@ -3,8 +3,8 @@
 //! Every helper that asserts names the cluster's seed in its message, so a failure can be
 //! replayed exactly: `SimConfig::new(n, seed)` with the printed seed gives the same run.
 
-use raftd::rpc::types::NodeId;
 use crate::{Cluster, Micros, SimConfig, MS, SEC};
+use raftd::rpc::types::NodeId;
 use rand::Rng;
 
 /// A cluster of `n` nodes on a reliable network, with the default core timing.

@@ -52,7 +52,10 @@ fn raftsim_refuses_an_unknown_bug() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown bug"), "{stderr}");
-    assert!(stderr.contains("stale-read"), "the known bugs are listed: {stderr}");
+    assert!(
+        stderr.contains("stale-read"),
+        "the known bugs are listed: {stderr}"
+    );
 }
 
 #[test]
@@ -65,5 +68,9 @@ fn raftsim_runs_with_a_bug_switched_on() {
         .expect("run raftsim");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
-    assert_eq!(stdout.lines().last(), Some("0 passed, 1 failed"), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("0 passed, 1 failed"),
+        "{stdout}"
+    );
 }

@@ -49,7 +49,10 @@ fn the_checks_catch_each_classic_bug() {
         let started = Instant::now();
         let caught = first_failure(&BugSet::of(&[bug]), seeds);
         let Some((schedule, failure)) = caught else {
-            panic!("the simulation did not catch bug {} within {seeds} seeds", bug.name());
+            panic!(
+                "the simulation did not catch bug {} within {seeds} seeds",
+                bug.name()
+            );
         };
         eprintln!(
             "{}: caught at seed {} ({:?}) in {:.1?}",

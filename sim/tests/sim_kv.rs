@@ -8,8 +8,8 @@
 use raftd_sim::scenario as common;
 
 use common::{check_one_leader, heal_all, ELECTION};
-use raftd_sim::check::{check_history, Input, Operation, Output};
 use raftd::rpc::types::{ClientResponse, EntryKind, NodeId, Role};
+use raftd_sim::check::{check_history, Input, Operation, Output};
 use raftd_sim::{
     client_name, AnswerFate, ClientConfig, Cluster, NetConfig, OpRecord, SimConfig, MS, SEC,
 };

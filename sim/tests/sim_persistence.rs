@@ -5,8 +5,8 @@
 use raftd_sim::scenario as common;
 
 use common::{check_one_leader, cluster, cmd, heal_all, ELECTION};
-use raftd_core::Config;
 use raftd::rpc::types::{NodeId, RaftMessage};
+use raftd_core::Config;
 use raftd_sim::{Cluster, SimConfig, MS, SEC};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

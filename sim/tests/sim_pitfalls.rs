@@ -11,8 +11,8 @@ use common::{
     assert_everything_applied_stays, check_one_leader, cluster, cmd, heal_all, leader_seen_by,
     term_of, ELECTION,
 };
-use raftd_core::{Config, ProgressState, Raft};
 use raftd::rpc::types::{Entry, Envelope, HardState, NodeId, RaftMessage, Role};
+use raftd_core::{Config, ProgressState, Raft};
 use raftd_sim::{Cluster, NetConfig, SimConfig, MS, SEC};
 use rand::Rng;
 use std::cell::RefCell;

@@ -15,9 +15,9 @@
 use raftd_sim::scenario as common;
 
 use common::{assert_everything_applied_stays, check_one_leader, ELECTION};
-use raftd_sim::check::{check_history, Input, Output};
-use raftd_core::{Config, Raft};
 use raftd::rpc::types::{ChunkPos, Entry, Envelope, HardState, NodeId, RaftMessage, SnapshotMeta};
+use raftd_core::{Config, Raft};
+use raftd_sim::check::{check_history, Input, Output};
 use raftd_sim::{ClientConfig, Cluster, NetConfig, SimConfig, MS, SEC};
 use rand::seq::SliceRandom;
 use rand::Rng;

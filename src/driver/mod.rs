@@ -303,9 +303,12 @@ impl<R> Driver<R> {
         let applied = self.store().applied();
         let log = self.raft.log();
         if !self.snapshot.can_start()
-            || !self
-                .policy
-                .wants(applied, log.snapshot().index, log.bytes(), self.snapshot.failed_at())
+            || !self.policy.wants(
+                applied,
+                log.snapshot().index,
+                log.bytes(),
+                self.snapshot.failed_at(),
+            )
         {
             return;
         }

@@ -82,12 +82,10 @@ impl SnapshotState {
     /// if one was waiting. The state is idle afterwards.
     pub(super) fn saved(&mut self, durable: u64) -> Option<Snapshot> {
         match self {
-            SnapshotState::Saving { seq, .. } if *seq <= durable => {
-                match std::mem::take(self) {
-                    SnapshotState::Saving { snapshot, .. } => Some(snapshot),
-                    _ => None,
-                }
-            }
+            SnapshotState::Saving { seq, .. } if *seq <= durable => match std::mem::take(self) {
+                SnapshotState::Saving { snapshot, .. } => Some(snapshot),
+                _ => None,
+            },
             _ => None,
         }
     }

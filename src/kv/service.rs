@@ -16,11 +16,11 @@
 
 use super::command::{Command, Op, Outcome};
 use super::store::KvStore;
-use raftd_core::{NotLeader, Raft, Ready};
 use crate::rpc::types::{
     ClientRequest, ClientResponse, Consistency, Entry, ErrorCode, ErrorResponse, NodeId,
     OkResponse, Role,
 };
+use raftd_core::{NotLeader, Raft, Ready};
 use std::collections::BTreeMap;
 
 /// Default request timeout in ticks (5 s at the daemon's 10 ms tick).
@@ -164,8 +164,9 @@ impl<R> KvService<R> {
             .values_mut()
             .chain(self.applying.values_mut())
         {
-            let (keep, expired): (Vec<_>, Vec<_>) =
-                std::mem::take(reads).into_iter().partition(|r| r.since >= cutoff);
+            let (keep, expired): (Vec<_>, Vec<_>) = std::mem::take(reads)
+                .into_iter()
+                .partition(|r| r.since >= cutoff);
             *reads = keep;
             answers.extend(expired.into_iter().map(|r| {
                 (
@@ -234,6 +235,8 @@ impl<R> KvService<R> {
     }
 
     /// Checks a request and, for a write, proposes it. `Err` is the answer to give now.
+    // The error is an answer handed straight to the caller; boxing it would only allocate.
+    #[allow(clippy::result_large_err)]
     fn admit(&mut self, raft: &mut Raft, req: ClientRequest) -> Result<Admitted, ClientResponse> {
         match req {
             ClientRequest::Status { id } => Err(bad_request(
@@ -296,6 +299,7 @@ impl<R> KvService<R> {
         }
     }
 
+    #[allow(clippy::result_large_err)]
     fn write(
         &mut self,
         raft: &mut Raft,
@@ -306,7 +310,9 @@ impl<R> KvService<R> {
     ) -> Result<Admitted, ClientResponse> {
         check_key(op.key()).map_err(|msg| bad_request(Some(id), msg))?;
         let seq = match (&client_id, seq) {
-            (Some(_), None) => return Err(bad_request(Some(id), "a write with client_id needs seq")),
+            (Some(_), None) => {
+                return Err(bad_request(Some(id), "a write with client_id needs seq"))
+            }
             (Some(c), _) if c.is_empty() => {
                 return Err(bad_request(Some(id), "client_id must not be empty"))
             }

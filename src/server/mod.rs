@@ -70,7 +70,12 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         cfg.id,
         rc.seed
     );
-    let raft = Raft::restore(rc, recovered.hard_state, recovered.snapshot, recovered.entries)?;
+    let raft = Raft::restore(
+        rc,
+        recovered.hard_state,
+        recovered.snapshot,
+        recovered.entries,
+    )?;
     let listener = bind(cfg.listen).map_err(|source| ServerError::Listen {
         addr: cfg.listen,
         source,
@@ -87,7 +92,9 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let (req_tx, req_rx) = mpsc::channel(1024);
     let handler = {
         let cancel = cancel.clone();
-        client_handler(move |conn: ClientConn| connection::serve(conn, req_tx.clone(), cancel.clone()))
+        client_handler(move |conn: ClientConn| {
+            connection::serve(conn, req_tx.clone(), cancel.clone())
+        })
     };
     let mut tcfg = TransportConfig::new(cfg.id, cfg.peers.iter().map(|(k, v)| (*k, *v)).collect());
     tcfg.max_frame_bytes = cfg.max_frame_bytes;

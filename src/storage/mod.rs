@@ -37,13 +37,13 @@ use crate::rpc::types::{Entry, HardState, NodeId};
 use record::{EncodeError, RecordRef, WalRecord};
 use wal::Wal;
 
+pub use crate::rpc::types::Snapshot;
 pub use crate::rpc::types::SnapshotMeta;
 pub use error::StorageError;
 pub use identity::ID_FILE_NAME;
-pub use crate::rpc::types::Snapshot;
 pub use snapshot::{
-    prepare as prepare_snapshot, PreparedSnapshot, SNAPSHOT_FILE_NAME,
-    SNAPSHOT_PREPARED_FILE_NAME, SNAPSHOT_TMP_FILE_NAME,
+    prepare as prepare_snapshot, PreparedSnapshot, SNAPSHOT_FILE_NAME, SNAPSHOT_PREPARED_FILE_NAME,
+    SNAPSHOT_TMP_FILE_NAME,
 };
 pub use wal::{DroppedTail, WAL_FILE_NAME};
 

@@ -40,7 +40,6 @@ const VERSION: u32 = 1;
 /// Bytes before the data.
 pub const SNAPSHOT_HEADER_LEN: u64 = 44;
 
-
 fn header(meta: SnapshotMeta, data: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN as usize] {
     let mut h = [0u8; SNAPSHOT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(MAGIC);

@@ -784,7 +784,10 @@ fn prepared_snapshot_installs_or_is_discarded() {
     drop(s);
     let (s, rec) = reopen(d);
     let snap = rec.snapshot.expect("snapshot");
-    assert_eq!((snap.meta, (*snap.data).clone()), (meta(30, 1), state_data(30)));
+    assert_eq!(
+        (snap.meta, (*snap.data).clone()),
+        (meta(30, 1), state_data(30))
+    );
     assert_eq!(rec.entries, entries(1, 31..=60));
     assert_eq!(s.last_index(), 60);
 

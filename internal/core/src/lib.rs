@@ -43,10 +43,10 @@ mod tests;
 pub use bugs::Bugs;
 pub use config::{Config, ConfigError};
 pub use log::RaftLog;
+pub use message::Snapshot;
 pub use progress::{Progress, ProgressState};
 pub use quorum::{committed_index, majority};
 pub use read_index::ReadState;
-pub use message::Snapshot;
 pub use snapshot::CompactError;
 
 use crate::message::{Entry, Envelope, HardState, NodeId, RaftMessage, Role};

@@ -343,4 +343,3 @@ pub mod b64 {
             .map_err(serde::de::Error::custom)
     }
 }
-

@@ -14,7 +14,6 @@ use super::Raft;
 use crate::message::{ChunkPos, NodeId, RaftMessage, Role, Snapshot, SnapshotMeta};
 use std::sync::Arc;
 
-
 /// A snapshot being received.
 #[derive(Debug)]
 pub(super) struct Incoming {

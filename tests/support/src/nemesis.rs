@@ -8,9 +8,9 @@
 
 use crate::process::Node;
 use crate::proxy::Proxy;
-use raftd_sim::check::{Input, Operation, Output};
 use raftd::client::{Client, ClientError, ClientOptions, Connection};
 use raftd::rpc::types::{ClientRequest, ClientResponse, Consistency, StatusResponse};
+use raftd_sim::check::{Input, Operation, Output};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
