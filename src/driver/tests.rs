@@ -1,1 +1,529 @@
+//! The driver's rules, each shown by its whole output (`assert_eq!` on `Output`): nothing else
+//! came out but what the test names.
 
+use super::*;
+use crate::kv::Command;
+use crate::kv::Op;
+use crate::rpc::types::{
+    ChunkPos, ClientRequest, Entry, HardState, OkResponse, RaftMessage, Role, SnapshotMeta,
+};
+use raftd_core::Config;
+use std::sync::Arc;
+
+/// A reply token: which request an answer is for.
+type Token = u32;
+
+fn config(id: NodeId, voters: &[NodeId]) -> Config {
+    let mut cfg = Config::new(id, voters.to_vec());
+    cfg.election_ticks_min = 10;
+    cfg.election_ticks_max = 11;
+    cfg.heartbeat_ticks = 3;
+    cfg.pre_vote = false;
+    cfg.check_quorum = false;
+    cfg
+}
+
+fn addrs(voters: &[NodeId]) -> BTreeMap<NodeId, String> {
+    voters.iter().map(|v| (*v, format!("node-{v}"))).collect()
+}
+
+fn driver(id: NodeId, voters: &[NodeId], cfg: DriverConfig) -> Driver<Token> {
+    let raft = Raft::new(config(id, voters), HardState::default(), Vec::new()).unwrap();
+    Driver::new(raft, KvStore::default(), addrs(voters), cfg)
+}
+
+fn out(messages: Vec<Envelope>, disk: Vec<DiskJob>) -> Output<Token> {
+    Output {
+        messages,
+        disk,
+        ..Output::default()
+    }
+}
+
+fn env(from: NodeId, to: NodeId, msg: RaftMessage) -> Envelope {
+    Envelope { from, to, msg }
+}
+
+fn put(id: u64, key: &str, value: &str) -> ClientRequest {
+    ClientRequest::Put {
+        id,
+        key: key.into(),
+        value: value.into(),
+        client_id: None,
+        seq: None,
+    }
+}
+
+fn put_entry(term: u64, index: u64, key: &str, value: &str) -> Entry {
+    let cmd = Command {
+        client_id: None,
+        seq: 0,
+        op: Op::Put {
+            key: key.into(),
+            value: value.into(),
+        },
+    };
+    Entry::command(term, index, cmd.encode().unwrap())
+}
+
+fn ok(id: u64) -> ClientResponse {
+    ClientResponse::Ok(OkResponse {
+        id,
+        value: None,
+        succeeded: None,
+    })
+}
+
+/// A single-voter node that has elected itself and made its term, vote and no-op durable.
+fn single_leader(cfg: DriverConfig) -> Driver<Token> {
+    let mut d = driver(1, &[1], cfg);
+    for _ in 0..11 {
+        d.tick();
+    }
+    assert_eq!(d.raft().role(), Role::Leader);
+    let first = d.drive().unwrap();
+    assert_eq!(
+        first,
+        out(
+            vec![],
+            vec![DiskJob::Append {
+                seq: 1,
+                hard_state: Some(HardState { term: 1, vote: 1 }),
+                entries: vec![Entry::noop(1, 1)],
+            }]
+        ),
+        "the vote and the no-op go to the disk together; nothing is committed before they are durable"
+    );
+    d.durable(1);
+    let applied = d.drive().unwrap();
+    assert_eq!(
+        applied,
+        Output {
+            applied: vec![Applied::Entry(Entry::noop(1, 1))],
+            ..Output::default()
+        }
+    );
+    d
+}
+
+#[test]
+fn a_write_is_answered_once_its_entry_is_durable_committed_and_applied() {
+    let mut d = single_leader(DriverConfig::default());
+    d.request(put(7, "k", "v"), 70);
+    let queued = d.drive().unwrap();
+    assert_eq!(
+        queued,
+        out(
+            vec![],
+            vec![DiskJob::Append {
+                seq: 2,
+                hard_state: None,
+                entries: vec![put_entry(1, 2, "k", "v")],
+            }]
+        ),
+        "no answer before the entry is on the (only) disk"
+    );
+    d.durable(2);
+    assert_eq!(
+        d.drive().unwrap(),
+        Output {
+            answers: vec![(70, ok(7))],
+            applied: vec![Applied::Entry(put_entry(1, 2, "k", "v"))],
+            ..Output::default()
+        }
+    );
+    assert_eq!(d.store().get("k").map(String::as_str), Some("v"));
+    assert!(d.idle());
+}
+
+#[test]
+fn status_and_refused_requests_are_answered_at_once() {
+    let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
+    d.request(ClientRequest::Status { id: 1 }, 10);
+    d.request(put(2, "k", "v"), 20);
+    let answers = d.drive().unwrap().answers;
+    let ClientResponse::Status(status) = &answers[0].1 else {
+        panic!("{answers:?}");
+    };
+    assert_eq!(answers[0].0, 10);
+    assert_eq!(
+        (status.node_id, status.role.as_str(), status.term, status.members.len()),
+        (2, "Follower", 0, 3)
+    );
+    assert_eq!(answers[1].0, 20);
+    assert_eq!(answers[1].1, d.service().not_leader(2, 0));
+    assert_eq!(answers.len(), 2);
+}
+
+#[test]
+fn acknowledgements_wait_for_their_write_and_every_write_before_it() {
+    let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
+    let append = |prev: u64, entries: Vec<Entry>, commit: u64| {
+        env(
+            1,
+            2,
+            RaftMessage::AppendEntries {
+                term: 1,
+                leader_id: 1,
+                prev_log_index: prev,
+                prev_log_term: if prev == 0 { 0 } else { 1 },
+                entries,
+                leader_commit: commit,
+                read_round: 0,
+            },
+        )
+    };
+    let reply = |match_index: u64| {
+        env(
+            2,
+            1,
+            RaftMessage::AppendEntriesReply {
+                term: 1,
+                success: true,
+                match_index,
+                conflict: None,
+                read_round: 0,
+            },
+        )
+    };
+    // Entries 1..=2: the term and the entries go to the disk; the acknowledgement waits.
+    d.step(append(0, vec![Entry::noop(1, 1), put_entry(1, 2, "a", "1")], 0));
+    assert_eq!(
+        d.drive().unwrap(),
+        out(
+            vec![],
+            vec![DiskJob::Append {
+                seq: 1,
+                hard_state: Some(HardState { term: 1, vote: 0 }),
+                entries: vec![Entry::noop(1, 1), put_entry(1, 2, "a", "1")],
+            }]
+        )
+    );
+    // A heartbeat while they are in flight: nothing to write, yet its acknowledgement vouches
+    // for entries 1..=2, so it waits for write 1 as well.
+    d.step(append(2, vec![], 0));
+    assert_eq!(d.drive().unwrap(), Output::default());
+    // Entry 3 is a second write behind the first.
+    d.step(append(2, vec![put_entry(1, 3, "b", "2")], 0));
+    assert_eq!(
+        d.drive().unwrap(),
+        out(
+            vec![],
+            vec![DiskJob::Append {
+                seq: 2,
+                hard_state: None,
+                entries: vec![put_entry(1, 3, "b", "2")],
+            }]
+        )
+    );
+    // Write 1 durable: the two acknowledgements that waited for it, in order; not the third.
+    d.durable(1);
+    assert_eq!(d.drive().unwrap(), out(vec![reply(2), reply(2)], vec![]));
+    // Write 2 durable: the third.
+    d.durable(2);
+    assert_eq!(d.drive().unwrap(), out(vec![reply(3)], vec![]));
+    // With nothing in flight, a heartbeat's acknowledgement leaves at once, and the commit
+    // index it carries applies the entries.
+    d.step(append(3, vec![], 3));
+    assert_eq!(
+        d.drive().unwrap(),
+        Output {
+            messages: vec![reply(3)],
+            applied: vec![
+                Applied::Entry(Entry::noop(1, 1)),
+                Applied::Entry(put_entry(1, 2, "a", "1")),
+                Applied::Entry(put_entry(1, 3, "b", "2")),
+            ],
+            ..Output::default()
+        }
+    );
+}
+
+#[test]
+fn a_vote_leaves_only_once_it_is_durable() {
+    let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
+    d.step(env(
+        3,
+        2,
+        RaftMessage::RequestVote {
+            term: 4,
+            candidate_id: 3,
+            last_log_index: 0,
+            last_log_term: 0,
+            pre_vote: false,
+        },
+    ));
+    assert_eq!(
+        d.drive().unwrap(),
+        out(
+            vec![],
+            vec![DiskJob::Append {
+                seq: 1,
+                hard_state: Some(HardState { term: 4, vote: 3 }),
+                entries: vec![],
+            }]
+        )
+    );
+    d.durable(1);
+    assert_eq!(
+        d.drive().unwrap(),
+        out(
+            vec![env(
+                2,
+                3,
+                RaftMessage::RequestVoteReply {
+                    term: 4,
+                    vote_granted: true,
+                    pre_vote: false,
+                }
+            )],
+            vec![]
+        )
+    );
+}
+
+/// A leader's store after `writes`, as a snapshot at index `writes.len()` in term 1.
+fn snapshot_of(writes: &[(&str, &str)]) -> Snapshot {
+    let mut store = KvStore::default();
+    for (i, (k, v)) in writes.iter().enumerate() {
+        store.apply(&put_entry(1, i as u64 + 1, k, v));
+    }
+    store.to_snapshot(1, 0).unwrap()
+}
+
+#[test]
+fn the_leaders_snapshot_is_a_disk_job_in_order_and_its_acknowledgement_waits_for_it() {
+    let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
+    let snapshot = snapshot_of(&[("a", "1"), ("b", "2"), ("c", "3")]);
+    let meta = snapshot.meta;
+    d.step(env(
+        1,
+        2,
+        RaftMessage::InstallSnapshot {
+            term: 1,
+            leader_id: 1,
+            snapshot: meta,
+            pos: ChunkPos {
+                offset: 0,
+                total: snapshot.data.len() as u64,
+            },
+            data: snapshot.data.to_vec(),
+        },
+    ));
+    let installed = d.drive().unwrap();
+    assert_eq!(
+        installed,
+        Output {
+            disk: vec![DiskJob::InstallSnapshot {
+                seq: 1,
+                hard_state: Some(HardState { term: 1, vote: 0 }),
+                snapshot: Snapshot {
+                    meta,
+                    data: snapshot.data.clone(),
+                },
+                tail: vec![],
+            }],
+            applied: vec![Applied::Snapshot(meta)],
+            ..Output::default()
+        },
+        "the state machine takes the snapshot at once; the acknowledgement waits for the disk"
+    );
+    assert_eq!(d.store().get("c").map(String::as_str), Some("3"));
+    d.durable(1);
+    assert_eq!(
+        d.drive().unwrap(),
+        out(
+            vec![env(
+                2,
+                1,
+                RaftMessage::InstallSnapshotReply {
+                    term: 1,
+                    snapshot: meta,
+                    received: snapshot.data.len() as u64,
+                    done: true,
+                }
+            )],
+            vec![]
+        )
+    );
+}
+
+#[test]
+fn a_snapshot_that_does_not_decode_stops_the_driver() {
+    let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
+    let meta = SnapshotMeta { index: 5, term: 1 };
+    d.step(env(
+        1,
+        2,
+        RaftMessage::InstallSnapshot {
+            term: 1,
+            leader_id: 1,
+            snapshot: meta,
+            pos: ChunkPos {
+                offset: 0,
+                total: 3,
+            },
+            data: b"???".to_vec(),
+        },
+    ));
+    let err = d.drive().unwrap_err();
+    assert!(
+        matches!(err, DriverError::BadSnapshot { index: 5, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_own_snapshot_is_encoded_by_the_shell_saved_in_order_then_compacts_the_log() {
+    let policy = SnapshotPolicy {
+        entries: 2,
+        bytes: u64::MAX,
+    };
+    let mut d = single_leader(DriverConfig {
+        snapshots: policy,
+        ..DriverConfig::default()
+    });
+    d.request(put(1, "k", "v"), 10);
+    d.drive().unwrap();
+    d.durable(2);
+    let applied = d.drive().unwrap();
+    // Two entries applied since the (empty) snapshot: the shell is asked to encode the store.
+    let task = applied.prepare_snapshot.clone().expect("a snapshot is due");
+    assert_eq!(
+        applied,
+        Output {
+            answers: vec![(10, ok(1))],
+            applied: vec![Applied::Entry(put_entry(1, 2, "k", "v"))],
+            prepare_snapshot: Some(SnapshotTask {
+                store: d.store().clone(),
+                term: 1,
+                size_hint: 0,
+            }),
+            ..Output::default()
+        }
+    );
+    // Another write is queued while the snapshot is being encoded.
+    d.request(put(2, "k2", "v2"), 20);
+    assert_eq!(
+        d.drive().unwrap(),
+        out(
+            vec![],
+            vec![DiskJob::Append {
+                seq: 3,
+                hard_state: None,
+                entries: vec![put_entry(1, 3, "k2", "v2")],
+            }]
+        ),
+        "one snapshot at a time: none is asked for while one is in progress"
+    );
+    let snapshot = task.encode().unwrap();
+    assert_eq!(snapshot.meta, SnapshotMeta { index: 2, term: 1 });
+    assert!(d.snapshot_prepared(snapshot.clone()));
+    // Saved behind write 3, whose entry is the log kept after the snapshot.
+    assert_eq!(
+        d.drive().unwrap(),
+        out(
+            vec![],
+            vec![DiskJob::SaveSnapshot {
+                seq: 4,
+                snapshot: snapshot.clone(),
+                tail: vec![put_entry(1, 3, "k2", "v2")],
+            }]
+        )
+    );
+    assert_eq!(d.raft().log().snapshot().index, 0, "not before it is durable");
+    d.durable(4);
+    assert_eq!(
+        d.drive().unwrap(),
+        Output {
+            answers: vec![(20, ok(2))],
+            applied: vec![Applied::Entry(put_entry(1, 3, "k2", "v2"))],
+            compacted: Some(snapshot.meta),
+            ..Output::default()
+        }
+    );
+    assert_eq!(d.raft().log().snapshot(), snapshot.meta);
+    assert_eq!(d.raft().snapshot(), Some(&snapshot));
+}
+
+#[test]
+fn a_failed_snapshot_is_not_retried_on_every_turn() {
+    let policy = SnapshotPolicy {
+        entries: 2,
+        bytes: u64::MAX,
+    };
+    let mut d = single_leader(DriverConfig {
+        snapshots: policy,
+        ..DriverConfig::default()
+    });
+    d.request(put(1, "k", "v"), 10);
+    d.drive().unwrap();
+    d.durable(2);
+    assert!(d.drive().unwrap().prepare_snapshot.is_some());
+    d.snapshot_failed("disk full");
+    for _ in 0..3 {
+        d.tick();
+        assert_eq!(d.drive().unwrap().prepare_snapshot, None);
+    }
+    // Two more entries applied: time for another attempt.
+    d.request(put(2, "a", "1"), 20);
+    d.request(put(3, "b", "2"), 30);
+    d.drive().unwrap();
+    d.durable(3);
+    assert!(d.drive().unwrap().prepare_snapshot.is_some());
+}
+
+#[test]
+fn a_prepared_snapshot_older_than_the_leaders_is_dropped() {
+    let policy = SnapshotPolicy {
+        entries: 1,
+        bytes: u64::MAX,
+    };
+    let raft = Raft::new(config(2, &[1, 2, 3]), HardState::default(), Vec::new()).unwrap();
+    let mut d: Driver<Token> = Driver::new(
+        raft,
+        KvStore::default(),
+        addrs(&[1, 2, 3]),
+        DriverConfig {
+            snapshots: policy,
+            ..DriverConfig::default()
+        },
+    );
+    // One entry committed and applied: a snapshot at 1 is asked for.
+    d.step(env(
+        1,
+        2,
+        RaftMessage::AppendEntries {
+            term: 1,
+            leader_id: 1,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![put_entry(1, 1, "a", "1")],
+            leader_commit: 1,
+            read_round: 0,
+        },
+    ));
+    let task = d.drive().unwrap().prepare_snapshot.expect("due");
+    // Meanwhile the leader's snapshot at 3 arrives and is installed.
+    let leaders = snapshot_of(&[("a", "1"), ("b", "2"), ("c", "3")]);
+    d.step(env(
+        1,
+        2,
+        RaftMessage::InstallSnapshot {
+            term: 1,
+            leader_id: 1,
+            snapshot: leaders.meta,
+            pos: ChunkPos {
+                offset: 0,
+                total: leaders.data.len() as u64,
+            },
+            data: leaders.data.to_vec(),
+        },
+    ));
+    d.drive().unwrap();
+    assert!(!d.snapshot_prepared(task.encode().unwrap()));
+    assert_eq!(d.drive().unwrap().disk, vec![]);
+    assert_eq!(d.raft().log().snapshot(), leaders.meta);
+    assert_eq!(d.raft().snapshot().map(|s| &s.data), Some(&leaders.data));
+    let _: &Arc<Vec<u8>> = &leaders.data;
+}
