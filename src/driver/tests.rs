@@ -147,7 +147,12 @@ fn status_and_refused_requests_are_answered_at_once() {
     };
     assert_eq!(answers[0].0, 10);
     assert_eq!(
-        (status.node_id, status.role.as_str(), status.term, status.members.len()),
+        (
+            status.node_id,
+            status.role.as_str(),
+            status.term,
+            status.members.len()
+        ),
         (2, "Follower", 0, 3)
     );
     assert_eq!(answers[1].0, 20);
@@ -187,7 +192,11 @@ fn acknowledgements_wait_for_their_write_and_every_write_before_it() {
         )
     };
     // Entries 1..=2: the term and the entries go to the disk; the acknowledgement waits.
-    d.step(append(0, vec![Entry::noop(1, 1), put_entry(1, 2, "a", "1")], 0));
+    d.step(append(
+        0,
+        vec![Entry::noop(1, 1), put_entry(1, 2, "a", "1")],
+        0,
+    ));
     assert_eq!(
         d.drive().unwrap(),
         out(
@@ -431,7 +440,11 @@ fn the_own_snapshot_is_encoded_by_the_shell_saved_in_order_then_compacts_the_log
             }]
         )
     );
-    assert_eq!(d.raft().log().snapshot().index, 0, "not before it is durable");
+    assert_eq!(
+        d.raft().log().snapshot().index,
+        0,
+        "not before it is durable"
+    );
     d.durable(4);
     assert_eq!(
         d.drive().unwrap(),

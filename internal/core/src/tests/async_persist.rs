@@ -2,6 +2,8 @@
 //! while earlier writes are still being synced. The durability rules of §5 must hold all the
 //! same: nothing is acknowledged or counted before it is durable, and an acknowledgement of a
 //! write that a conflict superseded counts for nothing.
+//!
+//! Each test compares whole `Ready`s, so anything else that came out would fail it too.
 
 use super::*;
 
@@ -11,21 +13,42 @@ fn leader() -> Raft {
     r
 }
 
+fn command(term: u64, index: u64, data: &[u8]) -> Entry {
+    Entry::command(term, index, data.to_vec())
+}
+
 /// Each entry is handed to the writer once, even when the next `Ready` is taken before the
 /// first write is durable; `stable` moves only when a write is reported durable.
 #[test]
 fn entries_are_handed_out_once_while_writes_are_in_flight() {
     let mut r = leader();
-    let last = r.log().last_index();
+    let (term, last, commit) = (r.term(), r.log().last_index(), r.log().committed());
+    let a = command(term, last + 1, b"a");
+    let b = command(term, last + 2, b"b");
     r.propose(b"a".to_vec()).unwrap();
-    let rd1 = r.ready();
-    assert_eq!(rd1.entries.len(), 1);
+    assert_eq!(
+        r.ready(),
+        Ready {
+            entries: vec![a.clone()],
+            messages: vec![
+                append(1, 2, term, (last, term), vec![a.clone()], commit),
+                append(1, 3, term, (last, term), vec![a.clone()], commit),
+            ],
+            ..Ready::default()
+        }
+    );
     let p1 = r.handed_off();
     r.propose(b"b".to_vec()).unwrap();
-    let rd2 = r.ready();
     assert_eq!(
-        rd2.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
-        vec![last + 2],
+        r.ready(),
+        Ready {
+            entries: vec![b.clone()],
+            messages: vec![
+                append(1, 2, term, (last + 1, term), vec![b.clone()], commit),
+                append(1, 3, term, (last + 1, term), vec![b.clone()], commit),
+            ],
+            ..Ready::default()
+        },
         "the entry of the write in flight was handed out again"
     );
     let p2 = r.handed_off();
@@ -35,6 +58,7 @@ fn entries_are_handed_out_once_while_writes_are_in_flight() {
     r.persisted(p2);
     assert_eq!(r.log().stable(), last + 2);
     assert!(r.log().unstable_entries().is_empty());
+    assert!(!r.has_ready());
 }
 
 /// §5.3/§5.4: a leader's own copy counts toward a majority only once its write is durable,
@@ -42,23 +66,15 @@ fn entries_are_handed_out_once_while_writes_are_in_flight() {
 #[test]
 fn leader_commits_only_after_its_own_write_is_durable() {
     let mut r = leader();
-    let last = r.log().last_index();
-    let committed = r.log().committed();
+    let (term, last, committed) = (r.term(), r.log().last_index(), r.log().committed());
+    let x = command(term, last + 1, b"x");
     r.propose(b"x".to_vec()).unwrap();
     let _rd = r.ready();
     let p = r.handed_off();
     // One follower has it: with the leader's unsynced copy that is not yet a majority of
-    // durable copies.
-    r.step(append_reply(2, 1, r.term(), true, last + 1, None));
-    while r.has_ready() {
-        let rd = r.ready();
-        assert!(
-            rd.committed_entries.is_empty(),
-            "applied before it was committed"
-        );
-        let q = r.handed_off();
-        r.persisted(q);
-    }
+    // durable copies, so there is nothing to do at all.
+    r.step(append_reply(2, 1, term, true, last + 1, None));
+    assert!(!r.has_ready(), "{:?}", r.ready());
     assert_eq!(
         r.log().committed(),
         committed,
@@ -69,6 +85,13 @@ fn leader_commits_only_after_its_own_write_is_durable() {
         r.log().committed(),
         last + 1,
         "durable on the leader and node 2"
+    );
+    assert_eq!(
+        r.ready(),
+        Ready {
+            committed_entries: vec![x],
+            ..Ready::default()
+        }
     );
 }
 
@@ -81,22 +104,30 @@ fn leader_commits_only_after_its_own_write_is_durable() {
 fn acknowledgements_wait_for_earlier_writes_in_flight() {
     let mut r = restored(config(1, 3), 2, 0, &[1]);
     r.step(append(2, 1, 2, (1, 1), vec![entry(2, 2), entry(2, 3)], 1));
-    let rd1 = r.ready();
-    assert_eq!(rd1.entries.len(), 2);
-    assert!(append_replies(&rd1.messages).is_empty());
+    assert_eq!(
+        r.ready(),
+        Ready {
+            entries: vec![entry(2, 2), entry(2, 3)],
+            persisted_messages: vec![append_reply(1, 2, 2, true, 3, None)],
+            committed_entries: vec![entry(1, 1)],
+            soft_state: Some(SoftState {
+                role: Role::Follower,
+                leader: 2
+            }),
+            ..Ready::default()
+        }
+    );
     let _p1 = r.handed_off();
     // The same AppendEntries again (duplicated by the network): nothing new to write, and the
     // success it earns still may not leave before the first write is durable.
     r.step(append(2, 1, 2, (1, 1), vec![entry(2, 2), entry(2, 3)], 1));
-    let rd2 = r.ready();
-    assert!(rd2.entries.is_empty() && rd2.hard_state.is_none());
-    assert!(
-        append_replies(&rd2.messages).is_empty(),
-        "acknowledged entries whose write is still in flight"
-    );
     assert_eq!(
-        append_replies(&rd2.persisted_messages),
-        vec![(2, 2, true, 3, None)]
+        r.ready(),
+        Ready {
+            persisted_messages: vec![append_reply(1, 2, 2, true, 3, None)],
+            ..Ready::default()
+        },
+        "acknowledged entries whose write is still in flight"
     );
 }
 
@@ -112,10 +143,18 @@ fn a_superseded_write_does_not_mark_its_replacements_durable() {
     let old = r.handed_off();
     // Before that write is durable, the leader of term 3 replaces them from index 2.
     r.step(append(3, 1, 3, (1, 1), vec![entry(3, 2), entry(3, 3)], 1));
-    let rd = r.ready();
     assert_eq!(
-        rd.entries,
-        vec![entry(3, 2), entry(3, 3)],
+        r.ready(),
+        Ready {
+            hard_state: Some(HardState { term: 3, vote: 0 }),
+            entries: vec![entry(3, 2), entry(3, 3)],
+            persisted_messages: vec![append_reply(1, 3, 3, true, 3, None)],
+            soft_state: Some(SoftState {
+                role: Role::Follower,
+                leader: 3
+            }),
+            ..Ready::default()
+        },
         "the replacement entries must be written"
     );
     let new = r.handed_off();

@@ -30,6 +30,20 @@ fn follower_starts_election_after_timeout() {
     assert_eq!(r.status().vote, 1, "votes for itself");
 
     let rd = r.ready();
+    // The whole output: the new term and vote to persist, the vote requests held back until
+    // they are durable, the role change; nothing else.
+    assert_eq!(
+        rd,
+        Ready {
+            hard_state: Some(HardState { term: 3, vote: 1 }),
+            persisted_messages: (2..=5).map(|p| vote_req(1, p, 3, 3, 2)).collect(),
+            soft_state: Some(SoftState {
+                role: Role::Candidate,
+                leader: 0
+            }),
+            ..Ready::default()
+        }
+    );
     assert_eq!(rd.hard_state, Some(HardState { term: 3, vote: 1 }));
     assert!(
         rd.messages
@@ -69,6 +83,18 @@ fn follower_starts_pre_vote_then_election_after_timeout() {
     assert_eq!(r.role(), Role::PreCandidate);
     assert_eq!(r.term(), 2, "pre-vote does not raise the term");
     let rd = ready_once(&mut r);
+    assert_eq!(
+        rd,
+        Ready {
+            messages: vec![pre_vote_req(1, 2, 3, 2, 2), pre_vote_req(1, 3, 3, 2, 2)],
+            soft_state: Some(SoftState {
+                role: Role::PreCandidate,
+                leader: 0
+            }),
+            ..Ready::default()
+        },
+        "pre-vote requests promise nothing: they leave at once, with nothing to persist"
+    );
     assert_eq!(rd.hard_state, None, "nothing to persist for a pre-vote");
     assert_eq!(vote_requests(&rd.messages, 3, true), [2, 3].into());
 
@@ -80,6 +106,18 @@ fn follower_starts_pre_vote_then_election_after_timeout() {
     );
     assert_eq!(r.term(), 3);
     let rd = ready_once(&mut r);
+    assert_eq!(
+        rd,
+        Ready {
+            hard_state: Some(HardState { term: 3, vote: 1 }),
+            persisted_messages: vec![vote_req(1, 2, 3, 2, 2), vote_req(1, 3, 3, 2, 2)],
+            soft_state: Some(SoftState {
+                role: Role::Candidate,
+                leader: 0
+            }),
+            ..Ready::default()
+        }
+    );
     assert_eq!(rd.hard_state, Some(HardState { term: 3, vote: 1 }));
     assert!(vote_requests(&rd.messages, 3, false).is_empty());
     assert_eq!(
@@ -269,6 +307,15 @@ fn vote_is_persisted_before_the_reply() {
         let mut r = restored(config(1, 3), term, vote_before, &[]);
         r.step(vote_req(3, 1, 2, 0, 0));
         let rd = r.ready();
+        assert_eq!(
+            rd,
+            Ready {
+                hard_state: Some(HardState { term: 2, vote: 3 }),
+                persisted_messages: vec![vote_reply(1, 3, 2, true)],
+                ..Ready::default()
+            },
+            "from term {term}"
+        );
         assert_eq!(
             rd.hard_state,
             Some(HardState { term: 2, vote: 3 }),

@@ -84,6 +84,24 @@ fn snapshot_replies(msgs: &[Envelope]) -> Vec<(u64, u64, bool)> {
         .collect()
 }
 
+/// The leader's InstallSnapshot to node 2 of the snapshot at 10 (`DATA`), at `offset`.
+fn chunk_to_2(offset: u64, data: &[u8]) -> Envelope {
+    env(
+        1,
+        2,
+        RaftMessage::InstallSnapshot {
+            term: 2,
+            leader_id: 1,
+            snapshot: SnapshotMeta { index: 10, term: 1 },
+            pos: ChunkPos {
+                offset,
+                total: DATA.len() as u64,
+            },
+            data: data.to_vec(),
+        },
+    )
+}
+
 /// Leader 1 of term 2 over a log of ten term-1 entries plus its no-op (index 11), committed
 /// and applied with node 3's help; node 2 has answered nothing. Then it compacts through 10.
 fn compacted_leader() -> Raft {
@@ -150,13 +168,25 @@ fn leader_sends_a_compacted_follower_the_snapshot_one_chunk_at_a_time() {
     let mut r = compacted_leader();
     let out = refuse_probe(&mut r);
     assert_eq!(r.progress(2).unwrap().state, ProgressState::Snapshot);
+    assert_eq!(
+        out,
+        vec![chunk_to_2(0, b"0123")],
+        "the first chunk and nothing else"
+    );
     assert_eq!(chunks(&out), vec![(2, 10, 0, b"0123".to_vec())]);
     // Nothing more while the chunk awaits its answer, however often we ask.
     r.step(append_reply(3, 1, 2, true, 11, None));
     assert!(chunks(&drain(&mut r)).is_empty());
     // Each answer brings the next chunk, from where the follower says it is.
     r.step(snapshot_reply(2, (10, 1), 4, false));
-    assert_eq!(chunks(&drain(&mut r)), vec![(2, 10, 4, b"4567".to_vec())]);
+    assert_eq!(
+        r.ready(),
+        Ready {
+            messages: vec![chunk_to_2(4, b"4567")],
+            ..Ready::default()
+        }
+    );
+    r.advance();
     r.step(snapshot_reply(2, (10, 1), 2, false));
     assert_eq!(
         chunks(&drain(&mut r)),
@@ -245,6 +275,17 @@ fn follower_installs_on_the_last_chunk_and_keeps_a_matching_suffix() {
         "installed before the last chunk"
     );
     let rd = ready_once(&mut f);
+    assert_eq!(
+        rd,
+        Ready {
+            messages: vec![
+                snapshot_reply(2, (4, 2), 4, false),
+                snapshot_reply(2, (4, 2), 8, false)
+            ],
+            ..Ready::default()
+        },
+        "chunk receipts promise nothing durable: they leave at once"
+    );
     assert!(rd.snapshot.is_none());
     assert_eq!(
         snapshot_replies(&rd.messages),
@@ -259,6 +300,14 @@ fn follower_installs_on_the_last_chunk_and_keeps_a_matching_suffix() {
     );
     assert_eq!(f.log().get(5), Some(&entry(2, 5)));
     let rd = f.ready();
+    assert_eq!(
+        rd,
+        Ready {
+            persisted_messages: vec![snapshot_reply(2, (4, 2), 10, true)],
+            snapshot: Some(snap(4, 2, DATA)),
+            ..Ready::default()
+        }
+    );
     assert_eq!(
         rd.snapshot,
         Some(snap(4, 2, DATA)),
@@ -291,6 +340,14 @@ fn follower_discards_a_conflicting_log_when_installing() {
     f.step(install(3, (5, 3), 0, b"abc", 3));
     let rd = ready_once(&mut f);
     assert_eq!(
+        rd,
+        Ready {
+            persisted_messages: vec![snapshot_reply(3, (5, 3), 3, true)],
+            snapshot: Some(snap(5, 3, b"abc")),
+            ..Ready::default()
+        }
+    );
+    assert_eq!(
         rd.snapshot.map(|s| s.meta),
         Some(SnapshotMeta { index: 5, term: 3 })
     );
@@ -302,6 +359,15 @@ fn follower_discards_a_conflicting_log_when_installing() {
     // The leader goes on from 6.
     f.step(append(1, 2, 3, (5, 3), vec![entry(3, 6)], 6));
     let rd = ready_once(&mut f);
+    assert_eq!(
+        rd,
+        Ready {
+            entries: vec![entry(3, 6)],
+            persisted_messages: vec![append_reply(2, 1, 3, true, 6, None)],
+            committed_entries: vec![entry(3, 6)],
+            ..Ready::default()
+        }
+    );
     assert_eq!(rd.entries, vec![entry(3, 6)]);
     assert_eq!(rd.committed_entries, vec![entry(3, 6)]);
 }
