@@ -1,9 +1,9 @@
 //! A simulated disk: what a node has fsynced. A crash keeps exactly this and nothing else.
 //!
 //! It mirrors `Storage`: the hard state, the latest snapshot (if any) and the log entries after
-//! it. `save` is one `Ready`'s durable part (made durable when the simulated fsync completes);
-//! `save_snapshot` is durable the moment the shell calls it (after the writes in flight), as
-//! the daemon's blocking call to `Storage::save_snapshot` is.
+//! it. The simulation carries out each of the driver's disk jobs here when the simulated fsync
+//! that covers it completes: `save` for an append, `save_snapshot` for a snapshot (saved or
+//! installed), in the order they were queued, as the daemon's log writer does.
 
 use raftd::rpc::types::{Entry, HardState, SnapshotMeta};
 use raftd_core::Snapshot;

@@ -1,8 +1,8 @@
 //! The real key-value service inside the simulation: simulated clients send Put, Get, Delete
 //! and Cas over the simulated network, retrying across leader changes with the same
-//! `client_id`/`seq`, and every recorded history must be linearizable (src/check).
+//! `client_id`/`seq`, and every recorded history must be linearizable (sim/src/check).
 //!
-//! Pitfalls covered (../shared/PITFALLS.md): stale reads from a deposed leader, reads before
+//! Pitfalls covered (docs/TESTING.md, "Known Raft pitfalls"): stale reads from a deposed leader, reads before
 //! the new leader's first commit, a retried write applied twice.
 
 use raftd_sim::scenario as common;

@@ -1,4 +1,4 @@
-//! Tests aimed at specific known Raft mistakes (../shared/PITFALLS.md): stale AppendEntries
+//! Tests aimed at specific known Raft mistakes (docs/TESTING.md, "Known Raft pitfalls"): stale AppendEntries
 //! truncating a log, stale replies moving matchIndex, election timers that one hopeless
 //! node keeps resetting, and a rejoining node deposing a healthy leader.
 //!

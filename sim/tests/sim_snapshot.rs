@@ -7,9 +7,9 @@
 //! Besides each test's own assertions, the simulation checks at every step that a node's
 //! commit, applied and snapshot indexes never move backwards (its snapshot not even across
 //! restarts), that every snapshot of one index holds the same state, and that entries applied
-//! at one index are the same everywhere (see src/sim/mod.rs).
+//! at one index are the same everywhere (see sim/src/lib.rs).
 //!
-//! Pitfalls covered (../shared/PITFALLS.md): "Snapshot racing with append" (c), "Blocking the
+//! Pitfalls covered (docs/TESTING.md, "Known Raft pitfalls"): "Snapshot racing with append" (c), "Blocking the
 //! event loop" (f: no election during a long transfer).
 
 use raftd_sim::scenario as common;

@@ -1,4 +1,4 @@
-//! `raftctl`: a command-line client for a raftd cluster (../shared/PROTOCOL.md).
+//! `raftctl`: a command-line client for a raftd cluster (docs/CLIENT_PROTOCOL.md).
 //!
 //! ```text
 //! raftctl --cluster 127.0.0.1:8000,127.0.0.1:8001,127.0.0.1:8002 put KEY VALUE

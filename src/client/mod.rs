@@ -1,4 +1,4 @@
-//! An async client for raftd's client protocol (../shared/PROTOCOL.md).
+//! An async client for raftd's client protocol (docs/CLIENT_PROTOCOL.md).
 //!
 //! A [`Client`] finds the leader by itself (following `NotLeader` hints, trying each node in
 //! turn otherwise) and retries a write after a timeout or a lost connection with the same

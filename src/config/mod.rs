@@ -13,7 +13,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Command line of `raftd` (see ../shared/PROTOCOL.md).
+/// Command line of `raftd` (see docs/CLIENT_PROTOCOL.md).
 #[derive(Parser, Debug, Default, Clone)]
 #[command(name = "raftd", version, about = "A Raft consensus daemon")]
 pub struct Cli {

@@ -1,12 +1,15 @@
 //! The key-value service of one node, with no I/O: it turns client requests into proposals and
 //! read-index requests on the Raft core, and `Ready` batches into answers.
 //!
-//! The daemon's node loop and the simulation drive it the same way:
+//! The driver (`crate::driver`, which the daemon and the simulation both run) calls it:
 //! 1. `request()` for each client request (some are answered at once);
-//! 2. `flush_reads()` once per turn, so every linearizable read received in the turn shares one
-//!    ReadIndex round;
-//! 3. after persisting a `Ready`, `on_ready()` applies its committed entries and releases the
-//!    reads whose index has been applied, returning the answers.
+//! 2. `flush_reads()` before taking `Ready`s, so every linearizable read received since the
+//!    last call shares one ReadIndex round;
+//! 3. `on_ready()` for each `Ready` as soon as it is taken (committed entries are applied
+//!    whether or not this node's own copy is durable yet): it applies the committed entries and
+//!    releases the reads whose index has been applied, returning the answers.
+//!
+//! Every pending request keeps the caller's reply token `R`; each answer comes back with it.
 //!
 //! A write is answered only after its entry is committed and applied. A linearizable read is
 //! answered only after the leader confirmed, with a heartbeat round acknowledged by a majority,

@@ -9,7 +9,7 @@ pub use raftd_core::message::*;
 
 use serde::{Deserialize, Serialize};
 
-// ----- client protocol v1 (../shared/PROTOCOL.md) -----
+// ----- client protocol v1 (docs/CLIENT_PROTOCOL.md) -----
 
 /// A request from a client. Parsed only after the frame was checked to be a JSON object, so a
 /// failure here is a `BadRequest` that can still echo the request's `id`. Unknown extra fields

@@ -240,7 +240,7 @@ impl Raft {
                 self.id
             );
         }
-        // BUG (feature bug-truncate-stale-append): cut the log after this message's entries,
+        // BUG (truncate_stale_append, `bugs` feature only): cut the log after this message's entries,
         // conflict or not, so a stale, shorter AppendEntries drops acknowledged entries.
         #[cfg(feature = "bugs")]
         if bug!(self, truncate_stale_append) {
@@ -353,7 +353,7 @@ impl Raft {
         let mut matches: Vec<u64> = self.progress.values().map(|pr| pr.matched).collect();
         matches.push(self.log.stable());
         let index = committed_index(&mut matches);
-        // BUG (feature bug-commit-old-term): count replicas of an earlier term's entry too.
+        // BUG (commit_old_term, `bugs` feature only): count replicas of an earlier term's entry too.
         let old_term_bug = bug!(self, commit_old_term);
         if index > self.log.committed() && (self.log.term(index) == Some(self.term) || old_term_bug)
         {

@@ -295,7 +295,7 @@ impl Raft {
             vote_granted: grant,
             pre_vote: false,
         };
-        // BUG (feature bug-vote-without-persist): answer before the vote is durable (and
+        // BUG (vote_without_persist, `bugs` feature only): answer before the vote is durable (and
         // `ready()` leaves the vote out of the hard state it hands over for writing).
         if bug!(self, vote_without_persist) {
             self.send(from, reply);

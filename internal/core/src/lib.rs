@@ -2,12 +2,15 @@
 //!
 //! Inputs: `tick()` (logical time), `step(envelope)` (a peer message) and `propose(data)`.
 //! Output: a [`Ready`] batch, taken with `ready()`, that says what to persist, what to send
-//! (before and after persisting) and what to apply. The caller persists it, sends, applies, and
-//! calls `advance()`; then the next batch can be taken. The core holds no sockets, files, tasks
-//! or clock, and its randomness comes from `Config::seed`, so a simulation can replay any run.
+//! (before and after persisting) and what to apply. A synchronous caller persists it, sends,
+//! applies and calls `advance()`; an asynchronous one (raftd's driver, `raftd::driver`) hands
+//! the write off, applies at once and reports durability later (see [`Ready`]). The core holds
+//! no sockets, files, tasks or clock, and its randomness comes from `Config::seed`, so a
+//! simulation can replay any run. This crate cannot depend on tokio: Cargo keeps it I/O-free.
 //!
 //! The rules are split by Raft's parts: `election.rs` (§5.2, §5.4.1, pre-vote, check-quorum),
-//! `append_entries.rs` (§5.3, §5.4.2), `log.rs`, `progress.rs`, `quorum.rs`.
+//! `append_entries.rs` (§5.3, §5.4.2), `snapshot.rs` (§7), `read_index.rs` (thesis §6.4),
+//! `log.rs`, `progress.rs`, `quorum.rs`; the wire types are in `message.rs`.
 
 /// Whether the injected bug `$name` is switched on in this node's config (always false in a
 /// build without the `bugs` feature, where the switches do not exist).
@@ -54,16 +57,18 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
-/// What the shell must do after a round of inputs, in this order:
+/// What the shell must do after a round of inputs. Synchronously:
 /// 1. send `messages` (they promise nothing that is not already durable);
 /// 2. durably write `hard_state` and `entries` (one write, one fsync);
 /// 3. send `persisted_messages` (votes and acknowledgements: only after step 2);
-/// 4. apply `committed_entries` in order;
+/// 4. apply `committed_entries` in order (they are committed on a majority of disks, so they
+///    may be applied before, during or after step 2);
 /// 5. call `Raft::advance`.
 ///
-/// Or, with asynchronous persistence (the daemon and the simulation): send `messages`, queue
-/// the write of `hard_state` and `entries` behind the writes already queued, apply
-/// `committed_entries`, and call `Raft::handed_off`, which allows the next `ready()` at once.
+/// Or, with asynchronous persistence (raftd's driver, which the daemon and the simulation
+/// both run): send `messages`, queue the write of `hard_state` and `entries` behind the writes
+/// already queued, apply `committed_entries` at once (before the write is durable), and call
+/// `Raft::handed_off`, which allows the next `ready()` at once.
 /// When the write (and every write queued before it) is durable, send its
 /// `persisted_messages` and pass its [`Persisting`] to `Raft::persisted`. Writes complete in
 /// the order they were queued; `persisted_messages` wait for their own write even when it is
@@ -418,7 +423,7 @@ impl Raft {
         let hs = self.hard_state();
         if hs != self.saved_hard_state {
             rd.hard_state = Some(hs);
-            // BUG (feature bug-vote-without-persist): the vote never reaches the disk.
+            // BUG (vote_without_persist, `bugs` feature only): the vote never reaches the disk.
             if bug!(self, vote_without_persist) {
                 rd.hard_state = Some(HardState { vote: 0, ..hs });
             }

@@ -125,7 +125,7 @@ pub enum RaftMessage {
         prev_log_term: u64,
         entries: Vec<Entry>,
         leader_commit: u64,
-        /// The leader's latest ReadIndex round (see src/raft/read_index.rs); echoed back.
+        /// The leader's latest ReadIndex round (see internal/core/src/read_index.rs); echoed back.
         #[serde(default, skip_serializing_if = "is_zero")]
         read_round: u64,
     },
