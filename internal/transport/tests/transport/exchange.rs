@@ -1,6 +1,6 @@
 //! Happy paths, reconnection, backpressure and shutdown over real TCP on 127.0.0.1.
 
-mod common;
+use super::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

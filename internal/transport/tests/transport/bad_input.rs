@@ -1,6 +1,6 @@
 //! Hostile and malformed input on the shared port, client hand-off, and the connection cap.
 
-mod common;
+use super::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests: a test message type, cluster setup, and bounded waits.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
