@@ -300,12 +300,9 @@ fn snapshot_of(writes: &[(&str, &str)]) -> Snapshot {
     store.to_snapshot(1, 0).unwrap()
 }
 
-#[test]
-fn the_leaders_snapshot_is_a_disk_job_in_order_and_its_acknowledgement_waits_for_it() {
-    let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
-    let snapshot = snapshot_of(&[("a", "1"), ("b", "2"), ("c", "3")]);
-    let meta = snapshot.meta;
-    d.step(env(
+/// The leader's whole snapshot in one InstallSnapshot chunk to node 2.
+fn install_msg(meta: SnapshotMeta, data: &[u8]) -> Envelope {
+    env(
         1,
         2,
         RaftMessage::InstallSnapshot {
@@ -314,11 +311,30 @@ fn the_leaders_snapshot_is_a_disk_job_in_order_and_its_acknowledgement_waits_for
             snapshot: meta,
             pos: ChunkPos {
                 offset: 0,
-                total: snapshot.data.len() as u64,
+                total: data.len() as u64,
             },
-            data: snapshot.data.to_vec(),
+            data: data.to_vec(),
         },
-    ));
+    )
+}
+
+/// A single-voter leader whose snapshot policy is "every `entries` entries".
+fn snapshotting_leader(entries: u64) -> Driver<Token> {
+    single_leader(DriverConfig {
+        snapshots: SnapshotPolicy {
+            entries,
+            bytes: u64::MAX,
+        },
+        ..DriverConfig::default()
+    })
+}
+
+#[test]
+fn the_leaders_snapshot_is_a_disk_job_in_order_and_its_acknowledgement_waits_for_it() {
+    let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
+    let snapshot = snapshot_of(&[("a", "1"), ("b", "2"), ("c", "3")]);
+    let meta = snapshot.meta;
+    d.step(install_msg(meta, &snapshot.data));
     let installed = d.drive().unwrap();
     assert_eq!(
         installed,
@@ -361,20 +377,7 @@ fn the_leaders_snapshot_is_a_disk_job_in_order_and_its_acknowledgement_waits_for
 fn a_snapshot_that_does_not_decode_stops_the_driver() {
     let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
     let meta = SnapshotMeta { index: 5, term: 1 };
-    d.step(env(
-        1,
-        2,
-        RaftMessage::InstallSnapshot {
-            term: 1,
-            leader_id: 1,
-            snapshot: meta,
-            pos: ChunkPos {
-                offset: 0,
-                total: 3,
-            },
-            data: b"???".to_vec(),
-        },
-    ));
+    d.step(install_msg(meta, b"???"));
     let err = d.drive().unwrap_err();
     assert!(
         matches!(err, DriverError::BadSnapshot { index: 5, .. }),
@@ -384,14 +387,7 @@ fn a_snapshot_that_does_not_decode_stops_the_driver() {
 
 #[test]
 fn the_own_snapshot_is_encoded_by_the_shell_saved_in_order_then_compacts_the_log() {
-    let policy = SnapshotPolicy {
-        entries: 2,
-        bytes: u64::MAX,
-    };
-    let mut d = single_leader(DriverConfig {
-        snapshots: policy,
-        ..DriverConfig::default()
-    });
+    let mut d = snapshotting_leader(2);
     d.request(put(1, "k", "v"), 10);
     d.drive().unwrap();
     d.durable(2);
@@ -461,14 +457,7 @@ fn the_own_snapshot_is_encoded_by_the_shell_saved_in_order_then_compacts_the_log
 
 #[test]
 fn a_failed_snapshot_is_not_retried_on_every_turn() {
-    let policy = SnapshotPolicy {
-        entries: 2,
-        bytes: u64::MAX,
-    };
-    let mut d = single_leader(DriverConfig {
-        snapshots: policy,
-        ..DriverConfig::default()
-    });
+    let mut d = snapshotting_leader(2);
     d.request(put(1, "k", "v"), 10);
     d.drive().unwrap();
     d.durable(2);
@@ -519,20 +508,7 @@ fn a_prepared_snapshot_older_than_the_leaders_is_dropped() {
     let task = d.drive().unwrap().prepare_snapshot.expect("due");
     // Meanwhile the leader's snapshot at 3 arrives and is installed.
     let leaders = snapshot_of(&[("a", "1"), ("b", "2"), ("c", "3")]);
-    d.step(env(
-        1,
-        2,
-        RaftMessage::InstallSnapshot {
-            term: 1,
-            leader_id: 1,
-            snapshot: leaders.meta,
-            pos: ChunkPos {
-                offset: 0,
-                total: leaders.data.len() as u64,
-            },
-            data: leaders.data.to_vec(),
-        },
-    ));
+    d.step(install_msg(leaders.meta, &leaders.data));
     d.drive().unwrap();
     assert!(!d.snapshot_prepared(task.encode().unwrap()));
     assert_eq!(d.drive().unwrap().disk, vec![]);

@@ -166,6 +166,8 @@ impl NodeLoop {
     }
 
     fn execute(&mut self, out: Output<Reply>) {
+        // Taken apart field by field (as the simulation does), so a new kind of output cannot
+        // be left unhandled by either.
         let Output {
             messages,
             disk,
