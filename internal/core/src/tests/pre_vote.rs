@@ -35,6 +35,14 @@ fn pre_vote_changes_no_term() {
         assert_eq!(v.role(), Role::Follower);
         let rd = ready_once(&mut v);
         assert_eq!(
+            rd,
+            Ready {
+                messages: vec![pre_vote_reply(2, 1, 5, granted)],
+                ..Ready::default()
+            },
+            "granted={granted}: the whole output is the answer, sent at once, nothing persisted"
+        );
+        assert_eq!(
             rd.hard_state, None,
             "granted={granted}: a pre-vote wrote the hard state"
         );
@@ -56,6 +64,7 @@ fn pre_vote_refused_to_a_less_up_to_date_log_and_lost_pre_vote_does_not_raise_te
     let mut v = restored(with_extensions(2, 3, true, false), 4, 0, &[1, 4, 4]);
     v.step(pre_vote_req(1, 2, 5, 2, 4));
     let msgs = drain(&mut v);
+    assert_eq!(msgs, vec![pre_vote_reply(2, 1, 5, false)]);
     assert_eq!(vote_replies(&msgs, 1, true), vec![(5, false)]);
 
     let mut r = restored(with_extensions(1, 3, true, false), 4, 0, &[1, 4]);
@@ -109,6 +118,16 @@ fn follower_in_leader_lease_ignores_vote_requests() {
         r.tick(); // a whole minimum election timeout without the leader
         r.step(req);
         let msgs = drain(&mut r);
+        let granted = if pre_vote {
+            pre_vote_reply(1, 3, 3, true)
+        } else {
+            vote_reply(1, 3, 3, true)
+        };
+        assert_eq!(
+            msgs,
+            vec![granted],
+            "pre_vote={pre_vote}: the answer and nothing else"
+        );
         assert_eq!(
             vote_replies(&msgs, 3, pre_vote),
             vec![(3, true)],
