@@ -15,6 +15,14 @@ impl Cluster {
         }
         let Some(raft) = self.raft(id) else { return };
         let seed = self.cfg.seed;
+        // Correct members never send what the core refuses as impossible (validate.rs); with
+        // no bug switched on, a refusal means the check or the sender is wrong.
+        assert!(
+            !self.cfg.bugs.is_empty() || raft.refused_messages() == 0,
+            "[seed {seed}] node {id} refused {} message(s) from a correct member, the last {:?}",
+            raft.refused_messages(),
+            raft.last_refusal()
+        );
         let marks = (
             raft.log().committed(),
             raft.log().applied(),

@@ -155,8 +155,9 @@ impl Raft {
     /// timer.
     pub(super) fn follow(&mut self, from: NodeId, term: u64) {
         match self.role {
+            // `invalid` (validate.rs) refuses such a message before it gets here.
             Role::Leader => panic!(
-                "node {}: node {from} acts as leader in my own term {term}: two leaders in one term",
+                "node {}: node {from} acts as leader in my own term {term}, and the check that refuses this was bypassed",
                 self.id
             ),
             Role::Candidate | Role::PreCandidate => {

@@ -38,6 +38,7 @@ mod progress;
 mod quorum;
 mod read_index;
 mod snapshot;
+mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -55,7 +56,7 @@ pub use snapshot::CompactError;
 use crate::message::{Entry, Envelope, HardState, NodeId, RaftMessage, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the shell must do after a round of inputs. Synchronously:
 /// 1. send `messages` (they promise nothing that is not already durable);
@@ -177,6 +178,11 @@ pub struct Raft {
     incoming: Option<snapshot::Incoming>,
     /// A snapshot installed but not yet handed to the shell.
     pending_snapshot: Option<Snapshot>,
+    /// Senders of messages refused as impossible from a correct member (logged once each).
+    refused_senders: BTreeSet<NodeId>,
+    /// Messages refused so far, and what the last one was.
+    refused_messages: u64,
+    last_refusal: Option<String>,
 
     messages: Vec<Envelope>,
     persisted_messages: Vec<Envelope>,
@@ -232,6 +238,9 @@ impl Raft {
             read_only: read_index::ReadOnly::default(),
             incoming: None,
             pending_snapshot: None,
+            refused_senders: BTreeSet::new(),
+            refused_messages: 0,
+            last_refusal: None,
             messages: Vec::new(),
             persisted_messages: Vec::new(),
             saved_hard_state: hard_state,
@@ -315,6 +324,12 @@ impl Raft {
             return;
         }
         ::log::trace!("node {}: recv {env}", self.id);
+        // Before anything else looks at it: a message no correct member could send changes
+        // nothing, not even the term.
+        if let Some(why) = self.invalid(&env) {
+            self.refuse(&env, &why);
+            return;
+        }
         if !self.handle_term(&env) {
             return;
         }

@@ -17,6 +17,7 @@ mod paper_5_3;
 mod paper_5_4;
 mod pre_vote;
 mod read_index;
+mod refused;
 mod snapshot;
 
 /// Pinned election timeout: exactly this many ticks (the range is `[ELECTION, ELECTION + 1)`).
