@@ -737,29 +737,26 @@ impl Cluster {
 
     /// Every job due by now is durable: on the disk, and reported to the driver.
     fn finish_sync(&mut self, id: NodeId) {
-        let now = self.now;
+        self.complete_writes(id, Some(self.now));
+        self.drive(id);
+    }
+
+    /// Every job in flight becomes durable now.
+    fn flush_writes(&mut self, id: NodeId) {
+        self.complete_writes(id, None);
+    }
+
+    /// Writes the jobs due by `due` (all of them with None) to the disk, oldest first, and
+    /// reports the last one durable to the driver.
+    fn complete_writes(&mut self, id: NodeId, due: Option<Micros>) {
         let mut synced = false;
         let mut last = None;
         while self
             .node(id)
             .writes
             .front()
-            .is_some_and(|w| w.done_at <= now)
+            .is_some_and(|w| due.is_none_or(|due| w.done_at <= due))
         {
-            last = self.complete_write(id, &mut synced).or(last);
-        }
-        if let (Some(seq), Some(driver)) = (last, self.driver_mut(id)) {
-            driver.durable(seq);
-            self.observe(id);
-        }
-        self.drive(id);
-    }
-
-    /// Every job in flight becomes durable now.
-    fn flush_writes(&mut self, id: NodeId) {
-        let mut synced = false;
-        let mut last = None;
-        while !self.node(id).writes.is_empty() {
             last = self.complete_write(id, &mut synced).or(last);
         }
         if let (Some(seq), Some(driver)) = (last, self.driver_mut(id)) {

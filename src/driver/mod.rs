@@ -136,11 +136,6 @@ impl<R> Driver<R> {
         self.last_durable >= self.last_queued
     }
 
-    /// Sequence number of the last disk job queued.
-    pub fn last_queued(&self) -> u64 {
-        self.last_queued
-    }
-
     /// One logical tick for the core and for the service's request timeouts.
     pub fn tick(&mut self) {
         self.raft.tick();

@@ -8,7 +8,6 @@ use crate::rpc::types::{
     ChunkPos, ClientRequest, Entry, HardState, OkResponse, RaftMessage, Role, SnapshotMeta,
 };
 use raftd_core::Config;
-use std::sync::Arc;
 
 /// A reply token: which request an answer is for.
 type Token = u32;
@@ -514,5 +513,4 @@ fn a_prepared_snapshot_older_than_the_leaders_is_dropped() {
     assert_eq!(d.drive().unwrap().disk, vec![]);
     assert_eq!(d.raft().log().snapshot(), leaders.meta);
     assert_eq!(d.raft().snapshot().map(|s| &s.data), Some(&leaders.data));
-    let _: &Arc<Vec<u8>> = &leaders.data;
 }

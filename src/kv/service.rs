@@ -167,6 +167,10 @@ impl<R> KvService<R> {
             .values_mut()
             .chain(self.applying.values_mut())
         {
+            // Rebuilt only when something expired: this runs on every tick.
+            if reads.iter().all(|r| r.since >= cutoff) {
+                continue;
+            }
             let (keep, expired): (Vec<_>, Vec<_>) = std::mem::take(reads)
                 .into_iter()
                 .partition(|r| r.since >= cutoff);

@@ -102,9 +102,7 @@ impl Raft {
             );
         }
     }
-}
 
-impl Raft {
     /// Messages this node refused as impossible from a correct member (in a cluster of correct
     /// members this stays 0; the simulation checks that it does).
     pub fn refused_messages(&self) -> u64 {
