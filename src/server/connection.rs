@@ -17,11 +17,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use raftd_transport::ClientConn;
+use raftd_transport::Stream;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -100,7 +100,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a closing connection waits for answers still owed to it.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-type Reader = SplitStream<Framed<TcpStream, LengthDelimitedCodec>>;
+type Reader = SplitStream<Framed<Stream, LengthDelimitedCodec>>;
 
 pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: CancellationToken) {
     let ClientConn {

@@ -6,8 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::stream::Stream;
 
 /// A client connection, handed over after its first frame was read (and found not to be a Hello).
 ///
@@ -18,7 +19,7 @@ pub struct ClientConn {
     /// Payload of the first frame (length prefix stripped).
     pub first_frame: BytesMut,
     /// The connection, framed with the same codec and frame limit as peer connections.
-    pub framed: Framed<TcpStream, LengthDelimitedCodec>,
+    pub framed: Framed<Stream, LengthDelimitedCodec>,
 }
 
 /// Called once per client connection; the returned future serves it. The future is dropped (closing the

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::security::Security;
+
 /// Default upper bound on one frame's payload (16 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Default number of outbound frames queued per peer.
@@ -43,6 +45,11 @@ pub struct TransportConfig {
     /// `max_frame_bytes`, before closing it, so a client learns why. Later oversized frames are
     /// the client handler's to answer.
     pub oversized_first_frame_reply: Option<bytes::Bytes>,
+    /// With TLS on, written (as one plaintext frame) to a connection that starts like a
+    /// plaintext frame rather than a TLS handshake, before closing it, so a client learns why.
+    pub plaintext_on_tls_reply: Option<bytes::Bytes>,
+    /// Who may speak as a peer (TLS, cluster secret). Empty means anyone who says Hello.
+    pub security: Security,
 }
 
 impl TransportConfig {
@@ -58,6 +65,8 @@ impl TransportConfig {
             connect_backoff_max: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(3),
             oversized_first_frame_reply: None,
+            plaintext_on_tls_reply: None,
+            security: Security::default(),
             connect_timeout: Duration::from_secs(3),
             event_queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
         }

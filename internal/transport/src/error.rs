@@ -34,4 +34,11 @@ pub(crate) enum ConnectError {
     Timeout(std::time::Duration),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The TLS handshake failed: the peer's certificate is not from our CA, has expired, or
+    /// does not name the node we dialled (or it refused ours).
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    /// The peer handshake failed (a wrong or missing cluster secret, the wrong node).
+    #[error("{0}")]
+    Auth(String),
 }

@@ -2,8 +2,9 @@
 //! that marks a connection as coming from a peer.
 
 use bytes::Bytes;
-use serde::Deserialize;
 use tokio_util::codec::LengthDelimitedCodec;
+
+pub use crate::security::handshake::HandshakeFrame;
 
 /// Size of the length prefix preceding each frame payload.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -16,26 +17,29 @@ pub fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// Only used to parse the first frame of an inbound connection.
-#[derive(Deserialize)]
-#[serde(tag = "type")]
-enum Handshake {
-    Hello { node_id: u64 },
+/// The first frame of a peer connection: who the sender says it is, and (with a cluster secret)
+/// its handshake nonce in hex. `security::handshake` decides whether to believe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub node_id: u64,
+    pub nonce: Option<String>,
 }
 
-/// The payload of the Hello frame `{"type":"Hello","node_id":N}`.
-///
-/// Formatted by hand because it cannot fail that way, whereas a serializer returns a `Result`.
+/// The payload of an unauthenticated Hello frame `{"type":"Hello","node_id":N}`.
 pub fn encode_hello(node_id: u64) -> Bytes {
-    Bytes::from(format!("{{\"type\":\"Hello\",\"node_id\":{node_id}}}"))
+    HandshakeFrame::Hello {
+        node_id,
+        nonce: None,
+    }
+    .encode()
 }
 
-/// Returns the sender's node id if `frame` is a Hello frame, `None` for anything else
-/// (which makes the connection a client connection).
-pub fn parse_hello(frame: &[u8]) -> Option<u64> {
-    match serde_json::from_slice::<Handshake>(frame) {
-        Ok(Handshake::Hello { node_id }) => Some(node_id),
-        Err(_) => None,
+/// The Hello if `frame` is one, `None` for anything else (which makes the connection a client
+/// connection).
+pub fn parse_hello(frame: &[u8]) -> Option<Hello> {
+    match HandshakeFrame::decode(frame)? {
+        HandshakeFrame::Hello { node_id, nonce } => Some(Hello { node_id, nonce }),
+        _ => None,
     }
 }
 
@@ -47,8 +51,11 @@ mod tests {
 
     #[test]
     fn hello_roundtrip() {
-        assert_eq!(parse_hello(&encode_hello(7)), Some(7));
-        assert_eq!(parse_hello(&encode_hello(u64::MAX)), Some(u64::MAX));
+        let id = |f: &[u8]| parse_hello(f).map(|h| h.node_id);
+        assert_eq!(id(&encode_hello(7)), Some(7));
+        assert_eq!(id(&encode_hello(u64::MAX)), Some(u64::MAX));
+        let with_nonce = parse_hello(br#"{"type":"Hello","node_id":2,"nonce":"ab"}"#).unwrap();
+        assert_eq!(with_nonce.nonce.as_deref(), Some("ab"));
         assert_eq!(&encode_hello(3)[..], br#"{"type":"Hello","node_id":3}"#);
     }
 
@@ -62,6 +69,7 @@ mod tests {
             br#"{"type":"Hello"}"#,
             br#"{"type":"Hello","node_id":-1}"#,
             br#"{"type":"Hello","node_id":"2"}"#,
+            br#"{"type":"Auth","proof":"00"}"#,
             b"[1,2]",
         ] {
             assert_eq!(

@@ -1,9 +1,11 @@
-//! TCP transport for raftd: owns the sockets, framing, reconnects and backpressure of one cluster node.
+//! TCP transport for raftd: owns the sockets, TLS, peer authentication, framing, reconnects and
+//! backpressure of one cluster node.
 //!
-//! Wire format: every frame is a 4-byte big-endian length `N` followed by `N` bytes of UTF-8 JSON.
-//! Clients and peers use the same port. A node connecting to a peer first sends
-//! `{"type":"Hello","node_id":N}` and then only the JSON of messages `M`; any connection whose first frame
-//! is not a Hello is handed to the [`ClientHandler`].
+//! Wire format: every frame is a 4-byte big-endian length `N` followed by `N` bytes of UTF-8 JSON,
+//! inside TLS when the node has it. Clients and peers use the same port. A node connecting to a
+//! peer first sends `{"type":"Hello","node_id":N}` (with a nonce, and a challenge–response after
+//! it, when the cluster has a secret: [`security`]) and then only the JSON of messages `M`; any
+//! connection whose first frame is not a Hello is handed to the [`ClientHandler`].
 //!
 //! Each node keeps one outbound connection per peer for its own messages and receives the peers' messages
 //! on their outbound connections, so connections are one-directional.
@@ -22,12 +24,16 @@ mod event;
 pub mod framing;
 mod listener;
 mod peer;
+pub mod security;
 mod stats;
+mod stream;
 mod transport;
 
 pub use client::{client_handler, reject_clients, ClientConn, ClientHandler};
 pub use config::TransportConfig;
 pub use error::SendError;
 pub use event::PeerEvent;
+pub use security::{ClusterSecret, NodeTls, Security, TlsFiles};
 pub use stats::{PeerStats, TransportStats};
+pub use stream::Stream;
 pub use transport::Transport;

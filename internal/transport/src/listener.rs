@@ -14,18 +14,23 @@ use serde::de::DeserializeOwned;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{ClientConn, ClientHandler};
 use crate::event::PeerEvent;
-use crate::framing;
+use crate::framing::{self, Hello};
+use crate::security::handshake::{self, Conn};
+use crate::security::Security;
+use crate::stream::Stream;
 
 /// First pause after a failed accept (EMFILE and friends usually clear up once connections close).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+/// The first byte of every TLS connection (a handshake record). A plaintext frame starts with
+/// its length's high byte, which is 0 for any frame under 16 MiB.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Initial read buffer of an inbound connection, in bytes.
 const INITIAL_READ_BUFFER: usize = 2048;
@@ -37,12 +42,63 @@ pub(crate) struct Inbound<M> {
     pub(crate) max_frame_bytes: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) oversized_first_frame_reply: Option<bytes::Bytes>,
+    pub(crate) plaintext_on_tls_reply: Option<bytes::Bytes>,
+    pub(crate) security: Security,
     pub(crate) events: mpsc::Sender<PeerEvent<M>>,
     pub(crate) client_handler: ClientHandler,
     pub(crate) cancel: CancellationToken,
-    /// The current inbound connection per peer id, so a newer one can close an older (probably half-open) one.
-    live: Mutex<HashMap<u64, (u64, CancellationToken)>>,
+    pub(crate) live: Arc<LivePeers>,
+}
+
+/// The current inbound connection per peer id, so a newer one can close an older (probably
+/// half-open) one, and the owner can close one whose messages it refused.
+#[derive(Default)]
+pub(crate) struct LivePeers {
+    conns: Mutex<HashMap<u64, (u64, CancellationToken)>>,
     next_conn_id: AtomicU64,
+}
+
+impl LivePeers {
+    fn register(&self, peer: u64, parent: &CancellationToken) -> (u64, CancellationToken) {
+        let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let token = parent.child_token();
+        let previous = self
+            .conns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(peer, (conn_id, token.clone()));
+        if let Some((_, old)) = previous {
+            // The peer only keeps one outbound connection, so an older one is stale (or half-open).
+            old.cancel();
+        }
+        (conn_id, token)
+    }
+
+    fn unregister(&self, peer: u64, conn_id: u64) {
+        let mut live = self
+            .conns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if live.get(&peer).is_some_and(|(id, _)| *id == conn_id) {
+            live.remove(&peer);
+        }
+    }
+
+    /// Closes the inbound connection of `peer`, if there is one. Returns whether there was.
+    pub(crate) fn close(&self, peer: u64) -> bool {
+        let conn = self
+            .conns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&peer);
+        match conn {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
@@ -61,11 +117,12 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             max_frame_bytes,
             handshake_timeout,
             oversized_first_frame_reply: None,
+            plaintext_on_tls_reply: None,
+            security: Security::default(),
             events,
             client_handler,
             cancel,
-            live: Mutex::new(HashMap::new()),
-            next_conn_id: AtomicU64::new(0),
+            live: Arc::new(LivePeers::default()),
         }
     }
 
@@ -137,6 +194,14 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("node {}: set_nodelay for {addr} failed: {e}", self.node_id);
         }
+        let stream = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return,
+            s = self.secure(stream, addr) => match s {
+                Some(s) => s,
+                None => return,
+            },
+        };
         // A small read buffer to start with (it grows for bigger frames): a node may hold
         // thousands of client connections, most of them sending small requests.
         let mut conn = Framed::with_capacity(
@@ -177,8 +242,58 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             Ok(Some(Ok(frame))) => frame,
         };
         match framing::parse_hello(&first) {
-            Some(peer) => self.serve_peer(conn, addr, peer).await,
+            Some(hello) => self.serve_peer(conn, addr, hello).await,
             None => self.serve_client(conn, addr, first).await,
+        }
+    }
+
+    /// With TLS on, does the server side of the handshake (plaintext is answered with
+    /// `plaintext_on_tls_reply` and closed); without, hands the socket on as it is. `None`: the
+    /// connection is closed.
+    async fn secure(&self, stream: TcpStream, addr: SocketAddr) -> Option<Stream> {
+        let Some(tls) = &self.security.tls else {
+            return Some(Stream::Plain(stream));
+        };
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(self.handshake_timeout, stream.peek(&mut first)).await {
+            Ok(Ok(1)) => {}
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
+                debug!(
+                    "node {}: {addr} sent nothing within {:?} (or closed); closing",
+                    self.node_id, self.handshake_timeout
+                );
+                return None;
+            }
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            warn!(
+                "node {}: plaintext connection from {addr} to a TLS port; closing",
+                self.node_id
+            );
+            if let Some(reply) = self.plaintext_on_tls_reply.clone() {
+                let mut conn = Framed::new(stream, framing::codec(self.max_frame_bytes));
+                let _ = tokio::time::timeout(self.handshake_timeout, conn.send(reply)).await;
+            }
+            return None;
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+        match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => Some(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(s)))),
+            Ok(Err(e)) => {
+                // Another CA, an expired certificate, no certificate under --client-cert-auth.
+                warn!(
+                    "node {}: TLS handshake with {addr} failed: {e}; closing",
+                    self.node_id
+                );
+                None
+            }
+            Err(_) => {
+                debug!(
+                    "node {}: TLS handshake with {addr} took over {:?}; closing",
+                    self.node_id, self.handshake_timeout
+                );
+                None
+            }
         }
     }
 
@@ -197,7 +312,8 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         }
     }
 
-    async fn serve_peer(&self, mut conn: Conn, addr: SocketAddr, peer: u64) {
+    async fn serve_peer(&self, mut conn: Conn, addr: SocketAddr, hello: Hello) {
+        let peer = hello.node_id;
         if !self.peers.contains(&peer) {
             warn!(
                 "node {}: Hello from unknown node {peer} at {addr}; closing",
@@ -205,13 +321,30 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             );
             return;
         }
-        let (conn_id, token) = self.register(peer);
+        // Nothing after the Hello is read as a peer message until the handshake has passed.
+        if let Err(reason) = handshake::accept(
+            &self.security,
+            self.node_id,
+            &mut conn,
+            peer,
+            hello.nonce.as_deref(),
+            self.handshake_timeout,
+        )
+        .await
+        {
+            warn!(
+                "node {}: refused a peer connection from {addr} claiming to be node {peer}: {reason}",
+                self.node_id
+            );
+            return;
+        }
+        let (conn_id, token) = self.live.register(peer, &self.cancel);
         debug!(
             "node {}: accepted connection from peer {peer} at {addr}",
             self.node_id
         );
         let reason = self.read_peer(&mut conn, addr, peer, &token).await;
-        self.unregister(peer, conn_id);
+        self.live.unregister(peer, conn_id);
         debug!(
             "node {}: connection from peer {peer} at {addr} closed: {reason}",
             self.node_id
@@ -229,7 +362,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         loop {
             let next = tokio::select! {
                 biased;
-                _ = token.cancelled() => return "replaced by a newer connection or shutting down".into(),
+                _ = token.cancelled() => return "replaced by a newer connection, refused, or shutting down".into(),
                 next = conn.next() => next,
             };
             let frame = match next {
@@ -255,37 +388,12 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
             // pushes back on the sender instead of us buffering without bound.
             let sent = tokio::select! {
                 biased;
-                _ = token.cancelled() => return "replaced by a newer connection or shutting down".into(),
+                _ = token.cancelled() => return "replaced by a newer connection, refused, or shutting down".into(),
                 r = self.events.send(PeerEvent::Message { from: peer, msg }) => r,
             };
             if sent.is_err() {
                 return "event receiver dropped".into();
             }
-        }
-    }
-
-    fn register(&self, peer: u64) -> (u64, CancellationToken) {
-        let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let token = self.cancel.child_token();
-        let previous = self
-            .live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(peer, (conn_id, token.clone()));
-        if let Some((_, old)) = previous {
-            // The peer only keeps one outbound connection, so an older one is stale (or half-open).
-            old.cancel();
-        }
-        (conn_id, token)
-    }
-
-    fn unregister(&self, peer: u64, conn_id: u64) {
-        let mut live = self
-            .live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if live.get(&peer).is_some_and(|(id, _)| *id == conn_id) {
-            live.remove(&peer);
         }
     }
 

@@ -7,26 +7,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use log::{debug, warn};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use rustls::pki_types::ServerName;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Framed, FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::error::ConnectError;
 use crate::event::PeerEvent;
-use crate::framing::{self, LENGTH_PREFIX_BYTES};
+use crate::framing::{self, HandshakeFrame, LENGTH_PREFIX_BYTES};
+use crate::security::{handshake, tls, Security};
 use crate::stats::PeerCounters;
+use crate::stream::Stream;
 
 /// Upper bound on frames written before one flush, so one busy peer cannot starve the
 /// cancellation and EOF checks for long.
 const MAX_BATCH: usize = 256;
 
-type Sink = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
+type Sink = FramedWrite<WriteHalf<Stream>, LengthDelimitedCodec>;
+type Source = FramedRead<ReadHalf<Stream>, LengthDelimitedCodec>;
 
 /// Everything the outbound task for one peer needs.
 pub(crate) struct OutboundPeer<M> {
@@ -37,6 +40,7 @@ pub(crate) struct OutboundPeer<M> {
     pub(crate) backoff_min: Duration,
     pub(crate) backoff_max: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) security: Security,
     pub(crate) queue: mpsc::Receiver<Bytes>,
     pub(crate) counters: Arc<PeerCounters>,
     pub(crate) events: mpsc::Sender<PeerEvent<M>>,
@@ -54,22 +58,44 @@ enum SessionEnd {
 impl<M: Send + 'static> OutboundPeer<M> {
     pub(crate) async fn run(mut self) {
         let mut backoff = Backoff::new(self.backoff_min, self.backoff_max);
+        // The last authentication failure logged, so a peer that keeps refusing us is one
+        // warning (and another when the reason changes), not one a second.
+        let mut last_refusal: Option<String> = None;
         loop {
+            let security = self.security.clone();
             let attempt = connect(
                 self.addr,
                 self.connect_timeout,
                 self.node_id,
+                self.peer_id,
                 self.max_frame_bytes,
+                security,
             );
             let (read, sink) = match self.while_disconnected(attempt).await {
                 None => return,
-                Some(Ok(conn)) => conn,
+                Some(Ok(conn)) => {
+                    last_refusal = None;
+                    conn
+                }
                 Some(Err(e)) => {
-                    // Failed retries are routine while a peer is down: debug, not info.
-                    debug!(
-                        "node {}: connecting to peer {} at {} failed: {e}",
-                        self.node_id, self.peer_id, self.addr
-                    );
+                    let refusal = match &e {
+                        ConnectError::Auth(_) | ConnectError::Tls(_) => Some(e.to_string()),
+                        ConnectError::Timeout(_) | ConnectError::Io(_) => None,
+                    };
+                    match refusal {
+                        Some(reason) if last_refusal.as_ref() != Some(&reason) => {
+                            warn!(
+                                "node {}: peer {} at {}: {reason}",
+                                self.node_id, self.peer_id, self.addr
+                            );
+                            last_refusal = Some(reason);
+                        }
+                        // Failed retries are routine while a peer is down: debug, not info.
+                        _ => debug!(
+                            "node {}: connecting to peer {} at {} failed: {e}",
+                            self.node_id, self.peer_id, self.addr
+                        ),
+                    }
                     if self
                         .while_disconnected(tokio::time::sleep(backoff.next_delay()))
                         .await
@@ -148,23 +174,30 @@ impl<M: Send + 'static> OutboundPeer<M> {
     }
 
     /// Writes queued frames until the connection fails or the task is told to stop.
-    async fn session(&mut self, mut read: OwnedReadHalf, mut sink: Sink) -> SessionEnd {
+    async fn session(&mut self, mut read: Source, mut sink: Sink) -> SessionEnd {
         let mut batch: Vec<Bytes> = Vec::with_capacity(MAX_BATCH);
-        // The peer never sends on this connection; reading only detects its close promptly.
-        let mut scratch = [0u8; 256];
+        // The peer sends nothing on this connection after the handshake but, at most, why it
+        // refused it; reading detects its close promptly.
         loop {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return SessionEnd::Stop,
-                r = read.read(&mut scratch) => match r {
-                    Ok(0) => return SessionEnd::Lost("connection closed by peer".to_string()),
-                    Ok(n) => {
+                r = read.next() => match r {
+                    None => return SessionEnd::Lost("connection closed by peer".to_string()),
+                    Some(Ok(frame)) => {
+                        if let Some(HandshakeFrame::HandshakeRefused { reason }) = HandshakeFrame::decode(&frame) {
+                            warn!(
+                                "node {}: peer {} at {} refused our connection: {reason}",
+                                self.node_id, self.peer_id, self.addr
+                            );
+                            return SessionEnd::Lost(format!("refused: {reason}"));
+                        }
                         warn!(
-                            "node {}: peer {} at {} sent {n} unexpected bytes on our outbound connection; ignoring",
-                            self.node_id, self.peer_id, self.addr
+                            "node {}: peer {} at {} sent an unexpected {}-byte frame on our outbound connection; ignoring",
+                            self.node_id, self.peer_id, self.addr, frame.len()
                         );
                     }
-                    Err(e) => return SessionEnd::Lost(format!("read error: {e}")),
+                    Some(Err(e)) => return SessionEnd::Lost(format!("read error: {e}")),
                 },
                 frame = self.queue.recv() => {
                     let Some(frame) = frame else { return SessionEnd::Stop };
@@ -209,24 +242,47 @@ async fn write_batch(sink: &mut Sink, batch: &mut Vec<Bytes>) -> std::io::Result
     SinkExt::<Bytes>::flush(sink).await
 }
 
-/// Opens the TCP connection and sends Hello, so that the peer treats it as a peer connection.
+/// Opens the TCP connection, does TLS if the node has it, and the peer handshake, so that the
+/// peer treats it as node `node_id`'s connection.
 async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     node_id: u64,
+    peer_id: u64,
     max_frame_bytes: usize,
-) -> Result<(OwnedReadHalf, Sink), ConnectError> {
+    security: Security,
+) -> Result<(Source, Sink), ConnectError> {
     let open = async {
-        let stream = TcpStream::connect(addr).await?;
+        let tcp = TcpStream::connect(addr).await?;
         // Raft messages are small and latency-bound; Nagle would delay heartbeats.
-        stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
-        let mut sink = FramedWrite::new(write, framing::codec(max_frame_bytes));
-        sink.send(framing::encode_hello(node_id)).await?;
-        Ok::<_, std::io::Error>((read, sink))
+        tcp.set_nodelay(true)?;
+        let stream = match &security.tls {
+            None => Stream::Plain(tcp),
+            Some(t) => {
+                // The peer must prove it is node `peer_id`: its certificate names it.
+                let name = ServerName::try_from(tls::node_name(peer_id))
+                    .map_err(|e| ConnectError::Auth(format!("bad server name: {e}")))?;
+                let s = tokio_rustls::TlsConnector::from(t.peer_client.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(ConnectError::Tls)?;
+                Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s)))
+            }
+        };
+        let mut conn = Framed::new(stream, framing::codec(max_frame_bytes));
+        handshake::connect(&security, node_id, peer_id, &mut conn)
+            .await
+            .map_err(ConnectError::Auth)?;
+        // The acceptor sends nothing between its challenge and our first message, so no read
+        // bytes are lost with the Framed's buffer.
+        let (read, write) = tokio::io::split(conn.into_inner());
+        Ok::<_, ConnectError>((
+            FramedRead::new(read, framing::codec(max_frame_bytes)),
+            FramedWrite::new(write, framing::codec(max_frame_bytes)),
+        ))
     };
     match tokio::time::timeout(timeout, open).await {
-        Ok(r) => r.map_err(ConnectError::from),
+        Ok(r) => r,
         Err(_) => Err(ConnectError::Timeout(timeout)),
     }
 }

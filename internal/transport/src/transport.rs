@@ -20,7 +20,7 @@ use crate::client::ClientHandler;
 use crate::config::TransportConfig;
 use crate::error::SendError;
 use crate::event::PeerEvent;
-use crate::listener::Inbound;
+use crate::listener::{Inbound, LivePeers};
 use crate::peer::OutboundPeer;
 use crate::stats::{PeerCounters, TransportStats};
 
@@ -38,6 +38,7 @@ struct Inner {
     local_addr: Option<SocketAddr>,
     max_frame_bytes: usize,
     peers: HashMap<u64, PeerHandle>,
+    live: Arc<LivePeers>,
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -103,6 +104,9 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             cancel.clone(),
         );
         inbound.oversized_first_frame_reply = cfg.oversized_first_frame_reply.clone();
+        inbound.plaintext_on_tls_reply = cfg.plaintext_on_tls_reply.clone();
+        inbound.security = cfg.security.clone();
+        let live = inbound.live.clone();
         let inbound = Arc::new(inbound);
         tasks.push(tokio::spawn(
             inbound.accept_loop(listener, cfg.max_connections),
@@ -120,6 +124,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
                 backoff_min: cfg.connect_backoff_min,
                 backoff_max: cfg.connect_backoff_max,
                 connect_timeout: cfg.connect_timeout,
+                security: cfg.security.clone(),
                 queue: queue_rx,
                 counters: counters.clone(),
                 events: events_tx.clone(),
@@ -147,6 +152,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             local_addr,
             max_frame_bytes: cfg.max_frame_bytes,
             peers,
+            live,
             cancel,
             tasks: Mutex::new(tasks),
         };
@@ -195,6 +201,13 @@ impl<M> Transport<M> {
                 .map(|(&id, p)| (id, p.counters.snapshot()))
                 .collect(),
         }
+    }
+
+    /// Closes the connection on which `peer`'s messages arrive (the node refused one that a
+    /// correct member could not have sent). The peer, if it is one, reconnects. Returns whether
+    /// such a connection was open.
+    pub fn close_inbound(&self, peer: u64) -> bool {
+        self.inner.live.close(peer)
     }
 
     /// This node's id.

@@ -2,14 +2,13 @@
 
 use super::common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use raftd_transport::{client_handler, framing, ClientConn};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -17,32 +16,6 @@ use tokio_util::codec::Framed;
 /// Node id that node 1 accepts as a peer but that never connects for real, so raw connections can
 /// impersonate it without disturbing node 2's connection.
 const PHANTOM: u64 = 3;
-
-/// Waits until the transport closes `stream` (EOF or reset).
-async fn assert_closed(mut stream: TcpStream, what: &str) {
-    within(what, async {
-        let mut buf = [0u8; 64];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            }
-        }
-    })
-    .await;
-}
-
-async fn raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    s
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(payload);
-    v
-}
 
 /// A client handler that reports each connection's first frame and echoes frames back with a prefix.
 fn echo_handler(seen: mpsc::UnboundedSender<Bytes>) -> raftd_transport::ClientHandler {

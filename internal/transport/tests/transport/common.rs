@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use raftd_transport::{reject_clients, ClientHandler, PeerEvent, Transport, TransportConfig};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::Receiver;
 
 /// Upper bound for any single wait in the tests; generous because the machine is shared.
@@ -157,4 +158,48 @@ pub async fn deliver(
         panic!("message never delivered");
     })
     .await
+}
+
+/// Waits until the transport closes `stream` (EOF or reset).
+pub async fn assert_closed<S: tokio::io::AsyncRead + Unpin>(mut stream: S, what: &str) {
+    within(what, async {
+        let mut buf = [0u8; 64];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+}
+
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
+
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Takes every event already delivered, without waiting.
+pub fn drain(rx: &mut Receiver<PeerEvent<Msg>>) -> Vec<PeerEvent<Msg>> {
+    let mut seen = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        seen.push(ev);
+    }
+    seen
+}
+
+/// Asserts that no peer message is among `events`.
+pub fn assert_no_message(events: &[PeerEvent<Msg>], what: &str) {
+    let messages: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, PeerEvent::Message { .. }))
+        .collect();
+    assert!(messages.is_empty(), "{what}: delivered {messages:?}");
 }
