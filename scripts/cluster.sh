@@ -2,11 +2,18 @@
 # Local 3-node raftd cluster on 127.0.0.1:8000-8002, data under data/, logs under data/logs/.
 #
 #   scripts/cluster.sh start          build if needed, start nodes 1-3 (those not running)
+#   scripts/cluster.sh start --tls    the same with TLS: a CA and node certificates in data/tls/
+#                                     (raftctl settings in data/raftctl.env: source it)
 #   scripts/cluster.sh stop           SIGTERM all nodes, wait for them to exit
 #   scripts/cluster.sh status         each node's pid and its Status answer
 #   scripts/cluster.sh kill N         SIGKILL node N (a crash)
 #   scripts/cluster.sh restart N      stop node N (SIGTERM) and start it again
 #   scripts/cluster.sh logs N         follow node N's log
+#
+# Peers are always authenticated: without --tls, start makes a cluster secret
+# (data/cluster-secret, 32 random bytes as hex, mode 600) on first use and gives it to every
+# node; with --tls, certificates instead. The choice is kept in data/security and reused by
+# later starts and restarts (start --secret goes back to the secret).
 #
 # Environment: RUST_LOG (default info), RAFTD_PROFILE (release|debug, default release),
 # RAFTD_DATA (default data).
@@ -18,6 +25,7 @@ DATA=${RAFTD_DATA:-data}
 PROFILE=${RAFTD_PROFILE:-release}
 NODES=(1 2 3)
 BIN="$ROOT/target/$PROFILE/raftd"
+CTL="$ROOT/target/$PROFILE/raftctl"
 
 port_of() { echo $((7999 + $1)); }
 
@@ -42,7 +50,58 @@ pid_of() {
 build() {
     local flag=()
     [ "$PROFILE" = release ] && flag=(--release)
-    cargo build -q "${flag[@]}" --bin raftd
+    cargo build -q "${flag[@]}" --bin raftd --bin raftctl
+}
+
+mode() { cat "$DATA/security" 2>/dev/null || echo secret; }
+
+# Creates what the chosen mode needs, once: the secret, or the CA and certificates.
+prepare_security() {
+    local want=$1 n
+    mkdir -p "$DATA"
+    echo "$want" >"$DATA/security"
+    if [ "$want" = tls ]; then
+        local dir="$DATA/tls"
+        if [ ! -f "$dir/ca.pem" ]; then
+            mkdir -p "$dir"
+            chmod 700 "$dir"
+            "$CTL" cert ca --dir "$dir" >/dev/null
+            echo "made a CA in $dir/"
+        fi
+        for n in "${NODES[@]}"; do
+            [ -f "$dir/node-$n.pem" ] || "$CTL" cert node "$n" --dir "$dir" >/dev/null
+        done
+        [ -f "$dir/raftctl.pem" ] || "$CTL" cert client raftctl --dir "$dir" >/dev/null
+        local abs
+        abs=$(cd "$dir" && pwd)
+        cat >"$DATA/raftctl.env" <<ENV
+export RAFTCTL_CACERT=$abs/ca.pem
+export RAFTCTL_CERT=$abs/raftctl.pem
+export RAFTCTL_KEY=$abs/raftctl-key.pem
+ENV
+        echo "TLS on; for raftctl: source $DATA/raftctl.env"
+    else
+        if [ ! -f "$DATA/cluster-secret" ]; then
+            (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DATA/cluster-secret")
+            echo "made a cluster secret in $DATA/cluster-secret"
+        fi
+        rm -f "$DATA/raftctl.env"
+    fi
+}
+
+security_flags() {
+    local n=$1
+    if [ "$(mode)" = tls ]; then
+        echo "--tls-cert $DATA/tls/node-$n.pem --tls-key $DATA/tls/node-$n-key.pem --tls-ca $DATA/tls/ca.pem"
+    else
+        echo "--cluster-secret-file $DATA/cluster-secret"
+    fi
+}
+
+ctl_flags() {
+    if [ "$(mode)" = tls ]; then
+        echo "--cacert $DATA/tls/ca.pem --cert $DATA/tls/raftctl.pem --key $DATA/tls/raftctl-key.pem"
+    fi
 }
 
 start_node() {
@@ -52,8 +111,10 @@ start_node() {
         return
     fi
     mkdir -p "$DATA/logs"
+    # shellcheck disable=SC2046 # the flags are words without spaces
     RUST_LOG=${RUST_LOG:-info} nohup "$BIN" --id "$n" --listen "127.0.0.1:$(port_of "$n")" \
-        --peers "$(peers_of "$n")" --data-dir "$DATA/node$n" >>"$DATA/logs/node$n.log" 2>&1 &
+        --peers "$(peers_of "$n")" --data-dir "$DATA/node$n" $(security_flags "$n") \
+        >>"$DATA/logs/node$n.log" 2>&1 &
     echo $! >"$DATA/node$n.pid"
     echo "node $n started (pid $!, 127.0.0.1:$(port_of "$n"), log $DATA/logs/node$n.log)"
 }
@@ -78,17 +139,10 @@ stop_node() {
     echo "node $n stopped"
 }
 
-# Sends {"type":"Status"} over the client protocol (4-byte big-endian length + JSON) with
-# bash's /dev/tcp, and prints the JSON answer.
+# The node's Status answer as JSON, through raftctl (which speaks TLS when the cluster does).
 status_of() {
-    local port=$(($1 + 7999))
-    timeout 2 bash -c '
-        body="{\"type\":\"Status\",\"id\":1}"
-        exec 3<>/dev/tcp/127.0.0.1/'"$port"' || exit 1
-        printf "\\x00\\x00\\x00\\x$(printf %02x ${#body})%s" "$body" >&3
-        len=$(head -c 4 <&3 | od -An -tu1 | awk "{print \$1*16777216+\$2*65536+\$3*256+\$4}")
-        head -c "$len" <&3
-    ' 2>/dev/null || echo "(no answer)"
+    # shellcheck disable=SC2046
+    "$CTL" --cluster "127.0.0.1:$(port_of "$1")" $(ctl_flags) --timeout 2 --json status 2>/dev/null || echo "(no answer)"
 }
 
 check_n() {
@@ -100,7 +154,14 @@ check_n() {
 
 case "${1:-}" in
     start)
+        case "${2:-}" in
+            --tls) want=tls ;;
+            --secret) want=secret ;;
+            "") want=$(mode) ;;
+            *) echo "usage: $0 start [--tls|--secret]" >&2; exit 2 ;;
+        esac
         build
+        prepare_security "$want"
         for n in "${NODES[@]}"; do start_node "$n"; done
         ;;
     stop)
@@ -128,6 +189,7 @@ case "${1:-}" in
     restart)
         check_n "${2:-}" restart
         build
+        prepare_security "$(mode)"
         stop_node "$2"
         start_node "$2"
         ;;
@@ -136,7 +198,7 @@ case "${1:-}" in
         tail -f "$DATA/logs/node$2.log"
         ;;
     *)
-        echo "usage: $0 start|stop|status|kill N|restart N|logs N" >&2
+        echo "usage: $0 start [--tls|--secret]|stop|status|kill N|restart N|logs N" >&2
         exit 2
         ;;
 esac

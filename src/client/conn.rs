@@ -3,28 +3,56 @@
 use crate::rpc::types::{ClientRequest, ClientResponse};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use raftd_transport::Stream;
+use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 pub struct Connection {
     addr: SocketAddr,
-    framed: Framed<TcpStream, LengthDelimitedCodec>,
+    framed: Framed<Stream, LengthDelimitedCodec>,
 }
 
 impl Connection {
+    /// A plaintext connection.
     pub async fn connect(
         addr: SocketAddr,
         timeout: Duration,
         max_frame_bytes: usize,
     ) -> std::io::Result<Connection> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        Connection::open(addr, timeout, max_frame_bytes, None).await
+    }
+
+    /// A connection with TLS when `tls` is given: the node's certificate must be signed by the
+    /// configured CA and name the address dialled (an IP SAN), as with any TLS client.
+    pub async fn open(
+        addr: SocketAddr,
+        timeout: Duration,
+        max_frame_bytes: usize,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> std::io::Result<Connection> {
+        let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+        let connect = async {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            match tls {
+                None => Ok::<_, std::io::Error>(Stream::Plain(tcp)),
+                Some(cfg) => {
+                    let name = ServerName::IpAddress(addr.ip().into());
+                    let s = tokio_rustls::TlsConnector::from(cfg.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| std::io::Error::new(e.kind(), format!("TLS: {e}")))?;
+                    Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s))))
+                }
+            }
+        };
+        let stream = tokio::time::timeout(timeout, connect)
             .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        stream.set_nodelay(true)?;
+            .map_err(|_| timed_out())??;
         let codec = LengthDelimitedCodec::builder()
             .max_frame_length(max_frame_bytes)
             .new_codec();

@@ -30,6 +30,15 @@ pub enum ClientError {
     Protocol { addr: SocketAddr, what: String },
 }
 
+/// A client's TLS settings from PEM files: the CA that signed the nodes' certificates and, for
+/// nodes with `--client-cert-auth`, this client's certificate and key.
+pub fn tls_config(
+    cacert: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, raftd_transport::security::tls::TlsError> {
+    raftd_transport::security::tls::client_config(cacert, identity)
+}
+
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Give up on a request after this long (all retries included).
@@ -38,6 +47,8 @@ pub struct ClientOptions {
     pub attempt_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_frame_bytes: usize,
+    /// TLS to the nodes (see [`tls_config`]); `None` for plaintext.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientOptions {
@@ -47,6 +58,7 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_millis(500),
             max_frame_bytes: 16 << 20,
+            tls: None,
         }
     }
 }
@@ -185,12 +197,14 @@ impl Client {
     /// Asks one node for its status (no leader needed).
     pub async fn status_of(&mut self, addr: SocketAddr) -> Result<StatusResponse, ClientError> {
         let id = self.fresh_id();
-        let mut conn =
-            Connection::connect(addr, self.opts.connect_timeout, self.opts.max_frame_bytes)
-                .await
-                .map_err(|e| {
-                    ClientError::Unavailable(self.opts.connect_timeout, format!("{addr}: {e}"))
-                })?;
+        let mut conn = Connection::open(
+            addr,
+            self.opts.connect_timeout,
+            self.opts.max_frame_bytes,
+            self.opts.tls.as_ref(),
+        )
+        .await
+        .map_err(|e| ClientError::Unavailable(self.opts.connect_timeout, format!("{addr}: {e}")))?;
         match conn
             .request(&ClientRequest::Status { id }, self.opts.attempt_timeout)
             .await
@@ -251,8 +265,13 @@ impl Client {
     async fn attempt(&mut self, req: &ClientRequest, tried: &mut Tried) -> Attempt {
         let addr = self.nodes[self.target % self.nodes.len()];
         if self.conn.as_ref().map(|c| c.addr()) != Some(addr) {
-            match Connection::connect(addr, self.opts.connect_timeout, self.opts.max_frame_bytes)
-                .await
+            match Connection::open(
+                addr,
+                self.opts.connect_timeout,
+                self.opts.max_frame_bytes,
+                self.opts.tls.as_ref(),
+            )
+            .await
             {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => {

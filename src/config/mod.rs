@@ -2,8 +2,10 @@
 //! start-up with errors that say what to fix.
 
 mod limits;
+mod security;
 
 pub use limits::{raft_config, ReplicationLimits};
+pub use security::{SecurityConfig, SecurityError};
 
 use crate::rpc::types::NodeId;
 use clap::Parser;
@@ -47,6 +49,25 @@ pub struct Cli {
     /// ... or once the log holds this many bytes of commands (default 64 MiB).
     #[arg(long, value_name = "BYTES")]
     pub snapshot_bytes: Option<u64>,
+    /// A file of at least 32 secret bytes that every member has: peers prove they know it
+    /// before their messages count.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// This node's certificate (PEM), naming DNS:raftd-node-<ID> and its addresses; turns TLS on.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs every member's certificate (and clients', with --client-cert-auth).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Clients must present a certificate signed by --tls-ca too.
+    #[arg(long)]
+    pub client_cert_auth: bool,
+    /// Allow listening on a non-loopback address with neither TLS nor a cluster secret.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// The same settings as a TOML file. `peers` is a table of id = "host:port".
@@ -62,6 +83,12 @@ struct FileConfig {
     max_frame_bytes: Option<usize>,
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
+    cluster_secret_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    client_cert_auth: Option<bool>,
+    insecure: Option<bool>,
 }
 
 /// A validated node configuration.
@@ -79,6 +106,7 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// ... or when the log holds this many command bytes.
     pub snapshot_bytes: u64,
+    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Error)]
@@ -118,6 +146,8 @@ pub enum ConfigError {
     FrameTooSmall,
     #[error("--snapshot-entries and --snapshot-bytes must be positive")]
     ZeroSnapshotThreshold,
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 impl NodeConfig {
@@ -182,7 +212,17 @@ impl NodeConfig {
         if snapshot_entries == 0 || snapshot_bytes == 0 {
             return Err(ConfigError::ZeroSnapshotThreshold);
         }
+        let security = SecurityConfig::from_parts(
+            cli.tls_cert.clone().or(file.tls_cert),
+            cli.tls_key.clone().or(file.tls_key),
+            cli.tls_ca.clone().or(file.tls_ca),
+            cli.client_cert_auth || file.client_cert_auth.unwrap_or(false),
+            cli.cluster_secret_file.clone().or(file.cluster_secret_file),
+            cli.insecure || file.insecure.unwrap_or(false),
+            listen,
+        )?;
         let cfg = NodeConfig {
+            security,
             snapshot_entries,
             snapshot_bytes,
             id,
@@ -378,6 +418,50 @@ mod tests {
             "200"
         ])
         .contains("shorter"));
+    }
+
+    #[test]
+    fn security_flags_are_checked_together_and_against_the_listen_address() {
+        let err = |args: &[&str]| NodeConfig::load(&cli(args)).unwrap_err().to_string();
+        let ok = |args: &[&str]| NodeConfig::load(&cli(args)).unwrap().security;
+        // Loopback without authentication is allowed; anything reachable from outside is not.
+        assert!(!ok(&["--id", "1", "--listen", "127.0.0.1:1"]).authenticates_peers());
+        let e = err(&["--id", "1", "--listen", "0.0.0.0:1"]);
+        assert!(
+            e.contains("0.0.0.0:1")
+                && e.contains("--cluster-secret-file")
+                && e.contains("--insecure"),
+            "{e}"
+        );
+        assert!(ok(&["--id", "1", "--listen", "0.0.0.0:1", "--insecure"]).insecure);
+        let s = ok(&[
+            "--id",
+            "1",
+            "--listen",
+            "0.0.0.0:1",
+            "--cluster-secret-file",
+            "s",
+        ]);
+        assert_eq!(s.cluster_secret_file, Some(PathBuf::from("s")));
+        let tls = [
+            "--id",
+            "1",
+            "--listen",
+            "0.0.0.0:1",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ];
+        assert!(err(&tls).contains("--tls-ca"), "{}", err(&tls));
+        let mut full = tls.to_vec();
+        full.extend(["--tls-ca", "ca", "--client-cert-auth"]);
+        let s = ok(&full);
+        assert!(s.client_cert_auth && s.tls.is_some());
+        assert!(
+            err(&["--id", "1", "--listen", "127.0.0.1:1", "--client-cert-auth"])
+                .contains("needs TLS")
+        );
     }
 
     #[test]

@@ -35,16 +35,42 @@ use crate::kv::{KvService, KvStore};
 use crate::rpc::types::{
     ClientRequest, ClientResponse, Envelope, NodeId, Snapshot, SnapshotMeta, StatusResponse,
 };
-use raftd_core::{Persisting, Raft};
+use raftd_core::{Persisting, Raft, SnapshotCheck};
 use snapshot::SnapshotState;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 /// The driver cannot go on: the node must stop.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DriverError {
+    /// Only this node's own code can cause it: the core installs no snapshot that failed the
+    /// check `Driver::new` gives it, and the check decodes the same way.
     #[error("the leader's snapshot at index {index} does not decode as a key-value store ({reason}); restart the node to fetch it again")]
     BadSnapshot { index: u64, reason: String },
+}
+
+/// The store the core's snapshot check decoded, kept so that an accepted snapshot is decoded
+/// once, not once to check it and again to load it.
+type Decoded = Arc<Mutex<Option<(SnapshotMeta, KvStore)>>>;
+
+/// The check the core runs on a leader's complete snapshot before installing it: it must decode
+/// as a store, and that store must be the state after the snapshot's last entry. A snapshot
+/// that fails is refused like any impossible message, so one bad snapshot cannot stop a node.
+fn snapshot_check(decoded: Decoded) -> SnapshotCheck {
+    SnapshotCheck(Arc::new(move |meta: &SnapshotMeta, data: &[u8]| {
+        let store: KvStore = serde_json::from_slice(data)
+            .map_err(|e| format!("it is not a key-value store: {e}"))?;
+        if store.applied() != meta.index {
+            return Err(format!(
+                "its store has applied index {}, not the snapshot's {}",
+                store.applied(),
+                meta.index
+            ));
+        }
+        *decoded.lock().unwrap_or_else(|p| p.into_inner()) = Some((*meta, store));
+        Ok(())
+    }))
 }
 
 /// Settings of the driver and the service it runs.
@@ -91,17 +117,21 @@ pub struct Driver<R> {
     policy: SnapshotPolicy,
     snapshot: SnapshotState,
     out: Output<R>,
+    /// Filled by the core's snapshot check, emptied when the snapshot is loaded.
+    decoded: Decoded,
 }
 
 impl<R> Driver<R> {
     /// A driver for `raft` (restored from the disk) and `store` (restored from the disk's
     /// snapshot, or empty). `addrs` says where each member listens.
     pub fn new(
-        raft: Raft,
+        mut raft: Raft,
         store: KvStore,
         addrs: BTreeMap<NodeId, String>,
         cfg: DriverConfig,
     ) -> Driver<R> {
+        let decoded = Decoded::default();
+        raft.set_snapshot_check(snapshot_check(decoded.clone()));
         let mut service = KvService::new(raft.id(), store, addrs);
         service.set_max_command_bytes(cfg.max_command_bytes);
         service.set_request_timeout_ticks(cfg.request_timeout_ticks);
@@ -116,6 +146,7 @@ impl<R> Driver<R> {
             policy: cfg.snapshots,
             snapshot: SnapshotState::default(),
             out: Output::default(),
+            decoded,
         }
     }
 
@@ -208,11 +239,20 @@ impl<R> Driver<R> {
             if let Some(snapshot) = rd.snapshot.take() {
                 // The leader's snapshot replaces the state machine before this Ready's
                 // committed entries (which follow it) are applied.
-                let store =
-                    KvStore::from_snapshot(&snapshot).map_err(|e| DriverError::BadSnapshot {
-                        index: snapshot.meta.index,
-                        reason: e.to_string(),
-                    })?;
+                let checked = self
+                    .decoded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                let store = match checked {
+                    Some((meta, store)) if meta == snapshot.meta => store,
+                    _ => {
+                        KvStore::from_snapshot(&snapshot).map_err(|e| DriverError::BadSnapshot {
+                            index: snapshot.meta.index,
+                            reason: e.to_string(),
+                        })?
+                    }
+                };
                 self.service.restore(store);
                 self.out.applied.push(Applied::Snapshot(snapshot.meta));
                 // The entries after the snapshot that earlier jobs wrote (this Ready's own

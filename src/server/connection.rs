@@ -269,6 +269,15 @@ pub fn too_large_reply() -> Bytes {
     ))
 }
 
+/// Sent in plaintext to a connection that speaks plaintext to a node with TLS on.
+pub fn tls_required_reply() -> Bytes {
+    encode(&ClientResponse::error(
+        None,
+        ErrorCode::BadRequest,
+        "this node requires TLS (connect with TLS, e.g. raftctl --cacert FILE); the connection is closed",
+    ))
+}
+
 fn encode(resp: &ClientResponse) -> Bytes {
     // Serializing our own response types cannot fail (string keys only, no floats); fall back
     // to a fixed error rather than panic if it ever did.

@@ -55,6 +55,8 @@ impl From<NodeError> for ServerError {
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let rc = raft_config(&cfg)?;
     let timing = cfg.timing()?;
+    // Certificates and secret first: a node that cannot authenticate must not touch its data.
+    let security = cfg.security.load(cfg.id)?;
     let (storage, recovered) =
         tokio::task::block_in_place(|| Storage::open(&cfg.data_dir, cfg.id))?;
     let store = match &recovered.snapshot {
@@ -88,6 +90,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         cfg.data_dir.display()
     );
 
+    log_security(&cfg);
+
     let cancel = CancellationToken::new();
     let (req_tx, req_rx) = mpsc::channel(1024);
     let handler = {
@@ -99,6 +103,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let mut tcfg = TransportConfig::new(cfg.id, cfg.peers.iter().map(|(k, v)| (*k, *v)).collect());
     tcfg.max_frame_bytes = cfg.max_frame_bytes;
     tcfg.oversized_first_frame_reply = Some(connection::too_large_reply());
+    tcfg.plaintext_on_tls_reply = Some(connection::tls_required_reply());
+    tcfg.security = security;
     let (transport, events) = Transport::start(tcfg, listener, handler);
 
     let addrs = cfg
@@ -151,6 +157,40 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         }
     }
     Ok(())
+}
+
+/// One line at start saying how peers and clients are authenticated; a warning when peers are not.
+fn log_security(cfg: &NodeConfig) {
+    let sec = &cfg.security;
+    let peers = match (&sec.tls, &sec.cluster_secret_file) {
+        (Some(_), Some(_)) => "TLS certificates and the cluster secret",
+        (Some(_), None) => "TLS certificates",
+        (None, Some(_)) => "the cluster secret",
+        (None, None) => {
+            if sec.insecure {
+                ::log::warn!(
+                    "node {}: INSECURE (--insecure): peers are not authenticated and traffic is not encrypted; anyone who can reach {} can act as a member, move terms and read or change data",
+                    cfg.id,
+                    cfg.listen
+                );
+            } else {
+                ::log::warn!(
+                    "node {}: peers are not authenticated (no --cluster-secret-file or --tls-*): any process on this machine can act as a member",
+                    cfg.id
+                );
+            }
+            return;
+        }
+    };
+    let clients = match &sec.tls {
+        Some(_) if sec.client_cert_auth => "TLS with a client certificate",
+        Some(_) => "TLS",
+        None => "plaintext",
+    };
+    ::log::info!(
+        "node {}: peers authenticated by {peers}; clients use {clients}",
+        cfg.id
+    );
 }
 
 /// Binds with a listen backlog of 1024 (the default is 128), so a burst of connections waits in

@@ -128,7 +128,18 @@ impl NodeLoop {
                     return;
                 }
                 ::log::debug!("node {}: recv {msg}", self.id());
+                let refused = self.driver.raft().refused_messages();
                 self.driver.step(msg);
+                if self.driver.raft().refused_messages() > refused
+                    && self.transport.close_inbound(from)
+                {
+                    // The core said why (once per sender, at error level); what is left is
+                    // to stop reading from whoever sent it. A real member reconnects.
+                    ::log::debug!(
+                        "node {}: closed node {from}'s connection after a refused message",
+                        self.id()
+                    );
+                }
             }
             // The core needs no notice (Raft retransmits); people reading the log do.
             PeerEvent::Connected { peer } => {

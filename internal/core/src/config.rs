@@ -1,7 +1,29 @@
 //! Settings of one Raft node, counted in ticks so the core never reads a clock.
 
 use crate::message::NodeId;
+use crate::message::SnapshotMeta;
+use std::sync::Arc;
 use thiserror::Error;
+
+/// Checks a snapshot received from the leader before this node installs it: the application
+/// says whether the bytes are a state it can load (at `meta`). Refused snapshots are not
+/// installed and count as refused messages.
+#[derive(Clone)]
+pub struct SnapshotCheck(pub Arc<SnapshotCheckFn>);
+
+/// Whether a snapshot's bytes load at its meta; `Err` says why not.
+pub type SnapshotCheckFn = dyn Fn(&SnapshotMeta, &[u8]) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for SnapshotCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotCheck(..)")
+    }
+}
+
+/// Terms and indexes above this are refused as impossible: at a million a second a cluster
+/// would need over a hundred thousand years to reach it, and staying far below `u64::MAX`
+/// keeps every `+ 1` in the core from overflowing.
+pub const MAX_TERM_OR_INDEX: u64 = 1 << 52;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -34,6 +56,11 @@ pub struct Config {
     pub check_quorum: bool,
     /// Seed of the election-timeout randomness, so runs are reproducible.
     pub seed: u64,
+    /// Largest snapshot a follower assembles from InstallSnapshot chunks (they are held in
+    /// memory until complete); a transfer announcing more is refused.
+    pub max_snapshot_bytes: u64,
+    /// See [`SnapshotCheck`]; `None` installs whatever arrives.
+    pub snapshot_check: Option<SnapshotCheck>,
     /// Injected bugs (only with the `bugs` feature; all off by default).
     #[cfg(feature = "bugs")]
     pub bugs: crate::Bugs,
@@ -74,6 +101,8 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             seed: id,
+            max_snapshot_bytes: 8 << 30,
+            snapshot_check: None,
             #[cfg(feature = "bugs")]
             bugs: crate::Bugs::default(),
         }

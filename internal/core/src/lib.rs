@@ -45,7 +45,7 @@ mod tests;
 
 #[cfg(feature = "bugs")]
 pub use bugs::Bugs;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, SnapshotCheck, MAX_TERM_OR_INDEX};
 pub use log::RaftLog;
 pub use message::Snapshot;
 pub use progress::{Progress, ProgressState};
@@ -261,6 +261,12 @@ impl Raft {
             raft.log.last_term()
         );
         Ok(raft)
+    }
+
+    /// Sets the check every snapshot received from a leader must pass before it is installed
+    /// (the application knows what a loadable state is; the core does not).
+    pub fn set_snapshot_check(&mut self, check: SnapshotCheck) {
+        self.cfg.snapshot_check = Some(check);
     }
 
     pub fn id(&self) -> NodeId {

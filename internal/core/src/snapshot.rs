@@ -237,6 +237,19 @@ impl Raft {
             self.send(from, reply(0, false));
             return;
         }
+        if let Some(check) = self.cfg.snapshot_check.clone() {
+            if let Err(why) = (check.0)(&meta, &incoming.buf) {
+                self.refuse_from(
+                    from,
+                    "InstallSnapshot",
+                    term,
+                    &format!("its snapshot at index {} does not load: {why}", meta.index),
+                );
+                // Start over: the leader may have a good copy (a transfer garbled in memory).
+                self.send(from, reply(0, false));
+                return;
+            }
+        }
         self.log.install_snapshot(meta);
         let snapshot = Snapshot {
             meta,

@@ -10,12 +10,23 @@
 //! first time a sender does it. Panics stay for the invariants only this node's own code could
 //! break (`follow` and `RaftLog::merge` still assert what this check guarantees).
 
+use crate::config::MAX_TERM_OR_INDEX;
 use crate::message::{Entry, Envelope, RaftMessage, Role};
 use crate::Raft;
 
 impl Raft {
     /// Why `env` must be refused, if it must.
     pub(super) fn invalid(&self, env: &Envelope) -> Option<String> {
+        let term = env.msg.term();
+        if term > MAX_TERM_OR_INDEX {
+            return Some(format!("its term {term} is beyond any a cluster reaches"));
+        }
+        if let Some(why) = self
+            .second_leader(env)
+            .or_else(|| self.impossible_reply(env))
+        {
+            return Some(why);
+        }
         match &env.msg {
             RaftMessage::AppendEntries {
                 term,
@@ -45,6 +56,88 @@ impl Raft {
             {
                 Some(format!(
                     "it sends a snapshot as leader of term {term}, which this node leads"
+                ))
+            }
+            RaftMessage::InstallSnapshot {
+                term,
+                snapshot,
+                pos,
+                ..
+            } => {
+                if snapshot.term > *term || (snapshot.term == 0) != (snapshot.index == 0) {
+                    Some(format!(
+                        "its snapshot's term {} at index {} cannot come from a leader of term {term}",
+                        snapshot.term, snapshot.index
+                    ))
+                } else if snapshot.index > MAX_TERM_OR_INDEX {
+                    Some(format!(
+                        "its snapshot index {} is beyond any a log reaches",
+                        snapshot.index
+                    ))
+                } else if pos.total > self.cfg.max_snapshot_bytes {
+                    Some(format!(
+                        "its snapshot of {} bytes is over this node's limit of {} bytes",
+                        pos.total, self.cfg.max_snapshot_bytes
+                    ))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// A leader's message in our term from another node than the leader we follow: Election
+    /// Safety (§5.2) allows one leader per term.
+    fn second_leader(&self, env: &Envelope) -> Option<String> {
+        let leads = matches!(
+            env.msg,
+            RaftMessage::AppendEntries { .. } | RaftMessage::InstallSnapshot { .. }
+        );
+        let term = env.msg.term();
+        (leads
+            && term == self.term
+            && self.role == Role::Follower
+            && self.leader != 0
+            && env.from != self.leader)
+            .then(|| {
+                format!(
+                    "it acts as leader of term {term}, in which this node follows node {}",
+                    self.leader
+                )
+            })
+    }
+
+    /// A reply to this leader that claims what it was never sent: a match past the log, a
+    /// rejected previous entry past the log, a read round not begun.
+    fn impossible_reply(&self, env: &Envelope) -> Option<String> {
+        if self.role != Role::Leader || env.msg.term() != self.term {
+            return None;
+        }
+        let last = self.log.last_index();
+        match &env.msg {
+            RaftMessage::AppendEntriesReply {
+                match_index,
+                read_round,
+                ..
+            } => {
+                if *match_index > last {
+                    Some(format!(
+                        "it answers about index {match_index}, past this leader's last index {last}"
+                    ))
+                } else if *read_round > self.read_only.round {
+                    Some(format!(
+                        "it confirms read round {read_round}, which this leader has not begun (latest {})",
+                        self.read_only.round
+                    ))
+                } else {
+                    None
+                }
+            }
+            RaftMessage::InstallSnapshotReply { snapshot, .. } if snapshot.index > last => {
+                Some(format!(
+                    "it acknowledges a snapshot at index {}, past this leader's last index {last}",
+                    snapshot.index
                 ))
             }
             _ => None,
@@ -84,22 +177,25 @@ impl Raft {
 
     /// Records a refused message from `from` and says so (at error level the first time).
     pub(super) fn refuse(&mut self, env: &Envelope, why: &str) {
-        self.refused_messages += 1;
         self.last_refusal = Some(format!("{env}: {why}"));
-        let from = env.from;
+        self.note_refusal(env.from, env.msg.kind(), env.msg.term(), why);
+    }
+
+    /// Like `refuse`, for a message already taken apart (a snapshot found bad once complete).
+    pub(super) fn refuse_from(&mut self, from: u64, kind: &str, term: u64, why: &str) {
+        self.last_refusal = Some(format!("{kind} from node {from} in term {term}: {why}"));
+        self.note_refusal(from, kind, term, why);
+    }
+
+    fn note_refusal(&mut self, from: u64, kind: &str, term: u64, why: &str) {
+        self.refused_messages += 1;
         if self.refused_senders.insert(from) {
             ::log::error!(
-                "node {}: refusing {} from node {from} in term {}: {why}; no correct member sends this (a broken node, or someone who is not a member). Its messages are dropped; this node keeps its term, log and data",
+                "node {}: refusing {kind} from node {from} in term {term}: {why}; no correct member sends this (a broken node, or someone who is not a member). Its messages are dropped and its connection closed; this node keeps its term, log and data",
                 self.id,
-                env.msg.kind(),
-                env.msg.term()
             );
         } else {
-            ::log::debug!(
-                "node {}: refusing {} from node {from}: {why}",
-                self.id,
-                env.msg.kind()
-            );
+            ::log::debug!("node {}: refusing {kind} from node {from}: {why}", self.id);
         }
     }
 

@@ -3,6 +3,7 @@
 //! Before, two of them stopped the node on an assertion.
 
 use super::*;
+use crate::message::{ChunkPos, SnapshotMeta};
 
 /// Everything a refused message must leave as it was.
 fn state(r: &Raft) -> (Status, Vec<Entry>) {
@@ -120,4 +121,152 @@ fn a_second_leader_in_the_leaders_own_term_is_refused() {
     let rd = ready_once(&mut r);
     assert_eq!(rd.entries.len(), 1);
     assert_eq!(appends(&rd.messages).len(), 2);
+}
+
+#[test]
+fn a_second_leader_in_the_term_a_follower_follows_is_refused() {
+    // Node 1 follows node 2 in term 2; node 3 claims to lead term 2 as well.
+    let mut r = committed_follower();
+    assert_refused(&mut r, append(3, 1, 2, (3, 2), vec![entry(2, 4)], 4));
+    let snapshot = RaftMessage::InstallSnapshot {
+        term: 2,
+        leader_id: 3,
+        snapshot: SnapshotMeta { index: 9, term: 2 },
+        pos: ChunkPos {
+            offset: 0,
+            total: 1,
+        },
+        data: vec![1],
+    };
+    assert_refused(&mut r, env(3, 1, snapshot));
+    // Its real leader goes on.
+    r.step(append(2, 1, 2, (3, 2), vec![entry(2, 4)], 4));
+    assert_eq!(ready_once(&mut r).entries, vec![entry(2, 4)]);
+}
+
+#[test]
+fn terms_and_indexes_no_cluster_reaches_are_refused() {
+    let mut r = committed_follower();
+    // Adopting such a term would make every later `term + 1` overflow.
+    assert_refused(&mut r, vote_req(3, 1, u64::MAX, 3, 2));
+    assert_refused(&mut r, append(3, 1, u64::MAX, (3, 2), vec![], 3));
+    let reply = append_reply(3, 1, MAX_TERM_OR_INDEX + 1, true, 1, None);
+    assert_refused(&mut r, reply);
+    let huge_snapshot = RaftMessage::InstallSnapshot {
+        term: 3,
+        leader_id: 3,
+        snapshot: SnapshotMeta {
+            index: u64::MAX,
+            term: 3,
+        },
+        pos: ChunkPos {
+            offset: 0,
+            total: 1,
+        },
+        data: vec![1],
+    };
+    assert_refused(&mut r, env(3, 1, huge_snapshot));
+}
+
+#[test]
+fn snapshots_that_cannot_come_from_a_leader_are_refused() {
+    let mut r = committed_follower();
+    let install = |snap_term: u64, index: u64, total: u64| {
+        env(
+            3,
+            1,
+            RaftMessage::InstallSnapshot {
+                term: 3,
+                leader_id: 3,
+                snapshot: SnapshotMeta {
+                    index,
+                    term: snap_term,
+                },
+                pos: ChunkPos { offset: 0, total },
+                data: vec![0; 8],
+            },
+        )
+    };
+    // Its last entry's term is after the term of the leader sending it, or 0.
+    assert_refused(&mut r, install(4, 9, 8));
+    assert_refused(&mut r, install(0, 9, 8));
+    // More bytes than this node would ever hold in memory to assemble it.
+    assert_refused(&mut r, install(3, 9, u64::MAX));
+}
+
+#[test]
+fn a_snapshot_the_application_cannot_load_is_refused_and_the_transfer_restarts() {
+    let mut r = committed_follower();
+    r.set_snapshot_check(SnapshotCheck(std::sync::Arc::new(|_, data: &[u8]| {
+        if data == b"good" {
+            Ok(())
+        } else {
+            Err("not good".into())
+        }
+    })));
+    let install = |data: &[u8]| {
+        env(
+            2,
+            1,
+            RaftMessage::InstallSnapshot {
+                term: 2,
+                leader_id: 2,
+                snapshot: SnapshotMeta { index: 9, term: 2 },
+                pos: ChunkPos {
+                    offset: 0,
+                    total: data.len() as u64,
+                },
+                data: data.to_vec(),
+            },
+        )
+    };
+    r.step(install(b"bad!"));
+    assert_eq!(r.refused_messages(), 1);
+    assert!(r.last_refusal().unwrap().contains("not good"));
+    let rd = ready_once(&mut r);
+    assert!(rd.snapshot.is_none(), "nothing installed");
+    assert_eq!(r.log().committed(), 3);
+    let restart = RaftMessage::InstallSnapshotReply {
+        term: 2,
+        snapshot: SnapshotMeta { index: 9, term: 2 },
+        received: 0,
+        done: false,
+    };
+    assert_eq!(rd.messages, vec![env(1, 2, restart)]);
+    r.step(install(b"good"));
+    let rd = ready_once(&mut r);
+    assert_eq!(rd.snapshot.map(|s| s.meta.index), Some(9));
+}
+
+#[test]
+fn replies_claiming_what_the_leader_never_sent_are_refused() {
+    let mut r = follower(1, 3, 1);
+    stable_leader(&mut r);
+    let (term, last) = (r.term(), r.log().last_index());
+    // A match, or a rejected previous entry, past the leader's log (a rejection this far out
+    // used to send the leader into a loop hunting for a snapshot it did not have).
+    assert_refused(&mut r, append_reply(2, 1, term, true, last + 1, None));
+    assert_refused(&mut r, append_reply(2, 1, term, false, 1 << 40, None));
+    // A confirmation of a read round the leader never began.
+    let forged = RaftMessage::AppendEntriesReply {
+        term,
+        success: true,
+        match_index: last,
+        conflict: None,
+        read_round: u64::MAX / 4,
+    };
+    assert_refused(&mut r, env(2, 1, forged));
+    let done = RaftMessage::InstallSnapshotReply {
+        term,
+        snapshot: SnapshotMeta {
+            index: last + 5,
+            term,
+        },
+        received: 1,
+        done: true,
+    };
+    assert_refused(&mut r, env(2, 1, done));
+    // The leader goes on leading.
+    r.propose(b"x".to_vec()).unwrap();
+    assert_eq!(ready_once(&mut r).entries.len(), 1);
 }

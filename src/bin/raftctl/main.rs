@@ -3,12 +3,16 @@
 //! ```text
 //! raftctl --cluster 127.0.0.1:8000,127.0.0.1:8001,127.0.0.1:8002 put KEY VALUE
 //! raftctl … get KEY [--stale] | del KEY | cas KEY EXPECTED NEW | status
+//! raftctl --cacert ca.pem [--cert me.pem --key me-key.pem] …   (TLS)
+//! raftctl cert ca|node ID|client NAME --dir DIR               (make certificates)
 //! ```
 //! Exit status: 0 on success; 1 when `get` finds no value or a `cas` does not match; 2 on
 //! usage errors; 3 when the cluster cannot be reached or refuses the request.
 
+mod cert;
+
 use clap::{Parser, Subcommand};
-use raftd::client::{Client, ClientError, ClientOptions};
+use raftd::client::{tls_config, Client, ClientError, ClientOptions};
 use raftd::rpc::types::Consistency;
 use serde_json::json;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -25,6 +29,29 @@ struct Cli {
         default_value = "127.0.0.1:8000,127.0.0.1:8001,127.0.0.1:8002"
     )]
     cluster: String,
+    /// Speak TLS, trusting the CA in this PEM file to sign the nodes' certificates.
+    #[arg(long, env = "RAFTCTL_CACERT", value_name = "FILE", global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for nodes started with --client-cert-auth.
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        env = "RAFTCTL_CERT",
+        value_name = "FILE",
+        global = true,
+        requires = "client_key"
+    )]
+    client_cert: Option<std::path::PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(
+        long = "key",
+        id = "client_key",
+        env = "RAFTCTL_KEY",
+        value_name = "FILE",
+        global = true,
+        requires = "client_cert"
+    )]
+    client_key: Option<std::path::PathBuf>,
     /// Print one JSON object instead of plain text.
     #[arg(long, global = true)]
     json: bool,
@@ -65,10 +92,33 @@ enum Cmd {
     },
     /// Show every node's status.
     Status,
+    /// Make TLS certificates for a cluster (a CA, node and client certificates).
+    #[command(subcommand)]
+    Cert(cert::CertCmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Cert(cmd) = &cli.command {
+        return cert::run(cmd);
+    }
+    let tls = match (&cli.cacert, &cli.client_cert, &cli.client_key) {
+        (None, None, None) => None,
+        (None, _, _) => {
+            eprintln!("raftctl: --cert and --key need --cacert (the CA that signed the nodes' certificates)");
+            return ExitCode::from(2);
+        }
+        (Some(ca), cert, key) => {
+            let identity = cert.as_deref().zip(key.as_deref());
+            match tls_config(ca, identity) {
+                Ok(cfg) => Some(cfg),
+                Err(e) => {
+                    eprintln!("raftctl: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     let nodes = match parse_cluster(&cli.cluster) {
         Ok(n) => n,
         Err(e) => {
@@ -93,6 +143,7 @@ fn main() -> ExitCode {
     let opts = ClientOptions {
         deadline: Duration::from_secs_f64(cli.timeout),
         attempt_timeout: Duration::from_secs_f64(cli.timeout.min(3.0)),
+        tls,
         ..ClientOptions::default()
     };
     rt.block_on(run(cli, nodes, opts))
@@ -174,6 +225,7 @@ async fn run(cli: Cli, nodes: Vec<SocketAddr>, opts: ClientOptions) -> ExitCode 
                     )
                 })
         }
+        Cmd::Cert(_) => unreachable!("handled before connecting"),
         Cmd::Status => {
             let mut rows = Vec::new();
             let mut text = Vec::new();
