@@ -18,6 +18,10 @@
 #                    copied to target/bench-vs-etcd.jsonl)
 #   RAFTD_BIN        a raftd binary to measure instead of building this checkout's (to
 #                    compare versions)
+#   BENCH_AUTH       raftd's peer authentication: secret (default; clients in plaintext), tls
+#                    (TLS on its port, certificates made with raftctl cert, the benchmark's
+#                    clients speaking TLS; etcd stays plaintext), or none (for a RAFTD_BIN
+#                    older than the security flags)
 #
 # Needs: cargo, python3; installs etcd-server and protobuf-compiler from Debian if missing.
 set -euo pipefail
@@ -49,6 +53,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 say "building raftd and raftd-bench (release)"
+cargo build -q --release --bin raftctl
 if [ -z "${RAFTD_BIN:-}" ]; then
     cargo build -q --release --bin raftd
 fi
@@ -68,6 +73,22 @@ ETCD_EPS=${ETCD_EPS%,}
 ETCD_CLUSTER=$(for n in "${NODES[@]}"; do printf 'e%s=http://127.0.0.1:%s,' "$n" "$(etcd_peer_port "$n")"; done)
 ETCD_CLUSTER=${ETCD_CLUSTER%,}
 
+# The peers' authentication: a secret, or TLS (then the clients speak TLS too).
+CTL="$ROOT/target/release/raftctl"
+mkdir -p "$DIR"
+AUTH=${BENCH_AUTH:-secret}
+if [ "$AUTH" = tls ]; then
+    "$CTL" cert ca --dir "$DIR/tls" >/dev/null
+    for n in "${NODES[@]}"; do "$CTL" cert node "$n" --dir "$DIR/tls" >/dev/null; done
+    export RAFTCTL_CACERT="$DIR/tls/ca.pem"
+    raftd_security() { echo "--tls-cert $DIR/tls/node-$1.pem --tls-key $DIR/tls/node-$1-key.pem --tls-ca $DIR/tls/ca.pem"; }
+elif [ "$AUTH" = secret ]; then
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/cluster-secret")
+    raftd_security() { echo "--cluster-secret-file $DIR/cluster-secret"; }
+else
+    raftd_security() { :; }
+fi
+
 start_raftd() {
     local n=$1 peers="" m
     for m in "${NODES[@]}"; do
@@ -76,7 +97,8 @@ start_raftd() {
     # In a subshell, so the member is not a job of this shell (no "Killed" notices).
     (
         RUST_LOG=${RUST_LOG:-info} "$RAFTD" --id "$n" --listen "127.0.0.1:$(raftd_port "$n")" \
-            --peers "$peers" --data-dir "$DIR/raftd$n" >>"$DIR/logs/raftd$n.log" 2>&1 &
+            --peers "$peers" --data-dir "$DIR/raftd$n" $(raftd_security "$n") \
+            >>"$DIR/logs/raftd$n.log" 2>&1 &
         echo $! >"$DIR/pids/$(raftd_port "$n").pid"
     )
 }

@@ -1,12 +1,13 @@
-//! End to end: a stranger on the port, in the insecure mode raftd runs in today (no peer
-//! authentication yet). It opens one connection to each node of a healthy 3-node cluster,
+//! End to end: a stranger on the port of a cluster without peer authentication (loopback
+//! without --cluster-secret-file or TLS; e2e_auth.rs has the authenticated ones). It opens one connection to each node of a healthy 3-node cluster,
 //! says Hello as one of the node's peers, and sends a RequestVote of a much higher term and an
 //! AppendEntries of that term whose entry at index 1 contradicts what the cluster committed
 //! there. Before, those two frames made every node exit ("conflict at committed index 1").
-//! Now each node refuses the AppendEntries (src: internal/core/src/validate.rs): every node
-//! keeps running, keeps its data, and the cluster keeps serving.
+//! Now each node refuses the AppendEntries (src: internal/core/src/validate.rs) and closes the
+//! connection it came on: every node keeps running, keeps its data, and the cluster keeps
+//! serving.
 
-use raftd_testkit::process::{self, Cluster, RawConn};
+use raftd_testkit::process::{self, Auth, Cluster, Got, RawConn};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ fn put(c: &Cluster, key: &str, value: &str) -> bool {
 
 #[test]
 fn a_strangers_vote_and_conflicting_append_stop_no_node_and_lose_nothing() {
-    let mut c = Cluster::start(3);
+    let mut c = Cluster::start_auth(3, &[], Auth::Insecure);
     for i in 0..5 {
         assert!(put(&c, &format!("k{i}"), &format!("v{i}")), "{}", c.logs());
     }
@@ -64,7 +65,12 @@ fn a_strangers_vote_and_conflicting_append_stop_no_node_and_lose_nothing() {
             "prev_log_index":0,"prev_log_term":0,
             "entries":[{"term":high,"index":1,"kind":"Command","data":"AAAA"}],
             "leader_commit":1}}));
-        drop(s);
+        // The node closes the connection of a peer whose message it refused.
+        assert!(
+            matches!(s.read(TEN_S), Got::Closed),
+            "node {to} kept the stranger's connection open:\n{}",
+            c.logs()
+        );
     }
 
     // Every node is still running and, once a leader is (re)elected, the cluster serves: the

@@ -56,6 +56,22 @@ impl Conn {
     }
 }
 
+/// raftd's client settings: TLS when `RAFTCTL_CACERT` is set (as for raftctl, with
+/// `RAFTCTL_CERT`/`RAFTCTL_KEY` for a client certificate), so the benchmark can measure TLS.
+fn raftd_options() -> ClientOptions {
+    let path = |name: &str| std::env::var_os(name).map(std::path::PathBuf::from);
+    let tls = path("RAFTCTL_CACERT").map(|ca| {
+        let (cert, key) = (path("RAFTCTL_CERT"), path("RAFTCTL_KEY"));
+        let identity = cert.as_deref().zip(key.as_deref());
+        raftd::client::tls_config(&ca, identity)
+            .unwrap_or_else(|e| panic!("raftd-bench: RAFTCTL_CACERT etc.: {e}"))
+    });
+    ClientOptions {
+        tls,
+        ..ClientOptions::default()
+    }
+}
+
 /// Opens `count` connections to the cluster at `endpoints` (client ports).
 ///
 /// raftd: one TCP connection per client, each finding the leader by itself. etcd: `conns`
@@ -72,7 +88,7 @@ pub async fn connect(
             let opts = ClientOptions {
                 deadline: OP_DEADLINE,
                 attempt_timeout: Duration::from_secs(2),
-                ..ClientOptions::default()
+                ..raftd_options()
             };
             Ok((0..count)
                 .map(|_| Conn::Raftd(Box::new(Client::new(endpoints.to_vec(), opts.clone()))))
@@ -114,7 +130,7 @@ pub async fn find_leader(system: System, endpoints: &[SocketAddr]) -> Result<Soc
 }
 
 async fn raftd_leader(endpoints: &[SocketAddr]) -> Result<SocketAddr, String> {
-    let mut client = Client::new(endpoints.to_vec(), ClientOptions::default());
+    let mut client = Client::new(endpoints.to_vec(), raftd_options());
     let mut last = String::from("no endpoint given");
     for &addr in endpoints {
         match client.status_of(addr).await {
@@ -130,7 +146,7 @@ async fn raftd_leader(endpoints: &[SocketAddr]) -> Result<SocketAddr, String> {
 pub async fn check_ready(system: System, endpoints: &[SocketAddr]) -> Result<(), String> {
     match system {
         System::Raftd => {
-            let mut client = Client::new(endpoints.to_vec(), ClientOptions::default());
+            let mut client = Client::new(endpoints.to_vec(), raftd_options());
             for &addr in endpoints {
                 let s = client.status_of(addr).await.map_err(|e| e.to_string())?;
                 if s.leader_id.is_none() {

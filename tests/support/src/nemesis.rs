@@ -72,6 +72,11 @@ impl NemesisCluster {
             }
         }
         drop(reserved);
+        // Authenticated as the launcher's clusters are: the secret's handshake runs through
+        // the link proxies like any other bytes.
+        let secret = crate::process::write_secret(&path);
+        let mut extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        extra.extend(["--cluster-secret-file".into(), secret.display().to_string()]);
         let mut nodes = Vec::new();
         for &id in &ids {
             let peers: Vec<String> = ids
@@ -85,7 +90,7 @@ impl NemesisCluster {
                 path.join(format!("node{id}")),
                 path.join(format!("node{id}.log")),
                 peers.join(","),
-                extra.iter().map(|a| a.to_string()).collect(),
+                extra.clone(),
             );
             node.start();
             nodes.push(node);

@@ -151,19 +151,138 @@ impl Drop for Node {
     }
 }
 
+/// How a test cluster's peers authenticate each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Nothing (loopback only): anyone who says Hello is a peer.
+    Insecure,
+    /// A cluster secret (what the launcher gives a cluster by default).
+    Secret,
+    /// TLS with certificates made by `raftctl cert`'s code, optionally requiring client
+    /// certificates.
+    Tls { client_cert_auth: bool },
+}
+
+/// Writes a fresh cluster secret (64 hex characters, mode 600) to `dir/cluster-secret`.
+pub fn write_secret(dir: &Path) -> PathBuf {
+    let path = dir.join("cluster-secret");
+    let bytes: [u8; 32] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, hex).expect("write the cluster secret");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    path
+}
+
+/// A test cluster's certificates (`dir/tls/`): a CA, one certificate per node, one client's.
+pub struct Pki {
+    pub ca: raftd_transport::security::certs::Ca,
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        use raftd_transport::security::certs::{Ca, Validity};
+        let dir = dir.join("tls");
+        std::fs::create_dir_all(&dir).expect("create the tls dir");
+        let ca = Ca::generate("test cluster CA", Validity::days(2)).expect("make a CA");
+        std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("write ca.pem");
+        let pki = Pki { ca, dir };
+        let client = pki
+            .ca
+            .client("raftctl", Validity::days(2))
+            .expect("make a client certificate");
+        pki.write("client", &client);
+        pki
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Writes `NAME.pem` and `NAME-key.pem`; returns their paths.
+    pub fn write(
+        &self,
+        name: &str,
+        issued: &raftd_transport::security::certs::Issued,
+    ) -> (PathBuf, PathBuf) {
+        let cert = self.dir.join(format!("{name}.pem"));
+        let key = self.dir.join(format!("{name}-key.pem"));
+        std::fs::write(&cert, &issued.cert_pem).expect("write a certificate");
+        std::fs::write(&key, &issued.key_pem).expect("write a key");
+        (cert, key)
+    }
+
+    /// Node `id`'s certificate for 127.0.0.1, written as `node-ID.pem` (replacing one made
+    /// before: that is how a test rotates it).
+    pub fn node_files(&self, id: u64) -> (PathBuf, PathBuf) {
+        use raftd_transport::security::certs::Validity;
+        let issued = self
+            .ca
+            .node(id, &["127.0.0.1".into()], Validity::days(2))
+            .expect("make a node certificate");
+        self.write(&format!("node-{id}"), &issued)
+    }
+
+    /// The command-line flags of node `id`.
+    pub fn node_args(&self, id: u64) -> Vec<String> {
+        let (cert, key) = self.node_files(id);
+        vec![
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+            "--tls-ca".into(),
+            self.ca_file().display().to_string(),
+        ]
+    }
+
+    /// A client configuration trusting the CA and presenting the client certificate.
+    pub fn client_tls(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        let (cert, key) = (self.dir.join("client.pem"), self.dir.join("client-key.pem"));
+        raftd::client::tls_config(&self.ca_file(), Some((&cert, &key))).expect("client TLS")
+    }
+}
+
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub dir: tempfile::TempDir,
+    /// The certificates, for `Auth::Tls` clusters.
+    pub pki: Option<Pki>,
 }
 
 impl Cluster {
+    /// `n` nodes authenticated by a cluster secret, as the launcher starts them.
     pub fn start(n: usize) -> Cluster {
         Cluster::start_with(n, &[])
     }
 
     /// Like `start`, with `extra` appended to every node's command line.
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_auth(n, extra, Auth::Secret)
+    }
+
+    /// Like `start_with`, with the peers authenticated as `auth` says.
+    pub fn start_auth(n: usize, extra: &[&str], auth: Auth) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let mut pki = None;
+        match auth {
+            Auth::Insecure => {}
+            Auth::Secret => {
+                let secret = write_secret(dir.path());
+                extra.extend(["--cluster-secret-file".into(), secret.display().to_string()]);
+            }
+            Auth::Tls { client_cert_auth } => {
+                pki = Some(Pki::new(dir.path()));
+                if client_cert_auth {
+                    extra.push("--client-cert-auth".into());
+                }
+            }
+        }
         let ports = free_ports(n);
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -180,13 +299,17 @@ impl Cluster {
                 data_dir: dir.path().join(format!("node{id}")),
                 log_path: dir.path().join(format!("node{id}.log")),
                 peers: peers.join(","),
-                extra_args: extra.iter().map(|a| a.to_string()).collect(),
+                extra_args: extra
+                    .iter()
+                    .cloned()
+                    .chain(pki.iter().flat_map(|p| p.node_args(id)))
+                    .collect(),
                 child: None,
             };
             node.start();
             nodes.push(node);
         }
-        Cluster { nodes, dir }
+        Cluster { nodes, dir, pki }
     }
 
     pub fn node(&mut self, id: u64) -> &mut Node {
