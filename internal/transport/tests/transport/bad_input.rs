@@ -17,33 +17,6 @@ use tokio_util::codec::Framed;
 /// impersonate it without disturbing node 2's connection.
 const PHANTOM: u64 = 3;
 
-/// A client handler that reports each connection's first frame and echoes frames back with a prefix.
-fn echo_handler(seen: mpsc::UnboundedSender<Bytes>) -> raftd_transport::ClientHandler {
-    client_handler(move |conn: ClientConn| {
-        let seen = seen.clone();
-        async move {
-            let ClientConn {
-                first_frame,
-                mut framed,
-                ..
-            } = conn;
-            let _ = seen.send(first_frame.clone().freeze());
-            let mut next = Some(first_frame);
-            while let Some(f) = next {
-                let mut reply = b"echo:".to_vec();
-                reply.extend_from_slice(&f);
-                if framed.send(Bytes::from(reply)).await.is_err() {
-                    return;
-                }
-                next = match framed.next().await {
-                    Some(Ok(f)) => Some(f),
-                    _ => None,
-                };
-            }
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_does_not_disturb_the_node() {
     init_logs();
@@ -57,7 +30,7 @@ async fn bad_input_does_not_disturb_the_node() {
                 cfg.max_frame_bytes = 1024 * 1024;
             }
         },
-        |_| echo_handler(seen_tx.clone()),
+        |_| reply_handler(b"echo:", Some(seen_tx.clone())),
     )
     .await;
     wait_connected(&mut nodes[1].rx, &[1]).await;
@@ -136,7 +109,12 @@ async fn bad_input_does_not_disturb_the_node() {
 async fn non_hello_first_frame_goes_to_client_handler() {
     init_logs();
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
-    let mut nodes = cluster(2, |_| {}, |_| echo_handler(seen_tx.clone())).await;
+    let mut nodes = cluster(
+        2,
+        |_| {},
+        |_| reply_handler(b"echo:", Some(seen_tx.clone())),
+    )
+    .await;
     wait_mesh(&mut nodes).await;
 
     let stream = TcpStream::connect(nodes[0].addr).await.unwrap();
@@ -176,7 +154,7 @@ async fn connection_cap_and_handshake_timeout() {
             cfg.max_connections = 1;
             cfg.handshake_timeout = Duration::from_millis(500);
         },
-        |_| echo_handler(seen_tx.clone()),
+        |_| reply_handler(b"echo:", Some(seen_tx.clone())),
     )
     .await;
     let a = nodes.pop().unwrap();

@@ -203,3 +203,37 @@ pub fn assert_no_message(events: &[PeerEvent<Msg>], what: &str) {
         .collect();
     assert!(messages.is_empty(), "{what}: delivered {messages:?}");
 }
+
+/// A client handler that answers every frame with `prefix` and the frame, reporting each
+/// connection's first frame to `seen` if given.
+pub fn reply_handler(
+    prefix: &'static [u8],
+    seen: Option<tokio::sync::mpsc::UnboundedSender<bytes::Bytes>>,
+) -> raftd_transport::ClientHandler {
+    use futures_util::{SinkExt, StreamExt};
+    raftd_transport::client_handler(move |conn: raftd_transport::ClientConn| {
+        let seen = seen.clone();
+        async move {
+            let raftd_transport::ClientConn {
+                first_frame,
+                mut framed,
+                ..
+            } = conn;
+            if let Some(seen) = &seen {
+                let _ = seen.send(first_frame.clone().freeze());
+            }
+            let mut next = Some(first_frame);
+            while let Some(f) = next {
+                let mut reply = prefix.to_vec();
+                reply.extend_from_slice(&f);
+                if framed.send(bytes::Bytes::from(reply)).await.is_err() {
+                    return;
+                }
+                next = match framed.next().await {
+                    Some(Ok(f)) => Some(f),
+                    _ => None,
+                };
+            }
+        }
+    })
+}

@@ -129,6 +129,38 @@ fn is_refusal(frame: &[u8]) -> bool {
     )
 }
 
+/// Says Hello to node 1 as node 2 with a fresh nonce and reads the challenge: the connection,
+/// the handshake's transcript and the acceptor's proof.
+async fn hello_as_2(
+    addr: SocketAddr,
+) -> (
+    Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    Transcript,
+    String,
+) {
+    let nonce = secret::fresh_nonce();
+    let mut s = Framed::new(
+        raw(addr, &frame(&hello(2, Some(&nonce)))).await,
+        framing::codec(1 << 20),
+    );
+    let challenge = within("the challenge", s.next()).await.unwrap().unwrap();
+    let Some(HandshakeFrame::Challenge {
+        node_id: 1,
+        nonce: theirs,
+        proof,
+    }) = HandshakeFrame::decode(&challenge)
+    else {
+        panic!("not a challenge from node 1: {challenge:?}");
+    };
+    let t = Transcript {
+        connector: 2,
+        acceptor: 1,
+        connector_nonce: nonce,
+        acceptor_nonce: secret::from_hex(&theirs).unwrap(),
+    };
+    (s, t, proof)
+}
+
 /// After a refused stranger: its frames never became events, and the real peer still gets
 /// through.
 async fn assert_unharmed(a: &mut Node, b: &Node, tag: u64, what: &str) {
@@ -164,26 +196,7 @@ async fn with_a_secret_peers_talk_and_strangers_are_refused() {
     assert_unharmed(&mut a, &b, 3, "Hello without a nonce").await;
 
     // The whole handshake with the wrong secret.
-    let nonce = secret::fresh_nonce();
-    let mut s = Framed::new(
-        raw(a.addr, &frame(&hello(2, Some(&nonce)))).await,
-        framing::codec(1 << 20),
-    );
-    let challenge = within("the challenge", s.next()).await.unwrap().unwrap();
-    let Some(HandshakeFrame::Challenge {
-        node_id: 1,
-        nonce: their,
-        ..
-    }) = HandshakeFrame::decode(&challenge)
-    else {
-        panic!("not a challenge from node 1: {challenge:?}");
-    };
-    let t = Transcript {
-        connector: 2,
-        acceptor: 1,
-        connector_nonce: nonce,
-        acceptor_nonce: secret::from_hex(&their).unwrap(),
-    };
+    let (mut s, t, _) = hello_as_2(a.addr).await;
     let wrong = secret(2).proof(Side::Connector, &t);
     s.send(
         HandshakeFrame::Auth {
@@ -199,15 +212,7 @@ async fn with_a_secret_peers_talk_and_strangers_are_refused() {
     assert_unharmed(&mut a, &b, 4, "wrong secret").await;
 
     // The acceptor's own proof, sent back as the connector's (a reflection).
-    let nonce = secret::fresh_nonce();
-    let mut s = Framed::new(
-        raw(a.addr, &frame(&hello(2, Some(&nonce)))).await,
-        framing::codec(1 << 20),
-    );
-    let challenge = within("the challenge", s.next()).await.unwrap().unwrap();
-    let Some(HandshakeFrame::Challenge { proof, .. }) = HandshakeFrame::decode(&challenge) else {
-        panic!("not a challenge: {challenge:?}");
-    };
+    let (mut s, _, proof) = hello_as_2(a.addr).await;
     s.send(HandshakeFrame::Auth { proof }.encode())
         .await
         .unwrap();
@@ -525,29 +530,6 @@ async fn a_node_does_not_talk_to_a_server_whose_certificate_names_another_node()
     t.shutdown().await;
 }
 
-/// A client handler that answers every frame with `ok:` and the frame.
-fn ok_handler() -> raftd_transport::ClientHandler {
-    client_handler(|conn: ClientConn| async move {
-        let ClientConn {
-            first_frame,
-            mut framed,
-            ..
-        } = conn;
-        let mut next = Some(first_frame);
-        while let Some(f) = next {
-            let mut reply = b"ok:".to_vec();
-            reply.extend_from_slice(&f);
-            if framed.send(Bytes::from(reply)).await.is_err() {
-                return;
-            }
-            next = match framed.next().await {
-                Some(Ok(f)) => Some(f),
-                _ => None,
-            };
-        }
-    })
-}
-
 /// Whether a client with `cfg` gets an answer from `addr`.
 async fn served(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> bool {
     let Ok(stream) = tls_connect(addr, cfg, "127.0.0.1").await else {
@@ -569,7 +551,7 @@ async fn clients_need_a_certificate_only_with_client_cert_auth() {
         let nodes = cluster(
             1,
             |cfg| cfg.security.tls = Some(pki.node_tls(1, required)),
-            |_| ok_handler(),
+            |_| reply_handler(b"ok:", None),
         )
         .await;
         let addr = nodes[0].addr;
