@@ -400,7 +400,10 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
     /// Resets are normal when a peer dies; anything else (oversized or truncated frames) is bad input.
     fn log_read_error(&self, addr: SocketAddr, what: &str, e: &io::Error) {
         match e.kind() {
-            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+            // A killed TLS peer ends without close_notify: UnexpectedEof, as normal as a reset.
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof => {
                 debug!("node {}: reading {what} from {addr}: {e}", self.node_id)
             }
             _ => warn!(
