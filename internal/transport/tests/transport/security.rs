@@ -14,7 +14,7 @@ use raftd_transport::framing::{self, HandshakeFrame};
 use raftd_transport::security::certs::{Ca, Issued, Validity};
 use raftd_transport::security::secret::{self, Side, Transcript};
 use raftd_transport::security::{tls, ClusterSecret, NodeTls, TlsFiles};
-use raftd_transport::{client_handler, reject_clients, ClientConn, PeerEvent, TransportConfig};
+use raftd_transport::{reject_clients, PeerEvent, TransportConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
