@@ -312,3 +312,76 @@ async fn with_tls_no_stranger_gets_a_message_in_and_certificates_rotate_by_resta
         c.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_handshake_recorded_on_the_wire_and_replayed_is_refused_at_every_node() {
+    // Every peer link runs through a proxy, which can keep what a node sends.
+    let mut c = raftd_testkit::nemesis::NemesisCluster::start(3, &[]).await;
+    let mut client = Client::new(c.addrs(), opts(None));
+    client.put("before", "replay").await.expect("a write");
+    let mut high = 0;
+    for id in 1..=3 {
+        high = high.max(c.status(id).await.expect("status").term);
+    }
+    let high = high + 100;
+    for to in 1..=3u64 {
+        let from = to % 3 + 1;
+        let proxy = &c.proxies[&(from, to)];
+        // Close the link, then record node `from`'s next connection from its first byte.
+        proxy.cut();
+        proxy.record();
+        proxy.restore();
+        let deadline = tokio::time::Instant::now() + TEN_S;
+        let recorded = loop {
+            let r = proxy.recorded();
+            if r.windows(13).any(|w| w == br#""type":"Auth""#) {
+                break r;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {from} never reconnected to {to}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // The real handshake, word for word, straight to node `to`, then the attack.
+        let mut s = RawConn::connect(c.nodes[to as usize - 1].addr());
+        let _ = s.send_bytes(&recorded);
+        for m in attack(from, to, high) {
+            let _ = s.send_bytes(&process::frame(m.to_string().as_bytes()));
+        }
+        let got = until_closed(&mut s, "a replayed handshake");
+        let types: Vec<&str> = got
+            .iter()
+            .map(|v| v["type"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            types,
+            ["Challenge", "HandshakeRefused"],
+            "node {to}: {got:?}"
+        );
+    }
+    for id in 1..=3u64 {
+        assert!(c.is_up(id), "node {id} exited");
+        let s = c.status(id).await.expect("status");
+        assert!(
+            s.term < high,
+            "node {id} moved to the stranger's term {}",
+            s.term
+        );
+    }
+    let v = client
+        .get("before", Consistency::Linearizable)
+        .await
+        .expect("get");
+    assert_eq!(v.as_deref(), Some("replay"));
+    client
+        .put("after", "replay")
+        .await
+        .expect("a write after the replays");
+    assert_eq!(
+        c.count_in_logs("refusing AppendEntries"),
+        0,
+        "{}",
+        c.log_tails(20)
+    );
+}

@@ -105,14 +105,10 @@ impl Connection {
                     ClientResponse::Status(s) => Some(s.id),
                     ClientResponse::Error(e) => e.id,
                 };
-                if rid == Some(id) {
+                // An error without an id answers the frame itself (too large, not JSON, or
+                // plaintext to a TLS node); the node closes the connection after it.
+                if rid == Some(id) || rid.is_none() {
                     return Ok(resp);
-                }
-                if rid.is_none() {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("node refused the frame: {resp:?}"),
-                    ));
                 }
             }
         };

@@ -210,6 +210,7 @@ impl Client {
             .await
         {
             Ok(ClientResponse::Status(s)) => Ok(s),
+            Ok(ClientResponse::Error(e)) => Err(ClientError::BadRequest(e.message)),
             Ok(other) => Err(ClientError::Protocol {
                 addr,
                 what: format!("{other:?}"),
@@ -298,7 +299,13 @@ impl Client {
         };
         match resp {
             ClientResponse::Ok(ok) => Attempt::Done(ok),
-            ClientResponse::Error(err) => self.on_error(addr, err, tried),
+            ClientResponse::Error(err) => {
+                if err.id.is_none() {
+                    // The node refused the frame and is closing the connection.
+                    self.conn = None;
+                }
+                self.on_error(addr, err, tried)
+            }
             ClientResponse::Status(_) => Attempt::Fatal(ClientError::Protocol {
                 addr,
                 what: "a Status answer to a key-value request".into(),

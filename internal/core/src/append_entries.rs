@@ -294,13 +294,8 @@ impl Raft {
             return;
         };
         if success {
-            if index > last {
-                ::log::warn!(
-                    "node {}: node {from} claims a match at {index} past our last index {last}",
-                    self.id
-                );
-                return;
-            }
+            // `validate.rs` refused a match past our log before this point.
+            debug_assert!(index <= last, "a match past the log got through validation");
             if pr.state == ProgressState::Snapshot && index >= pr.snapshot_index {
                 // It holds everything the snapshot covers after all: no transfer needed.
                 pr.become_probe(index + 1);

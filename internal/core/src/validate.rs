@@ -3,7 +3,13 @@
 //! A leader's AppendEntries always carries entries that chain (consecutive indexes from
 //! `prev + 1`, terms that never decrease and never pass the message's term), it never
 //! contradicts an entry this node knows is committed (Leader Completeness, §5.4), and there is
-//! never a second leader in one term (Election Safety, §5.2). A message that breaks one of
+//! never a second leader in one term (Election Safety, §5.2), whether this node leads that term
+//! or follows another leader in it. Nor does any member send a term or index near `u64::MAX`
+//! (every `+ 1` would overflow), a snapshot whose last term is 0 or after its own term or that
+//! is larger than this node assembles, or a reply claiming what its leader never sent (a match
+//! or a rejected entry past the log, a snapshot past it, a ReadIndex round not begun); a
+//! snapshot the application cannot load is refused once complete (`SnapshotCheck`). A message
+//! that breaks one of
 //! these comes from a broken node or from someone who is not a member at all. Acting on it
 //! would destroy committed data (or, as this code did before, stop the node on an assertion),
 //! so it is refused whole: no term, vote, log or timer changes, and an error is logged the

@@ -25,11 +25,6 @@ impl Stream {
             Stream::Tls(tls) => tls.get_ref().1.peer_certificates()?.first(),
         }
     }
-
-    /// Whether TLS protects this connection.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
-    }
 }
 
 impl AsyncRead for Stream {

@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -52,8 +52,13 @@ pub struct Proxy {
     pub target: SocketAddr,
     ctl: watch::Sender<Ctl>,
     pub stats: Arc<ProxyStats>,
+    /// While `Some`: every byte the sender sends, as forwarded (see `record`).
+    recording: Recording,
     accept_task: JoinHandle<()>,
 }
+
+/// The bytes a proxy forwarded from its sender, while asked to keep them.
+type Recording = Arc<Mutex<Option<Vec<u8>>>>;
 
 impl Proxy {
     /// Binds a free port on 127.0.0.1 and starts forwarding to `target`. Must be called inside
@@ -68,7 +73,14 @@ impl Proxy {
             shutdown: false,
         });
         let stats = Arc::new(ProxyStats::default());
-        let accept_task = tokio::spawn(accept_loop(listener, target, rx, stats.clone()));
+        let recording = Recording::default();
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            target,
+            rx,
+            stats.clone(),
+            recording.clone(),
+        ));
         Ok(Proxy {
             from,
             to,
@@ -76,8 +88,24 @@ impl Proxy {
             target,
             ctl,
             stats,
+            recording,
             accept_task,
         })
+    }
+
+    /// Keeps a copy of everything the sender sends from now on (for replaying it: a
+    /// recorded handshake must not open the door a second time).
+    pub fn record(&self) {
+        *self.recording.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+    }
+
+    /// What was recorded since `record`.
+    pub fn recorded(&self) -> Vec<u8> {
+        self.recording
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
     }
 
     pub fn mode(&self) -> Mode {
@@ -119,6 +147,7 @@ async fn accept_loop(
     target: SocketAddr,
     mut rx: watch::Receiver<Ctl>,
     stats: Arc<ProxyStats>,
+    recording: Recording,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -151,6 +180,7 @@ async fn accept_loop(
             rx.clone(),
             ctl.epoch,
             stats.clone(),
+            recording.clone(),
         ));
     }
 }
@@ -163,6 +193,7 @@ async fn connection(
     rx: watch::Receiver<Ctl>,
     epoch: u64,
     stats: Arc<ProxyStats>,
+    recording: Recording,
 ) {
     let outbound =
         match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(target)).await {
@@ -173,8 +204,15 @@ async fn connection(
     let _ = outbound.set_nodelay(true);
     let (in_rd, in_wr) = inbound.into_split();
     let (out_rd, out_wr) = outbound.into_split();
-    let forward = pump(in_rd, out_wr, rx.clone(), epoch, stats.clone());
-    let backward = pump(out_rd, in_wr, rx, epoch, stats);
+    let forward = pump(
+        in_rd,
+        out_wr,
+        rx.clone(),
+        epoch,
+        stats.clone(),
+        Some(recording),
+    );
+    let backward = pump(out_rd, in_wr, rx, epoch, stats, None);
     // When one direction ends, drop both (closing the connection on both sides).
     tokio::select! {
         _ = forward => {}
@@ -193,6 +231,7 @@ async fn pump(
     mut rx: watch::Receiver<Ctl>,
     epoch: u64,
     stats: Arc<ProxyStats>,
+    recording: Option<Recording>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -246,6 +285,11 @@ async fn pump(
         };
         if write.is_err() {
             return;
+        }
+        if let Some(rec) = &recording {
+            if let Some(kept) = rec.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                kept.extend_from_slice(&buf[..n]);
+            }
         }
         stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }

@@ -641,3 +641,35 @@ async fn the_owner_can_close_a_peers_inbound_connection() {
     a.t.shutdown().await;
     b.t.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_a_secret_together_both_hold() {
+    init_logs();
+    let pki = Pki::new();
+    let mut nodes = cluster(
+        2,
+        |cfg| {
+            cfg.security.tls = Some(pki.node_tls(cfg.node_id, false));
+            cfg.security.secret = Some(secret(8));
+        },
+        |_| reject_clients(),
+    )
+    .await;
+    wait_mesh(&mut nodes).await;
+    let b = nodes.pop().unwrap();
+    let mut a = nodes.pop().unwrap();
+    deliver(&b.t, 1, &mut a.rx, 1).await;
+    // Node 2's own valid certificate, but no proof of the secret: refused.
+    let cfg = pki.client(Some(&pki.node_issued(2)));
+    let mut s = Framed::new(
+        tls_connect(a.addr, cfg, "raftd-node-1").await.unwrap(),
+        framing::codec(1 << 20),
+    );
+    s.send(hello(2, None)).await.unwrap();
+    s.send(Bytes::from(ping(91))).await.unwrap();
+    let got = frames_until_closed(&mut s, "a certificate without the secret").await;
+    assert!(got.len() == 1 && is_refusal(&got[0]), "{got:?}");
+    assert_unharmed(&mut a, &b, 2, "certificate without the secret").await;
+    a.t.shutdown().await;
+    b.t.shutdown().await;
+}
