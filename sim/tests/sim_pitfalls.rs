@@ -34,6 +34,7 @@ fn core(id: NodeId) -> Raft {
 /// applied at once. Returns every message the core sent.
 fn deliver(raft: &mut Raft, from: NodeId, msg: RaftMessage) -> Vec<Envelope> {
     raft.step(Envelope {
+        incarnation: 0,
         from,
         to: raft.id(),
         msg,
@@ -345,6 +346,7 @@ fn pre_vote_is_not_refused_for_a_vote_cast_in_that_term() {
     // term 3 to an up-to-date log; once it knows a leader of term 3, it refuses.
     let mut v = start(2, 3, 3, log(2));
     let ask = RaftMessage::RequestVote {
+        transfer: false,
         term: 3,
         candidate_id: 1,
         last_log_index: 5,

@@ -349,7 +349,12 @@ fn follower_restarted_in_the_middle_of_a_transfer_catches_up() {
 // ----- c. a stale InstallSnapshot never cuts a longer matching log -----
 
 fn env(from: NodeId, to: NodeId, msg: RaftMessage) -> Envelope {
-    Envelope { from, to, msg }
+    Envelope {
+        incarnation: 0,
+        from,
+        to,
+        msg,
+    }
 }
 
 fn append(term: u64, prev: (u64, u64), entries: Vec<Entry>, commit: u64) -> Envelope {
@@ -373,6 +378,7 @@ fn install(term: u64, meta: SnapshotMeta, data: &[u8]) -> Envelope {
         1,
         2,
         RaftMessage::InstallSnapshot {
+            membership: None,
             term,
             leader_id: 1,
             snapshot: meta,
@@ -466,6 +472,7 @@ fn late_install_snapshot_never_truncates_a_longer_matching_log() {
         1,
         2,
         RaftMessage::InstallSnapshot {
+            membership: None,
             term: 2,
             leader_id: 1,
             snapshot: SnapshotMeta { index: 12, term: 2 },

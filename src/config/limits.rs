@@ -56,6 +56,7 @@ mod tests {
 
     fn append_entries(entries: Vec<Entry>) -> usize {
         let env = Envelope {
+            incarnation: 0,
             from: u64::MAX,
             to: u64::MAX,
             msg: RaftMessage::AppendEntries {

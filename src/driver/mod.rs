@@ -126,10 +126,15 @@ impl<R> Driver<R> {
     /// snapshot, or empty). `addrs` says where each member listens.
     pub fn new(
         mut raft: Raft,
-        store: KvStore,
+        mut store: KvStore,
         addrs: BTreeMap<NodeId, String>,
         cfg: DriverConfig,
     ) -> Driver<R> {
+        if store.membership().is_empty() {
+            // A store from before configurations were logged: it holds the one the core
+            // derived, so every node's store (and snapshot) records the same.
+            store.set_membership(raft.membership_at(store.applied()));
+        }
         let decoded = Decoded::default();
         raft.set_snapshot_check(snapshot_check(decoded.clone()));
         let mut service = KvService::new(raft.id(), store, addrs);
@@ -360,8 +365,10 @@ impl<R> Driver<R> {
             return None;
         }
         let term = self.raft.log().term(index)?;
+        let mut store = store.clone();
+        store.set_membership(self.raft.membership_at(index));
         let task = SnapshotTask {
-            store: store.clone(),
+            store,
             term,
             size_hint: self.raft.snapshot().map_or(0, |s| s.data.len()),
         };

@@ -40,7 +40,12 @@ fn out(messages: Vec<Envelope>, disk: Vec<DiskJob>) -> Output<Token> {
 }
 
 fn env(from: NodeId, to: NodeId, msg: RaftMessage) -> Envelope {
-    Envelope { from, to, msg }
+    Envelope {
+        incarnation: 0,
+        from,
+        to,
+        msg,
+    }
 }
 
 fn put(id: u64, key: &str, value: &str) -> ClientRequest {
@@ -254,6 +259,7 @@ fn a_vote_leaves_only_once_it_is_durable() {
         3,
         2,
         RaftMessage::RequestVote {
+            transfer: false,
             term: 4,
             candidate_id: 3,
             last_log_index: 0,
@@ -305,6 +311,7 @@ fn install_msg(meta: SnapshotMeta, data: &[u8]) -> Envelope {
         1,
         2,
         RaftMessage::InstallSnapshot {
+            membership: None,
             term: 1,
             leader_id: 1,
             snapshot: meta,
@@ -342,6 +349,9 @@ fn the_leaders_snapshot_is_a_disk_job_in_order_and_its_acknowledgement_waits_for
                 seq: 1,
                 hard_state: Some(HardState { term: 1, vote: 0 }),
                 snapshot: Snapshot {
+                    // The leader's chunks name no configuration (an older leader): the one in
+                    // effect at the snapshot's index is used.
+                    membership: d.raft().membership().clone(),
                     meta,
                     data: snapshot.data.clone(),
                 },
@@ -424,7 +434,12 @@ fn the_own_snapshot_is_encoded_by_the_shell_saved_in_order_then_compacts_the_log
             answers: vec![(10, ok(1))],
             applied: vec![Applied::Entry(put_entry(1, 2, "k", "v"))],
             prepare_snapshot: Some(SnapshotTask {
-                store: d.store().clone(),
+                // The copy records the configuration at its index.
+                store: {
+                    let mut s = d.store().clone();
+                    s.set_membership(d.raft().membership_at(2));
+                    s
+                },
                 term: 1,
                 size_hint: 0,
             }),

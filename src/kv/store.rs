@@ -3,6 +3,7 @@
 use super::command::{Command, Op, Outcome};
 use super::sessions::{Check, Sessions};
 use crate::rpc::types::{Entry, EntryKind, Snapshot, SnapshotMeta};
+use raftd_core::Membership;
 use serde::{Deserialize, Serialize};
 // A persistent map: cloning it for a snapshot is O(1) (the copy shares structure), so the
 // node loop is not held up while the snapshot is serialized in the background.
@@ -16,6 +17,10 @@ pub struct KvStore {
     data: OrdMap<String, String>,
     sessions: Sessions,
     applied: u64,
+    /// The configuration as of `applied`, so a snapshot of the store carries it (the core
+    /// needs it to restart from the snapshot). Empty in snapshots of older versions.
+    #[serde(default, skip_serializing_if = "Membership::is_empty")]
+    membership: Membership,
 }
 
 impl Default for KvStore {
@@ -30,6 +35,7 @@ impl KvStore {
             data: OrdMap::new(),
             sessions: Sessions::new(max_sessions),
             applied: 0,
+            membership: Membership::default(),
         }
     }
 
@@ -51,9 +57,21 @@ impl KvStore {
         serde_json::from_slice(&snapshot.data)
     }
 
+    /// The configuration as of the applied index (empty if none was applied or restored).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The configuration a snapshot of this store records (the core's, at the applied index:
+    /// it also knows the configuration of stores restored from older snapshots).
+    pub fn set_membership(&mut self, membership: Membership) {
+        self.membership = membership;
+    }
+
     /// A snapshot of the store at its applied index, whose term is `term`.
     pub fn to_snapshot(&self, term: u64, size_hint: usize) -> serde_json::Result<Snapshot> {
         Ok(Snapshot {
+            membership: self.membership.clone(),
             meta: SnapshotMeta {
                 index: self.applied,
                 term,
@@ -101,6 +119,13 @@ impl KvStore {
             "entries must be applied in order, each once"
         );
         self.applied = entry.index;
+        if entry.kind == EntryKind::Config {
+            // The core refused any configuration that does not decode before it was logged.
+            if let Ok(m) = Membership::decode(&entry.data) {
+                self.membership = m;
+            }
+            return None;
+        }
         if entry.kind != EntryKind::Command {
             return None;
         }

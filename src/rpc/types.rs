@@ -178,6 +178,7 @@ mod tests {
     #[test]
     fn envelope_round_trips_through_json() {
         let env = Envelope {
+            incarnation: 0,
             from: 1,
             to: 2,
             msg: RaftMessage::AppendEntries {

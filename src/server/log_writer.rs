@@ -190,6 +190,7 @@ mod tests {
 
     fn snapshot(index: u64, term: u64, data: &[u8]) -> Snapshot {
         Snapshot {
+            membership: Default::default(),
             meta: SnapshotMeta { index, term },
             data: Arc::new(data.to_vec()),
         }

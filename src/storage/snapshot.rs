@@ -189,6 +189,9 @@ pub(crate) fn load(dir: &Path) -> Result<Option<(Snapshot, u64)>, StorageError> 
     }
     Ok(Some((
         Snapshot {
+            // The configuration is inside the state machine's bytes; whoever decodes them
+            // (`KvStore::from_snapshot`) fills it in.
+            membership: Default::default(),
             meta,
             data: std::sync::Arc::new(data),
         },

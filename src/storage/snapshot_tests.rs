@@ -122,6 +122,7 @@ fn round_trip_snapshot_and_tail() {
     assert_eq!(
         rec.snapshot,
         Some(Snapshot {
+            membership: Default::default(),
             meta: meta(60, 1),
             data: std::sync::Arc::new(state_data(60)),
         })
@@ -716,6 +717,7 @@ fn random_history_with_snapshots_recovers_exactly() {
                     s.save_snapshot(m, &data, &tail, hard).unwrap();
                 }
                 snap = Some(Snapshot {
+                    membership: Default::default(),
                     meta: m,
                     data: std::sync::Arc::new(data),
                 });
@@ -727,6 +729,7 @@ fn random_history_with_snapshots_recovers_exactly() {
                 let data = vec![rng.next() as u8; 10];
                 s.save_snapshot(m, &data, &[], hard).unwrap();
                 snap = Some(Snapshot {
+                    membership: Default::default(),
                     meta: m,
                     data: std::sync::Arc::new(data),
                 });

@@ -235,7 +235,8 @@ impl Raft {
             self.send_after_persist(from, msg);
             return;
         }
-        if let Some(at) = self.log.merge(entries) {
+        let cut = self.log.merge(entries);
+        if let Some(at) = cut {
             ::log::info!(
                 "node {}: dropped conflicting log entries from index {at} in term {term}",
                 self.id
@@ -247,6 +248,9 @@ impl Raft {
         if bug!(self, truncate_stale_append) {
             self.log.bug_truncate_after(prev + entries.len() as u64);
         }
+        // A configuration takes effect when appended, and the previous one again when a
+        // conflict cuts it away (thesis §4.1).
+        self.note_log_changed(cut, entries);
         // Only what the leader just verified matches may be marked committed: entries past
         // `prev + entries.len()` could still be a divergent suffix of ours.
         let verified = prev + entries.len() as u64;
@@ -303,6 +307,7 @@ impl Raft {
             if pr.acknowledge(index) {
                 self.maybe_commit();
             }
+            self.maybe_send_timeout_now();
             return;
         }
         // A rejection. Ignore it if it answers a request we have already moved past:
@@ -346,8 +351,22 @@ impl Raft {
     /// Commits the highest index a majority holds, but only if that entry is from the current
     /// term (§5.4.2, Figure 8). The leader's own copy counts only once it is durable.
     pub(super) fn maybe_commit(&mut self) {
-        let mut matches: Vec<u64> = self.progress.values().map(|pr| pr.matched).collect();
-        matches.push(self.log.stable());
+        // Only voters of the configuration in effect count, each with the data dir it was
+        // admitted with; the leader's own copy counts if it is one of them (a leader removing
+        // itself manages a cluster it is not part of, thesis §4.2.2).
+        let mut matches: Vec<u64> = self
+            .membership
+            .voters()
+            .map(|v| {
+                if v == self.id {
+                    self.log.stable()
+                } else if self.counts_progress(v) {
+                    self.progress.get(&v).map_or(0, |pr| pr.matched)
+                } else {
+                    0
+                }
+            })
+            .collect();
         let index = committed_index(&mut matches);
         // BUG (commit_old_term, `bugs` feature only): count replicas of an earlier term's entry too.
         let old_term_bug = bug!(self, commit_old_term);
@@ -360,6 +379,7 @@ impl Raft {
                 self.id,
                 self.term
             );
+            self.step_down_if_removed();
         }
     }
 }

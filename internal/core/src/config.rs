@@ -2,6 +2,7 @@
 
 use crate::message::NodeId;
 use crate::message::SnapshotMeta;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -25,12 +26,37 @@ impl std::fmt::Debug for SnapshotCheck {
 /// keeps every `+ 1` in the core from overflowing.
 pub const MAX_TERM_OR_INDEX: u64 = 1 << 52;
 
+/// How a node with an empty log (and no snapshot) learns the cluster's first configuration.
+/// A node with any log ignores this: its configuration is in its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Founding {
+    /// `voters` are the configuration, at once, with no incarnations recorded (tests, and
+    /// clusters that trust every empty disk).
+    Given,
+    /// The cluster is founded only when every member of `voters` answers that its data dir is
+    /// empty too; their incarnations go into the first configuration. If any member already
+    /// holds the cluster's data, this node is one that lost its disk (or is new): it waits,
+    /// never votes, and is caught up by the leader (thesis §4.4, docs/MEMBERSHIP.md).
+    Unanimous,
+    /// Joining an existing cluster (`--join`): wait to be caught up by the leader.
+    Join,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// This node's id (positive).
     pub id: NodeId,
-    /// Every voting member, this node included.
+    /// The founding voters, this node included (see [`Founding`]); a node with a log uses the
+    /// configuration in its log instead.
     pub voters: Vec<NodeId>,
+    /// Where the founding voters listen, written into the first configuration.
+    pub addrs: BTreeMap<NodeId, String>,
+    pub founding: Founding,
+    /// This node's data dir identity (0: none; see `crate::membership`).
+    pub incarnation: u64,
+    /// A learner counts as caught up (may be promoted) when its log is within this many entries
+    /// of the leader's commit index.
+    pub catch_up_entries: u64,
     /// A follower starts an election after a random number of ticks in
     /// `election_ticks_min..election_ticks_max` without hearing from a leader (§5.2).
     pub election_ticks_min: u32,
@@ -72,6 +98,8 @@ pub enum ConfigError {
     ZeroId,
     #[error("node {0} is not in its own voter list")]
     NotAVoter(NodeId),
+    #[error("the log holds a configuration that does not decode (index {index}): {reason}")]
+    BadConfig { index: u64, reason: String },
     #[error("duplicate node id {0} in the voter list")]
     DuplicateVoter(NodeId),
     #[error("heartbeat interval ({heartbeat} ticks) must be positive and below the minimum election timeout ({election_min} ticks)")]
@@ -90,6 +118,10 @@ impl Config {
         Config {
             id,
             voters,
+            addrs: BTreeMap::new(),
+            founding: Founding::Given,
+            incarnation: 0,
+            catch_up_entries: 64,
             election_ticks_min: 15,
             election_ticks_max: 30,
             heartbeat_ticks: 5,
@@ -112,7 +144,7 @@ impl Config {
         if self.id == 0 {
             return Err(ConfigError::ZeroId);
         }
-        if !self.voters.contains(&self.id) {
+        if self.founding != Founding::Join && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));
         }
         let mut seen = std::collections::BTreeSet::new();

@@ -9,9 +9,14 @@ impl Raft {
     /// Followers and candidates: start an election when no leader was heard from for a whole
     /// randomized timeout. Randomizing per term keeps split votes rare (§5.2).
     pub(super) fn tick_election(&mut self) {
+        self.tick_bootstrap();
         self.election_elapsed += 1;
         if self.election_elapsed >= self.randomized_election_ticks {
             self.election_elapsed = 0;
+            if !self.can_vote() {
+                // A learner, a removed node, or one that lost its disk: it never campaigns.
+                return;
+            }
             ::log::info!(
                 "node {}: election timeout in term {} as {} (no leader heard for {} ticks)",
                 self.id,
@@ -28,16 +33,28 @@ impl Raft {
     pub(super) fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
+        for pr in self.progress.values_mut() {
+            pr.heard_ticks = pr.heard_ticks.saturating_add(1);
+        }
+        self.tick_transfer();
         if self.cfg.check_quorum && self.election_elapsed >= self.cfg.election_ticks_min {
             self.election_elapsed = 0;
-            let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+            let active = usize::from(self.membership.is_voter(self.id))
+                + self
+                    .voter_peers()
+                    .into_iter()
+                    .filter(|v| {
+                        self.counts_progress(*v)
+                            && self.progress.get(v).is_some_and(|p| p.recent_active)
+                    })
+                    .count();
             for pr in self.progress.values_mut() {
                 pr.recent_active = false;
             }
             if active < self.quorum() {
                 let why = format!(
-                    "heard from only {active} of {} members in an election timeout",
-                    self.peers.len() + 1
+                    "heard from only {active} of {} voters in an election timeout",
+                    self.membership.voter_count()
                 );
                 self.become_follower(self.term, 0, &why);
                 return;
@@ -46,6 +63,7 @@ impl Raft {
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
+            self.maybe_reconfigure();
         }
     }
 
@@ -53,7 +71,7 @@ impl Raft {
         if self.cfg.pre_vote {
             self.become_pre_candidate();
         } else {
-            self.become_candidate();
+            self.become_candidate(false);
         }
     }
 
@@ -67,42 +85,46 @@ impl Raft {
         self.election_elapsed = 0;
         self.reset_election_timer();
         self.votes.insert(self.id, true);
+        let voters = self.voter_peers();
         ::log::info!(
-            "node {}: pre-candidate in term {}, asking {} peers for pre-votes for term {}",
+            "node {}: pre-candidate in term {}, asking {} voters for pre-votes for term {}",
             self.id,
             self.term,
-            self.peers.len(),
+            voters.len(),
             self.term + 1
         );
         if self.tally() == VoteResult::Won {
-            self.become_candidate();
+            self.become_candidate(false);
             return;
         }
-        let msg = self.vote_request(self.term + 1, true);
-        for peer in self.peers.clone() {
+        let msg = self.vote_request(self.term + 1, true, false);
+        for peer in voters {
             // Nothing to persist: a pre-vote changes no durable state.
             self.send(peer, msg.clone());
         }
     }
 
-    fn become_candidate(&mut self) {
+    /// `transfer`: the leader handed over (TimeoutNow), so voters must answer even though they
+    /// heard from that leader within the election timeout.
+    pub(super) fn become_candidate(&mut self, transfer: bool) {
         let term = self.term + 1;
         self.reset(term);
         self.role = Role::Candidate;
         self.vote = self.id;
         self.votes.insert(self.id, true);
+        let voters = self.voter_peers();
         ::log::info!(
-            "node {}: candidate in term {}, requesting votes from {} peers",
+            "node {}: candidate in term {}, requesting votes from {} voters",
             self.id,
             self.term,
-            self.peers.len()
+            voters.len()
         );
         if self.tally() == VoteResult::Won {
             self.become_leader();
             return;
         }
-        let msg = self.vote_request(self.term, false);
-        for peer in self.peers.clone() {
+        let msg = self.vote_request(self.term, false, transfer);
+        for peer in voters {
             // The new term and the vote for ourselves must be durable first: a node that
             // forgot it voted for itself could vote again in the same term after a crash.
             self.send_after_persist(peer, msg.clone());
@@ -111,7 +133,7 @@ impl Raft {
 
     fn become_leader(&mut self) {
         let granted = self.votes.values().filter(|g| **g).count();
-        let voters = self.peers.len() + 1;
+        let voters = self.membership.voter_count();
         self.reset(self.term);
         self.role = Role::Leader;
         self.leader = self.id;
@@ -129,20 +151,22 @@ impl Raft {
         self.log.append(Entry::noop(self.term, next));
     }
 
-    fn vote_request(&self, term: u64, pre_vote: bool) -> RaftMessage {
+    fn vote_request(&self, term: u64, pre_vote: bool, transfer: bool) -> RaftMessage {
         RaftMessage::RequestVote {
             term,
             candidate_id: self.id,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote,
+            transfer,
         }
     }
 
+    /// Counts only voters of the configuration in effect (`votes` holds no one else).
     fn tally(&self) -> VoteResult {
         let granted = self.votes.values().filter(|g| **g).count();
         let rejected = self.votes.len() - granted;
-        vote_result(self.peers.len() + 1, granted, rejected)
+        vote_result(self.membership.voter_count(), granted, rejected)
     }
 
     /// Brings our term in line with the message's (§5.1: a higher term always wins; a lower
@@ -151,8 +175,10 @@ impl Raft {
         let mterm = env.msg.term();
         if mterm > self.term {
             match &env.msg {
-                RaftMessage::RequestVote { pre_vote, .. } => {
-                    if self.in_leader_lease() {
+                RaftMessage::RequestVote {
+                    pre_vote, transfer, ..
+                } => {
+                    if self.in_leader_lease() && !transfer {
                         // We heard from a live leader less than an election timeout ago: this
                         // candidate is probably a node that was cut off. Ignoring it (without
                         // raising our term) keeps it from deposing a working leader.
@@ -242,7 +268,9 @@ impl Raft {
     ) {
         // §5.4.1: never vote for a candidate whose log is behind ours, so only a node holding
         // every committed entry can win.
-        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
+        // And never vote without being a voter admitted with this data dir: a node that lost
+        // its disk forgot what it acknowledged, and its vote could elect a leader without it.
+        let up_to_date = self.can_vote() && self.log.is_up_to_date(last_log_index, last_log_term);
         // One vote per term (§5.2): free to vote only if we have not voted (and know no leader)
         // in this term, or already voted for this very candidate (a retried request).
         let free = self.vote == from || (self.vote == 0 && self.leader == 0);
@@ -283,7 +311,9 @@ impl Raft {
                 "node {}: rejected vote for node {from} in term {} ({})",
                 self.id,
                 self.term,
-                if up_to_date {
+                if !self.can_vote() {
+                    "this node is not a voter"
+                } else if up_to_date {
                     "already voted or following a leader"
                 } else {
                     "its log is behind ours"
@@ -307,10 +337,15 @@ impl Raft {
     pub(super) fn handle_vote_reply(
         &mut self,
         from: NodeId,
+        incarnation: u64,
         term: u64,
         granted: bool,
         pre_vote: bool,
     ) {
+        if !self.membership.counts(from, incarnation) {
+            // A vote from a node that lost its disk (or is no voter) proves nothing.
+            return;
+        }
         let current = match (self.role, pre_vote) {
             (Role::PreCandidate, true) => term == self.term + 1,
             (Role::Candidate, false) => term == self.term,
@@ -329,9 +364,9 @@ impl Raft {
                     "node {}: won the pre-vote for term {} with {granted_n} of {} votes",
                     self.id,
                     self.term + 1,
-                    self.peers.len() + 1
+                    self.membership.voter_count()
                 );
-                self.become_candidate();
+                self.become_candidate(false);
             }
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => {
@@ -339,7 +374,7 @@ impl Raft {
                     "lost the {} for term {}: {granted_n} granted, {rejected_n} rejected of {}",
                     if pre_vote { "pre-vote" } else { "election" },
                     if pre_vote { self.term + 1 } else { self.term },
-                    self.peers.len() + 1
+                    self.membership.voter_count()
                 );
                 self.become_follower(self.term, 0, &why);
             }

@@ -28,16 +28,20 @@ macro_rules! bug {
 }
 
 mod append_entries;
+mod bootstrap;
 #[cfg(feature = "bugs")]
 mod bugs;
 mod config;
 mod election;
 mod log;
+mod membership;
 pub mod message;
 mod progress;
 mod quorum;
 mod read_index;
+mod reconfigure;
 mod snapshot;
+mod transfer;
 mod validate;
 
 #[cfg(test)]
@@ -45,8 +49,9 @@ mod tests;
 
 #[cfg(feature = "bugs")]
 pub use bugs::Bugs;
-pub use config::{Config, ConfigError, SnapshotCheck, MAX_TERM_OR_INDEX};
+pub use config::{Config, ConfigError, Founding, SnapshotCheck, MAX_TERM_OR_INDEX};
 pub use log::RaftLog;
+pub use membership::{ChangeError, Member, MemberRole, Membership, MembershipChange};
 pub use message::Snapshot;
 pub use progress::{Progress, ProgressState};
 pub use quorum::{committed_index, majority};
@@ -91,6 +96,10 @@ pub struct Ready {
     pub snapshot: Option<Snapshot>,
     /// Set when the role or the known leader changed since the previous `Ready`.
     pub soft_state: Option<SoftState>,
+    /// The configuration now in effect, when it changed since the previous `Ready` (appended,
+    /// truncated away, installed with a snapshot): the shell connects to new members and
+    /// drops removed ones.
+    pub membership: Option<Membership>,
 }
 
 impl Ready {
@@ -103,6 +112,7 @@ impl Ready {
             && self.read_states.is_empty()
             && self.snapshot.is_none()
             && self.soft_state.is_none()
+            && self.membership.is_none()
     }
 }
 
@@ -154,8 +164,20 @@ pub struct Persisting {
 pub struct Raft {
     id: NodeId,
     cfg: Config,
-    /// The other voters.
+    /// Every other member of `membership`, voters and learners: whom a leader replicates to.
     peers: Vec<NodeId>,
+    /// The configuration in effect: the latest in the log, committed or not (thesis §4.1).
+    membership: Membership,
+    /// The configuration at the snapshot's index (the base when the log holds none).
+    base_membership: Membership,
+    /// `Config` entries in the log after the snapshot, by index.
+    configs: Vec<(u64, Membership)>,
+    /// `membership` changed since the last `Ready`.
+    membership_changed: bool,
+    /// While the log is empty and the cluster may still have to be founded.
+    bootstrap: Option<bootstrap::Probe>,
+    /// A leadership transfer in progress (leader only).
+    transfer: Option<transfer::Transfer>,
     term: u64,
     vote: NodeId,
     role: Role,
@@ -211,15 +233,27 @@ impl Raft {
         entries: Vec<Entry>,
     ) -> Result<Raft, ConfigError> {
         cfg.validate()?;
-        let peers = cfg
-            .voters
-            .iter()
-            .copied()
-            .filter(|v| *v != cfg.id)
-            .collect();
+        let fresh = snapshot.is_none() && entries.is_empty();
+        let configs = reconfigure::configs_in(&entries)?;
+        let base_membership = match &snapshot {
+            Some(snap) if !snap.membership.is_empty() => snap.membership.clone(),
+            // A log from before configurations were logged, or the configuration given.
+            _ if !fresh || cfg.founding == Founding::Given => {
+                Membership::of_voters(&cfg.voters, &cfg.addrs, &BTreeMap::new())
+            }
+            // Empty: founded by the bootstrap round, or caught up by the leader.
+            _ => Membership::default(),
+        };
+        let probing = fresh && cfg.founding == Founding::Unanimous;
         let mut raft = Raft {
             id: cfg.id,
-            peers,
+            peers: Vec::new(),
+            membership: Membership::default(),
+            base_membership,
+            configs,
+            membership_changed: false,
+            bootstrap: probing.then(bootstrap::Probe::default),
+            transfer: None,
             term: hard_state.term,
             vote: hard_state.vote,
             role: Role::Follower,
@@ -252,13 +286,18 @@ impl Raft {
             cfg,
         };
         raft.reset_election_timer();
+        raft.refresh_membership();
+        // The shell reads the configuration it starts with from `membership()`; `Ready`
+        // reports changes from here on.
+        raft.membership_changed = false;
         ::log::info!(
-            "node {}: starting as follower in term {} (vote {}, last log {}@{})",
+            "node {}: starting as follower in term {} (vote {}, last log {}@{}, {})",
             raft.id,
             raft.term,
             raft.vote,
             raft.log.last_index(),
-            raft.log.last_term()
+            raft.log.last_term(),
+            raft.describe_membership()
         );
         Ok(raft)
     }
@@ -325,11 +364,20 @@ impl Raft {
 
     /// Handles one message from a peer.
     pub fn step(&mut self, env: Envelope) {
-        if env.to != self.id || env.from == self.id || !self.peers.contains(&env.from) {
+        if env.to != self.id || env.from == self.id || env.from == 0 {
             ::log::debug!("node {}: dropping misaddressed message {env}", self.id);
             return;
         }
         ::log::trace!("node {}: recv {env}", self.id);
+        if self.bootstrap_message(&env) {
+            return;
+        }
+        if let Some(why) = self.not_from_a_voter(&env) {
+            // Not refused as impossible: a removed node that never learned of its removal, or
+            // one that lost its disk, sends exactly this. It simply does not count.
+            ::log::debug!("node {}: ignoring {env}: {why}", self.id);
+            return;
+        }
         // Before anything else looks at it: a message no correct member could send changes
         // nothing, not even the term.
         if let Some(why) = self.invalid(&env) {
@@ -340,6 +388,8 @@ impl Raft {
             return;
         }
         let from = env.from;
+        let incarnation = env.incarnation;
+        self.heard_from(from, incarnation);
         match env.msg {
             RaftMessage::RequestVote {
                 term,
@@ -347,12 +397,13 @@ impl Raft {
                 last_log_index,
                 last_log_term,
                 pre_vote,
+                transfer: _,
             } => self.handle_request_vote(from, term, last_log_index, last_log_term, pre_vote),
             RaftMessage::RequestVoteReply {
                 term,
                 vote_granted,
                 pre_vote,
-            } => self.handle_vote_reply(from, term, vote_granted, pre_vote),
+            } => self.handle_vote_reply(from, incarnation, term, vote_granted, pre_vote),
             RaftMessage::AppendEntries {
                 term,
                 leader_id: _,
@@ -385,13 +436,26 @@ impl Raft {
                 snapshot,
                 pos,
                 data,
-            } => self.handle_install_snapshot(from, term, snapshot, pos, data),
+                membership,
+            } => self.handle_install_snapshot(
+                from,
+                term,
+                snapshot::Chunk {
+                    meta: snapshot,
+                    pos,
+                    data,
+                    membership: membership.unwrap_or_default(),
+                },
+            ),
             RaftMessage::InstallSnapshotReply {
                 term: _,
                 snapshot,
                 received,
                 done,
             } => self.handle_snapshot_reply(from, snapshot, received, done),
+            RaftMessage::TimeoutNow { term } => self.handle_timeout_now(from, term),
+            // Answered by `bootstrap_message` before anything else.
+            RaftMessage::Bootstrap { .. } | RaftMessage::BootstrapReply { .. } => {}
         }
     }
 
@@ -403,6 +467,11 @@ impl Raft {
             return Err(NotLeader {
                 leader: self.leader,
             });
+        }
+        if let Some(target) = self.transferring_to() {
+            // Thesis §3.10: no new writes while leadership moves; the hint sends the client
+            // to the node about to lead.
+            return Err(NotLeader { leader: target });
         }
         let index = self.log.last_index() + 1;
         self.log.append(Entry::command(self.term, index, data));
@@ -419,6 +488,7 @@ impl Raft {
             || self.soft_state() != self.last_soft_state
             || !self.read_only.ready.is_empty()
             || self.pending_snapshot.is_some()
+            || self.membership_changed
             || (self.role == Role::Leader && self.read_only.round_wanted())
             || (self.role == Role::Leader && self.has_appends_to_send())
     }
@@ -461,6 +531,9 @@ impl Raft {
             rd.soft_state = Some(soft);
             self.last_soft_state = soft;
         }
+        if std::mem::take(&mut self.membership_changed) {
+            rd.membership = Some(self.membership.clone());
+        }
         self.handed = Some(Handed {
             stable_to: rd.entries.last().map(|e| (e.index, e.term)),
             applied_to: rd
@@ -501,6 +574,26 @@ impl Raft {
         }
     }
 
+    /// Leader: `peer` spoke, from data dir `incarnation`. A new data dir is a node that lost
+    /// what it had: what the leader knew of its log (`matched` never decreases) is forgotten,
+    /// or the leader would never send it the entries it no longer has.
+    fn heard_from(&mut self, peer: NodeId, incarnation: u64) {
+        let next = self.log.last_index() + 1;
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        if pr.incarnation != 0 && incarnation != pr.incarnation {
+            ::log::warn!(
+                "node {}: node {peer} now speaks from data dir {incarnation:x} (it was {:x}): it lost its data; catching it up from scratch, and it does not count until re-admitted",
+                self.id,
+                pr.incarnation
+            );
+            *pr = Progress::new(next);
+        }
+        pr.incarnation = incarnation;
+        pr.heard_ticks = 0;
+    }
+
     // ----- role transitions: each resets what it must -----
 
     fn reset(&mut self, term: u64) {
@@ -514,6 +607,7 @@ impl Raft {
         self.votes.clear();
         self.progress.clear();
         self.read_only.clear();
+        self.transfer = None;
         self.reset_election_timer();
     }
 
@@ -546,6 +640,7 @@ impl Raft {
         self.messages.push(Envelope {
             from: self.id,
             to,
+            incarnation: self.cfg.incarnation,
             msg,
         });
     }
@@ -555,11 +650,13 @@ impl Raft {
         self.persisted_messages.push(Envelope {
             from: self.id,
             to,
+            incarnation: self.cfg.incarnation,
             msg,
         });
     }
 
+    /// Votes (or acknowledgements) needed among the voters of the configuration in effect.
     fn quorum(&self) -> usize {
-        majority(self.peers.len() + 1)
+        majority(self.membership.voter_count())
     }
 }

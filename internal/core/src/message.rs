@@ -20,6 +20,9 @@ pub enum EntryKind {
     Noop,
     /// An opaque command for the state machine.
     Command,
+    /// A cluster configuration (`crate::Membership`, as JSON): in effect on every node from the
+    /// moment it is appended (thesis §4.1).
+    Config,
 }
 
 /// One entry of the replicated log.
@@ -53,6 +56,15 @@ impl Entry {
             data: Bytes::from(data),
         }
     }
+
+    pub fn config(term: u64, index: u64, membership: &crate::Membership) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Config,
+            data: Bytes::from(membership.encode()),
+        }
+    }
 }
 
 /// The state that must be on disk before a node answers anything that depends on it:
@@ -80,6 +92,9 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     pub meta: SnapshotMeta,
     pub data: std::sync::Arc<Vec<u8>>,
+    /// The configuration in effect at `meta.index` (empty in snapshots of clusters founded
+    /// before configurations were logged).
+    pub membership: crate::Membership,
 }
 
 /// Why a follower refused an AppendEntries whose previous entry does not match, so the leader
@@ -110,6 +125,10 @@ pub enum RaftMessage {
         last_log_term: u64,
         #[serde(default)]
         pre_vote: bool,
+        /// Sent by a leadership transfer's target (thesis §3.10): voters answer even if they
+        /// heard from a leader within the election timeout.
+        #[serde(default, skip_serializing_if = "is_false")]
+        transfer: bool,
     },
     RequestVoteReply {
         term: u64,
@@ -153,6 +172,9 @@ pub enum RaftMessage {
         pos: ChunkPos,
         #[serde(with = "b64")]
         data: Vec<u8>,
+        /// The configuration in effect at the snapshot's index (on every chunk: it is small).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        membership: Option<crate::Membership>,
     },
     InstallSnapshotReply {
         term: u64,
@@ -162,6 +184,21 @@ pub enum RaftMessage {
         /// The follower installed it (or already had its state).
         done: bool,
     },
+    /// From a leader handing leadership over (thesis §3.10): the target starts an election at
+    /// once, without waiting for its timer or asking for pre-votes.
+    TimeoutNow { term: u64 },
+    /// From a node whose data dir is empty, asking whether the cluster is still to be founded
+    /// (every founding member empty) or exists already (then the asker waits to be caught up).
+    Bootstrap { term: u64 },
+    BootstrapReply {
+        term: u64,
+        /// The replier holds the cluster's configuration.
+        initialized: bool,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -177,7 +214,10 @@ impl RaftMessage {
             | RaftMessage::AppendEntries { term, .. }
             | RaftMessage::AppendEntriesReply { term, .. }
             | RaftMessage::InstallSnapshot { term, .. }
-            | RaftMessage::InstallSnapshotReply { term, .. } => *term,
+            | RaftMessage::InstallSnapshotReply { term, .. }
+            | RaftMessage::TimeoutNow { term }
+            | RaftMessage::Bootstrap { term }
+            | RaftMessage::BootstrapReply { term, .. } => *term,
         }
     }
 
@@ -192,6 +232,9 @@ impl RaftMessage {
             RaftMessage::AppendEntriesReply { .. } => "AppendEntriesReply",
             RaftMessage::InstallSnapshot { .. } => "InstallSnapshot",
             RaftMessage::InstallSnapshotReply { .. } => "InstallSnapshotReply",
+            RaftMessage::TimeoutNow { .. } => "TimeoutNow",
+            RaftMessage::Bootstrap { .. } => "Bootstrap",
+            RaftMessage::BootstrapReply { .. } => "BootstrapReply",
         }
     }
 }
@@ -211,6 +254,10 @@ pub struct ChunkPos {
 pub struct Envelope {
     pub from: NodeId,
     pub to: NodeId,
+    /// The sender's data dir (see `crate::membership`): a node that lost its disk speaks with a
+    /// new one, and does not count as the member it was. 0: not known (older senders, tests).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
     pub msg: RaftMessage,
 }
 
@@ -288,6 +335,19 @@ impl fmt::Display for Envelope {
                 f,
                 "{}->{} InstallSnapshotReply(term={term}, snapshot={}@{}, received={received}, done={done})",
                 self.from, self.to, snapshot.index, snapshot.term
+            ),
+            RaftMessage::TimeoutNow { term } => {
+                write!(f, "{}->{} TimeoutNow(term={term})", self.from, self.to)
+            }
+            RaftMessage::Bootstrap { term } => write!(
+                f,
+                "{}->{} Bootstrap(term={term}, incarnation={})",
+                self.from, self.to, self.incarnation
+            ),
+            RaftMessage::BootstrapReply { term, initialized } => write!(
+                f,
+                "{}->{} BootstrapReply(term={term}, initialized={initialized}, incarnation={})",
+                self.from, self.to, self.incarnation
             ),
         }
     }

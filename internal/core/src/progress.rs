@@ -45,6 +45,10 @@ pub struct Progress {
     pub snapshot: Option<Snapshot>,
     /// Heard from since the leader last checked its quorum.
     pub recent_active: bool,
+    /// Ticks since the leader last heard from it.
+    pub heard_ticks: u32,
+    /// The data dir it last spoke from (see `crate::membership`).
+    pub incarnation: u64,
 }
 
 impl Progress {
@@ -63,6 +67,9 @@ impl Progress {
             snapshot_in_flight: false,
             snapshot: None,
             recent_active: true,
+            // Not heard from yet.
+            heard_ticks: u32::MAX,
+            incarnation: 0,
         }
     }
 

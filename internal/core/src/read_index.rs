@@ -118,8 +118,20 @@ impl Raft {
         if self.read_only.pending.is_empty() {
             return;
         }
-        let mut acked: Vec<u64> = self.progress.values().map(|pr| pr.read_round).collect();
-        acked.push(self.read_only.round);
+        // A majority of the voters in effect, as for commits.
+        let mut acked: Vec<u64> = self
+            .membership
+            .voters()
+            .map(|v| {
+                if v == self.id {
+                    self.read_only.round
+                } else if self.counts_progress(v) {
+                    self.progress.get(&v).map_or(0, |pr| pr.read_round)
+                } else {
+                    0
+                }
+            })
+            .collect();
         let confirmed = committed_index(&mut acked);
         let (done, waiting): (Vec<PendingRead>, Vec<PendingRead>) = self
             .read_only

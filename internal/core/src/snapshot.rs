@@ -26,6 +26,15 @@ pub(super) struct Incoming {
     buf: Vec<u8>,
 }
 
+/// One InstallSnapshot chunk, as received.
+pub(super) struct Chunk {
+    pub meta: SnapshotMeta,
+    pub pos: ChunkPos,
+    pub data: Vec<u8>,
+    /// The configuration at the snapshot's index (empty from leaders that predate them).
+    pub membership: crate::Membership,
+}
+
 /// `compact` refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompactError {
@@ -45,7 +54,7 @@ impl Raft {
 
     /// The shell took `snapshot` of its state machine (at an applied index) and made it
     /// durable: drop the log up to it.
-    pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), CompactError> {
+    pub fn compact(&mut self, mut snapshot: Snapshot) -> Result<(), CompactError> {
         let SnapshotMeta { index, term } = snapshot.meta;
         if index > self.log.applied() {
             return Err(CompactError::NotApplied {
@@ -60,7 +69,11 @@ impl Raft {
         if self.log.term(index) != Some(term) {
             return Err(CompactError::WrongTerm { index, term });
         }
+        // The configuration is the core's to know: whatever the shell put there, the snapshot
+        // carries the one in effect at its index (what followers that install it will use).
+        snapshot.membership = self.membership_at(index);
         self.log.compact(snapshot.meta);
+        self.note_compacted(index, Some(snapshot.membership.clone()));
         ::log::info!(
             "node {}: took a snapshot at index {index} (term {term}, {} bytes) in term {}; log compacted",
             self.id,
@@ -117,6 +130,7 @@ impl Raft {
             snapshot: snapshot.meta,
             pos: ChunkPos { offset, total },
             data: snapshot.data[offset as usize..end as usize].to_vec(),
+            membership: (!snapshot.membership.is_empty()).then(|| snapshot.membership.clone()),
         };
         self.send(peer, msg);
     }
@@ -171,14 +185,13 @@ impl Raft {
     }
 
     /// Follower side: one chunk. `term` equals ours here (`handle_term` ran).
-    pub(super) fn handle_install_snapshot(
-        &mut self,
-        from: NodeId,
-        term: u64,
-        meta: SnapshotMeta,
-        pos: ChunkPos,
-        data: Vec<u8>,
-    ) {
+    pub(super) fn handle_install_snapshot(&mut self, from: NodeId, term: u64, chunk: Chunk) {
+        let Chunk {
+            meta,
+            pos,
+            data,
+            membership,
+        } = chunk;
         self.follow(from, term);
         let reply = |received: u64, done: bool| RaftMessage::InstallSnapshotReply {
             term,
@@ -251,9 +264,16 @@ impl Raft {
             }
         }
         self.log.install_snapshot(meta);
+        let membership = if membership.is_empty() {
+            self.membership_at(meta.index)
+        } else {
+            membership
+        };
+        self.note_compacted(meta.index, Some(membership.clone()));
         let snapshot = Snapshot {
             meta,
             data: Arc::new(incoming.buf),
+            membership,
         };
         ::log::info!(
             "node {}: installed a snapshot at index {} (term {}, {} bytes) from node {from} in term {term}",

@@ -17,7 +17,7 @@
 //! break (`follow` and `RaftLog::merge` still assert what this check guarantees).
 
 use crate::config::MAX_TERM_OR_INDEX;
-use crate::message::{Entry, Envelope, RaftMessage, Role};
+use crate::message::{Entry, EntryKind, Envelope, RaftMessage, Role};
 use crate::Raft;
 
 impl Raft {
@@ -237,6 +237,11 @@ fn chain_error(term: u64, prev: u64, prev_term: u64, entries: &[Entry]) -> Optio
                 "its entry at index {} has term {}, outside {last_term}..={term}",
                 e.index, e.term
             ));
+        }
+        if e.kind == EntryKind::Config {
+            if let Err(why) = crate::Membership::decode(&e.data) {
+                return Some(format!("its configuration at index {}: {why}", e.index));
+            }
         }
         index = e.index;
         last_term = e.term;

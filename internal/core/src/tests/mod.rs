@@ -11,6 +11,7 @@ use crate::message::ConflictHint;
 use std::collections::BTreeSet;
 
 mod async_persist;
+mod membership;
 mod paper_5_1;
 mod paper_5_2;
 mod paper_5_3;
@@ -157,7 +158,12 @@ pub(super) fn stable_leader(r: &mut Raft) {
 // ----- messages -----
 
 pub(super) fn env(from: NodeId, to: NodeId, msg: RaftMessage) -> Envelope {
-    Envelope { from, to, msg }
+    Envelope {
+        incarnation: 0,
+        from,
+        to,
+        msg,
+    }
 }
 
 pub(super) fn vote_req(
@@ -171,6 +177,7 @@ pub(super) fn vote_req(
         from,
         to,
         RaftMessage::RequestVote {
+            transfer: false,
             term,
             candidate_id: from,
             last_log_index: last_index,
@@ -191,6 +198,7 @@ pub(super) fn pre_vote_req(
         from,
         to,
         RaftMessage::RequestVote {
+            transfer: false,
             term,
             candidate_id: from,
             last_log_index: last_index,
@@ -395,8 +403,12 @@ impl Net {
             if self.isolated.contains(&m.from) || self.isolated.contains(&m.to) {
                 continue;
             }
+            // A member that has no node here (not started yet) simply does not answer.
+            let Some(to) = self.nodes.get_mut(&m.to) else {
+                continue;
+            };
             self.delivered.push(m.clone());
-            self.nodes.get_mut(&m.to).unwrap().step(m);
+            to.step(m);
         }
         produced
     }

@@ -60,6 +60,7 @@ fn follower_starts_election_after_timeout() {
         assert_eq!(
             m.msg,
             RaftMessage::RequestVote {
+                transfer: false,
                 term: 3,
                 candidate_id: 1,
                 last_log_index: 3,

@@ -129,6 +129,7 @@ fn a_second_leader_in_the_term_a_follower_follows_is_refused() {
     let mut r = committed_follower();
     assert_refused(&mut r, append(3, 1, 2, (3, 2), vec![entry(2, 4)], 4));
     let snapshot = RaftMessage::InstallSnapshot {
+        membership: None,
         term: 2,
         leader_id: 3,
         snapshot: SnapshotMeta { index: 9, term: 2 },
@@ -153,6 +154,7 @@ fn terms_and_indexes_no_cluster_reaches_are_refused() {
     let reply = append_reply(3, 1, MAX_TERM_OR_INDEX + 1, true, 1, None);
     assert_refused(&mut r, reply);
     let huge_snapshot = RaftMessage::InstallSnapshot {
+        membership: None,
         term: 3,
         leader_id: 3,
         snapshot: SnapshotMeta {
@@ -176,6 +178,7 @@ fn snapshots_that_cannot_come_from_a_leader_are_refused() {
             3,
             1,
             RaftMessage::InstallSnapshot {
+                membership: None,
                 term: 3,
                 leader_id: 3,
                 snapshot: SnapshotMeta {
@@ -209,6 +212,7 @@ fn a_snapshot_the_application_cannot_load_is_refused_and_the_transfer_restarts()
             2,
             1,
             RaftMessage::InstallSnapshot {
+                membership: None,
                 term: 2,
                 leader_id: 2,
                 snapshot: SnapshotMeta { index: 9, term: 2 },

@@ -8,8 +8,14 @@ const CHUNK: usize = 4;
 /// Ten bytes: three chunks of `CHUNK`.
 const DATA: &[u8] = b"0123456789";
 
+/// The configuration of `config(_, 3)`: voters 1, 2, 3, no incarnations recorded.
+fn three() -> Membership {
+    Membership::of_voters(&[1, 2, 3], &BTreeMap::new(), &BTreeMap::new())
+}
+
 fn snap(index: u64, term: u64, data: &[u8]) -> Snapshot {
     Snapshot {
+        membership: three(),
         meta: SnapshotMeta { index, term },
         data: Arc::new(data.to_vec()),
     }
@@ -26,6 +32,7 @@ fn install(term: u64, meta: (u64, u64), offset: u64, data: &[u8], total: u64) ->
         1,
         2,
         RaftMessage::InstallSnapshot {
+            membership: Some(three()),
             term,
             leader_id: 1,
             snapshot: SnapshotMeta {
@@ -90,6 +97,7 @@ fn chunk_to_2(offset: u64, data: &[u8]) -> Envelope {
         1,
         2,
         RaftMessage::InstallSnapshot {
+            membership: Some(three()),
             term: 2,
             leader_id: 1,
             snapshot: SnapshotMeta { index: 10, term: 1 },

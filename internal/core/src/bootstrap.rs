@@ -1,0 +1,120 @@
+//! Founding a cluster (thesis §4.4) without mistaking a lost disk for a new cluster.
+//!
+//! A node with an empty data dir cannot tell by itself whether the cluster is new or whether it
+//! lost its disk. With `Founding::Unanimous` it asks every founding member. Only when every one
+//! of them answers that its data dir is empty too is the cluster founded: each node writes the
+//! same first entry (index 1, term 1), a configuration of the founding voters with the
+//! incarnations they answered with. If any member already holds the cluster's configuration,
+//! this node never founds anything: it waits, never votes, and is caught up by the leader,
+//! which re-admits it once it holds the log (`reconfigure.rs`). A majority would not do: two
+//! wiped nodes of three that see each other while the third (holding the data) is cut off
+//! would found a new cluster and silently drop the committed history.
+
+use super::Raft;
+use crate::membership::Membership;
+use crate::message::{Entry, Envelope, NodeId, RaftMessage};
+use std::collections::BTreeMap;
+
+/// The answers collected while the log is empty.
+#[derive(Debug, Default)]
+pub(super) struct Probe {
+    /// Founding members that answered "my data dir is empty too", with their incarnations.
+    empty: BTreeMap<NodeId, u64>,
+    /// Ticks since the last round of questions (`None`: none asked yet).
+    elapsed: Option<u32>,
+}
+
+impl Raft {
+    /// Answers and collects the founding round's messages. Returns whether `env` was one.
+    pub(super) fn bootstrap_message(&mut self, env: &Envelope) -> bool {
+        match env.msg {
+            RaftMessage::Bootstrap { .. } => {
+                let initialized = !self.membership.is_empty();
+                self.send(
+                    env.from,
+                    RaftMessage::BootstrapReply {
+                        term: self.term,
+                        initialized,
+                    },
+                );
+                true
+            }
+            RaftMessage::BootstrapReply { initialized, .. } => {
+                let Some(probe) = self.bootstrap.as_mut() else {
+                    return true;
+                };
+                if !self.cfg.voters.contains(&env.from) {
+                    return true;
+                }
+                if initialized {
+                    ::log::warn!(
+                        "node {}: the data dir is empty but node {} already holds the cluster's configuration: this node lost its data (or is new); it will not vote until the leader has caught it up and re-admitted it",
+                        self.id,
+                        env.from
+                    );
+                    self.bootstrap = None;
+                    return true;
+                }
+                probe.empty.insert(env.from, env.incarnation);
+                self.maybe_found();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every few ticks while the log is empty: ask the founding members that have not answered.
+    pub(super) fn tick_bootstrap(&mut self) {
+        let Some(probe) = self.bootstrap.as_mut() else {
+            return;
+        };
+        let elapsed = probe.elapsed.map_or(u32::MAX, |e| e + 1);
+        if elapsed < self.cfg.heartbeat_ticks {
+            probe.elapsed = Some(elapsed);
+            return;
+        }
+        probe.elapsed = Some(0);
+        let asked: Vec<NodeId> = self
+            .cfg
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != self.id && !probe.empty.contains_key(v))
+            .collect();
+        for peer in asked {
+            self.send(peer, RaftMessage::Bootstrap { term: self.term });
+        }
+        self.maybe_found();
+    }
+
+    fn maybe_found(&mut self) {
+        let Some(probe) = self.bootstrap.as_ref() else {
+            return;
+        };
+        let everyone = self
+            .cfg
+            .voters
+            .iter()
+            .all(|v| *v == self.id || probe.empty.contains_key(v));
+        if !everyone {
+            return;
+        }
+        let mut incarnations = probe.empty.clone();
+        incarnations.insert(self.id, self.cfg.incarnation);
+        let founding = Membership::of_voters(&self.cfg.voters, &self.cfg.addrs, &incarnations);
+        self.bootstrap = None;
+        if self.term == 0 {
+            self.term = 1;
+            self.vote = 0;
+        }
+        // Every founding member writes this same entry: it is committed by construction.
+        self.log.append(Entry::config(1, 1, &founding));
+        self.log.commit_to(1);
+        self.configs.push((1, founding));
+        ::log::info!(
+            "node {}: every founding member's data dir is empty: founding the cluster",
+            self.id
+        );
+        self.refresh_membership();
+    }
+}
