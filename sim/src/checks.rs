@@ -92,10 +92,18 @@ impl Cluster {
         let Some(entry) = self.raft(leader).and_then(|r| r.log().get(index)).cloned() else {
             return;
         };
-        // (last term, last index, holds the entry) of each node's logs.
+        // Only voters of the leader's configuration elect (with the data dir they were admitted
+        // with: a node that lost its disk does not count as the voter it was). A single-server
+        // change keeps every majority of the configuration before it overlapping this one's.
+        let Some(membership) = self.raft(leader).map(|r| r.membership().clone()) else {
+            return;
+        };
+        let voter = |n: &SimNode| membership.counts(n.id, n.disk.incarnation);
+        // (last term, last index, holds the entry) of each voter's logs.
         let logs: Vec<Vec<(u64, u64, bool)>> = self
             .nodes
             .iter()
+            .filter(|n| voter(n))
             .map(|n| {
                 let disk = &n.disk;
                 let disk_last = disk
@@ -116,7 +124,13 @@ impl Cluster {
                 v
             })
             .collect();
-        let quorum = self.nodes.len() / 2 + 1;
+        let quorum = membership.voter_count() / 2 + 1;
+        let ids: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| voter(n))
+            .map(|n| n.id)
+            .collect();
         for (x, candidate) in logs.iter().enumerate() {
             for &(term, last, holds) in candidate {
                 if holds {
@@ -135,7 +149,7 @@ impl Cluster {
                     self.cfg.seed,
                     entry.term,
                     self.raft(leader).map_or(0, Raft::term),
-                    x + 1
+                    ids[x]
                 );
             }
         }
@@ -157,7 +171,11 @@ impl Cluster {
             } => (term, env.to),
             _ => return,
         };
-        let first = *self.votes.entry((env.from, term)).or_insert(vote);
+        // A data dir that was lost is another voter: its successor's votes are its own.
+        let first = *self
+            .votes
+            .entry((env.from, env.incarnation, term))
+            .or_insert(vote);
         assert_eq!(
             first, vote,
             "[seed {}] node {} voted twice in term {term}: for node {first} and for node {vote}",

@@ -202,6 +202,10 @@ pub(super) struct Clients {
     pub(super) stats: ClientStats,
 }
 
+/// The client id of membership requests an operator makes (`Cluster::admin`): answered at
+/// once into `Cluster::admin_answers`, outside any client's history.
+pub const ADMIN: ClientId = usize::MAX;
+
 /// Where a node sends the answer of a request it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -494,6 +498,10 @@ impl Cluster {
 
     /// A request reaches `node` (if the link is still up): queued like any input.
     pub(super) fn client_arrive(&mut self, node: NodeId, route: Route, req: ClientRequest) {
+        if route.client == ADMIN {
+            self.input(node, Input::Client { route, req });
+            return;
+        }
         if !self.client_reaches(route.client, node) {
             self.clients.stats.requests_dropped += 1;
             return;
@@ -503,6 +511,9 @@ impl Cluster {
 
     /// The KV service is about to see this request: note what the node was at that moment.
     pub(super) fn note_arrival(&mut self, node: NodeId, route: Route) {
+        if route.client == ADMIN {
+            return;
+        }
         let Some(raft) = self.raft(node) else { return };
         let log = raft.log();
         let arrival = Arrival {
@@ -518,6 +529,10 @@ impl Cluster {
 
     /// `node` answers a request: through the hook, then the network.
     pub(super) fn answer(&mut self, node: NodeId, route: Route, resp: ClientResponse) {
+        if route.client == ADMIN {
+            self.admin_answers.push((node, resp));
+            return;
+        }
         let fate = match self.clients.hook.as_mut() {
             Some(hook) => hook(node, route.client, &resp),
             None => AnswerFate::Deliver,
@@ -600,7 +615,10 @@ impl Cluster {
                         self.next_guess(client);
                         self.retry_after(client, op, 10 * MS);
                     }
-                    ErrorCode::BadRequest | ErrorCode::TooLarge => {
+                    ErrorCode::BadRequest
+                    | ErrorCode::TooLarge
+                    | ErrorCode::Unsafe
+                    | ErrorCode::Busy => {
                         self.clients.stats.bad_answers += 1;
                         self.finish(client, op, Output::Unknown, None);
                     }

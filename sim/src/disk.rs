@@ -19,9 +19,20 @@ pub struct MemDisk {
     pub syncs: u64,
     /// Number of snapshots saved (taken here or installed from a leader).
     pub snapshot_saves: u64,
+    /// The data dir's identity, as the daemon's `raftd.id` holds it: a lost disk comes back
+    /// with another.
+    pub incarnation: u64,
 }
 
 impl MemDisk {
+    /// An empty disk whose data dir has identity `incarnation`.
+    pub fn fresh(incarnation: u64) -> MemDisk {
+        MemDisk {
+            incarnation,
+            ..MemDisk::default()
+        }
+    }
+
     /// Index the durable snapshot covers (0 without one).
     pub fn snapshot_index(&self) -> u64 {
         self.snapshot.as_ref().map_or(0, |s| s.meta.index)

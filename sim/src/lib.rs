@@ -33,6 +33,7 @@ mod checks;
 mod clients;
 mod disk;
 mod helpers;
+mod membership;
 pub mod nemesis;
 mod network;
 pub mod scenario;
@@ -52,7 +53,7 @@ use raftd::rpc::types::{
     ClientRequest, ClientResponse, Entry, EntryKind, Envelope, NodeId, RaftMessage, Role,
     SnapshotMeta,
 };
-use raftd_core::{Config, Raft};
+use raftd_core::{Config, Founding, Raft};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Ordering;
@@ -86,6 +87,9 @@ pub struct SimConfig {
     pub core: CoreTuning,
     /// Classic bugs switched on in every node (none by default).
     pub bugs: BugSet,
+    /// Nodes 1..=founders found the cluster (all of them by default); the others are spares,
+    /// down until `add_node` starts them to join.
+    pub founders: Option<usize>,
 }
 
 /// Core settings a simulation may change; None keeps the core's default.
@@ -128,7 +132,13 @@ impl SimConfig {
             snapshot_entries: None,
             core: CoreTuning::default(),
             bugs: BugSet::none(),
+            founders: None,
         }
+    }
+
+    /// How many nodes found the cluster.
+    pub fn founder_count(&self) -> usize {
+        self.founders.unwrap_or(self.nodes).min(self.nodes)
     }
 }
 
@@ -316,9 +326,9 @@ pub struct Cluster {
     snapshot_states: BTreeMap<u64, KvStore>,
     /// term -> the node that led it.
     leaders: BTreeMap<u64, NodeId>,
-    /// (node, term) -> whom the node told it votes for in that term (a granted vote, or its
-    /// own vote request), over all its incarnations.
-    votes: BTreeMap<(NodeId, u64), NodeId>,
+    /// (node, data dir, term) -> whom the node told it votes for in that term (a granted vote,
+    /// or its own vote request), over all its restarts.
+    votes: BTreeMap<(NodeId, u64, u64), NodeId>,
     observer: Option<Observer>,
     /// A node that sends a message matching this is crashed as soon as the event that made it
     /// send is handled (before anything else happens), so a test can crash a node at exactly
@@ -331,6 +341,10 @@ pub struct Cluster {
     /// Nodes to crash once the current event is handled (an `AnswerFate::DropAndCrash`).
     crash_after_event: Vec<NodeId>,
     clients: Clients,
+    /// Answers to membership requests (`admin`), oldest first.
+    pub admin_answers: Vec<(NodeId, ClientResponse)>,
+    /// Nodes that were started to join (spares added with `add_node`).
+    joined: std::collections::BTreeSet<NodeId>,
 }
 
 impl Cluster {
@@ -356,14 +370,18 @@ impl Cluster {
             crashed_on_send: Vec::new(),
             crash_after_event: Vec::new(),
             clients: Clients::default(),
+            admin_answers: Vec::new(),
+            joined: Default::default(),
             rng: StdRng::seed_from_u64(rng.gen()),
             cfg,
         };
+        let founders = cluster.cfg.founder_count() as NodeId;
         for id in 1..=n as NodeId {
+            let incarnation = cluster.fresh_incarnation();
             cluster.nodes.push(SimNode {
                 id,
                 driver: None,
-                disk: MemDisk::default(),
+                disk: MemDisk::fresh(incarnation),
                 writes: VecDeque::new(),
                 applied: Vec::new(),
                 applied_base: 0,
@@ -373,7 +391,9 @@ impl Cluster {
                 incarnation: 0,
                 tick_us: cluster.cfg.tick_us,
             });
-            cluster.start(id);
+            if id <= founders {
+                cluster.start(id);
+            }
         }
         cluster
     }
@@ -416,8 +436,22 @@ impl Cluster {
     }
 
     fn start(&mut self, id: NodeId) {
-        let mut config = Config::new(id, self.ids());
+        let founders: Vec<NodeId> = (1..=self.cfg.founder_count() as NodeId).collect();
+        let mut config = Config::new(id, founders.clone());
         config.seed = self.rng.gen();
+        // As the daemon: an empty founding member founds the cluster only with every other
+        // founding member empty too; any other empty node waits to be caught up.
+        config.founding = if founders.contains(&id) && !self.joined.contains(&id) {
+            Founding::Unanimous
+        } else {
+            Founding::Join
+        };
+        config.incarnation = self.node(id).disk.incarnation;
+        config.addrs = self
+            .ids()
+            .into_iter()
+            .map(|n| (n, format!("sim-node-{n}")))
+            .collect();
         config.bugs = self.cfg.bugs.core();
         self.cfg.core.apply(&mut config);
         (self.cfg.tune)(&mut config);
@@ -425,12 +459,15 @@ impl Cluster {
         let disk = self.node(id).disk.clone();
         // As the daemon starts (src/server/mod.rs): the store from the disk's snapshot, the
         // core from the snapshot and the log after it.
-        let store = match &disk.snapshot {
+        let mut disk = disk;
+        let store = match &mut disk.snapshot {
             Some(snap) => {
                 let store = KvStore::from_snapshot(snap).unwrap_or_else(|e| {
                     panic!("[seed {seed}] node {id}: the snapshot on disk does not decode: {e}")
                 });
                 self.check_snapshot_state(id, snap.meta, &store);
+                // As the daemon: the configuration at the snapshot is part of its state.
+                snap.membership = store.membership().clone();
                 store
             }
             None => KvStore::default(),
@@ -655,6 +692,8 @@ impl Cluster {
             applied,
             prepare_snapshot,
             compacted: _,
+            // Every node can reach every other in the simulation: nothing to connect.
+            membership: _,
         } = out;
         for env in messages {
             self.send(env);

@@ -304,7 +304,7 @@ fn fast_backup() {
 /// lab allows (iters + 1 + 3) RPCs per server.
 #[test]
 fn agreement_message_count() {
-    let mut c = cluster(3, 209);
+    let mut c = cluster(3, 210);
     let seed = c.seed();
     let all = c.ids();
     let next = settle(&mut c, 3);

@@ -10,8 +10,8 @@ mod conn;
 pub use conn::Connection;
 
 use crate::rpc::types::{
-    ClientRequest, ClientResponse, Consistency, ErrorCode, ErrorResponse, OkResponse,
-    StatusResponse,
+    ClientRequest, ClientResponse, Consistency, ErrorCode, ErrorResponse, MemberStatus, NodeId,
+    OkResponse, StatusResponse,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +26,8 @@ pub enum ClientError {
     BadRequest(String),
     #[error("request too large: {0}")]
     TooLarge(String),
+    #[error("refused as unsafe: {0}")]
+    Unsafe(String),
     #[error("unexpected answer from {addr}: {what}")]
     Protocol { addr: SocketAddr, what: String },
 }
@@ -194,6 +196,67 @@ impl Client {
         Ok(ok.value.flatten())
     }
 
+    /// Every member, as the leader reports it.
+    pub async fn member_list(&mut self) -> Result<Vec<MemberStatus>, ClientError> {
+        let ok = self.call(|id| ClientRequest::MemberList { id }).await?;
+        Ok(ok.members.unwrap_or_default())
+    }
+
+    /// Adds node `node_id` listening at `addr`: as a learner, or (by default) as a voter that
+    /// the leader promotes once it has caught up. Returns the members once it is committed.
+    pub async fn member_add(
+        &mut self,
+        node_id: NodeId,
+        addr: &str,
+        learner: bool,
+        force: bool,
+    ) -> Result<Vec<MemberStatus>, ClientError> {
+        let addr = addr.to_string();
+        let ok = self
+            .call(move |id| ClientRequest::MemberAdd {
+                id,
+                node_id,
+                addr: addr.clone(),
+                learner,
+                force,
+            })
+            .await?;
+        Ok(ok.members.unwrap_or_default())
+    }
+
+    pub async fn member_promote(
+        &mut self,
+        node_id: NodeId,
+        force: bool,
+    ) -> Result<Vec<MemberStatus>, ClientError> {
+        let ok = self
+            .call(move |id| ClientRequest::MemberPromote { id, node_id, force })
+            .await?;
+        Ok(ok.members.unwrap_or_default())
+    }
+
+    pub async fn member_remove(
+        &mut self,
+        node_id: NodeId,
+        force: bool,
+    ) -> Result<Vec<MemberStatus>, ClientError> {
+        let ok = self
+            .call(move |id| ClientRequest::MemberRemove { id, node_id, force })
+            .await?;
+        Ok(ok.members.unwrap_or_default())
+    }
+
+    /// Hands leadership to `node_id` (default: the most up-to-date voter); returns who leads.
+    pub async fn transfer_leader(
+        &mut self,
+        node_id: Option<NodeId>,
+    ) -> Result<NodeId, ClientError> {
+        let ok = self
+            .call(move |id| ClientRequest::TransferLeader { id, node_id })
+            .await?;
+        Ok(ok.leader_id.unwrap_or_default())
+    }
+
     /// Asks one node for its status (no leader needed).
     pub async fn status_of(&mut self, addr: SocketAddr) -> Result<StatusResponse, ClientError> {
         let id = self.fresh_id();
@@ -320,7 +383,14 @@ impl Client {
                     .leader_addr
                     .flatten()
                     .and_then(|a| a.parse::<SocketAddr>().ok())
-                    .and_then(|a| self.nodes.iter().position(|n| *n == a));
+                    .map(|a| match self.nodes.iter().position(|n| *n == a) {
+                        Some(i) => i,
+                        // A member the client was not told about (the cluster grew).
+                        None => {
+                            self.nodes.push(a);
+                            self.nodes.len() - 1
+                        }
+                    });
                 tried.note(addr, "not the leader".into());
                 self.target = hinted.unwrap_or((self.target + 1) % self.nodes.len());
                 Attempt::Retry
@@ -333,6 +403,12 @@ impl Client {
                 }
                 Attempt::Retry
             }
+            ErrorCode::Busy => {
+                // Another change is in progress (or a new leader has not committed yet).
+                tried.note(addr, err.message.clone());
+                Attempt::Retry
+            }
+            ErrorCode::Unsafe => Attempt::Fatal(ClientError::Unsafe(err.message)),
             ErrorCode::BadRequest => Attempt::Fatal(ClientError::BadRequest(err.message)),
             ErrorCode::TooLarge => Attempt::Fatal(ClientError::TooLarge(err.message)),
         }

@@ -68,6 +68,14 @@ pub struct Cli {
     /// Allow listening on a non-loopback address with neither TLS nor a cluster secret.
     #[arg(long)]
     pub insecure: bool,
+    /// Join an existing cluster through these members (after `raftctl member add` names this
+    /// node). Ignored by a data dir that already belongs to a cluster.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub join: Option<String>,
+    /// DANGEROUS, for when a majority is lost for good: restart as the only voter of a new
+    /// configuration, from this node's own data. See README, "Disaster recovery".
+    #[arg(long)]
+    pub force_new_cluster: bool,
 }
 
 /// The same settings as a TOML file. `peers` is a table of id = "host:port".
@@ -89,6 +97,7 @@ struct FileConfig {
     tls_ca: Option<PathBuf>,
     client_cert_auth: Option<bool>,
     insecure: Option<bool>,
+    join: Option<String>,
 }
 
 /// A validated node configuration.
@@ -107,10 +116,15 @@ pub struct NodeConfig {
     /// ... or when the log holds this many command bytes.
     pub snapshot_bytes: u64,
     pub security: SecurityConfig,
+    /// `--join`: members to ask for the configuration when the data dir is empty.
+    pub join: Vec<SocketAddr>,
+    pub force_new_cluster: bool,
 }
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    #[error("--join: {0}")]
+    Join(String),
     #[error("cannot read config file {path}: {source}")]
     ReadFile {
         path: PathBuf,
@@ -221,7 +235,23 @@ impl NodeConfig {
             cli.insecure || file.insecure.unwrap_or(false),
             listen,
         )?;
+        let join = match cli.join.clone().or(file.join) {
+            Some(text) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| resolve("--join", t))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        if cli.join.is_some() && join.is_empty() {
+            return Err(ConfigError::Join(
+                "give at least one HOST:PORT of a member".into(),
+            ));
+        }
         let cfg = NodeConfig {
+            join,
+            force_new_cluster: cli.force_new_cluster,
             security,
             snapshot_entries,
             snapshot_bytes,

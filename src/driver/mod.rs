@@ -21,6 +21,7 @@
 //! * Every answer carries the reply token `R` of its request (a connection's sender in the
 //!   daemon, a client's route in the simulation); the driver keeps no table of its own.
 
+mod membership;
 mod output;
 mod snapshot;
 #[cfg(test)]
@@ -33,9 +34,11 @@ pub use snapshot::SnapshotPolicy;
 use crate::kv::KvBugs;
 use crate::kv::{KvService, KvStore};
 use crate::rpc::types::{
-    ClientRequest, ClientResponse, Envelope, NodeId, Snapshot, SnapshotMeta, StatusResponse,
+    ClientRequest, ClientResponse, Envelope, ErrorCode, NodeId, Role, Snapshot, SnapshotMeta,
+    StatusResponse,
 };
-use raftd_core::{Persisting, Raft, SnapshotCheck};
+use membership::{Asked, PendingChange, PendingTransfer};
+use raftd_core::{MembershipChange, Persisting, Raft, SnapshotCheck};
 use snapshot::SnapshotState;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -119,6 +122,13 @@ pub struct Driver<R> {
     out: Output<R>,
     /// Filled by the core's snapshot check, emptied when the snapshot is loaded.
     decoded: Decoded,
+    /// Where members listen when their configuration entry names no address (clusters founded
+    /// before addresses were logged): the command line's.
+    fallback_addrs: BTreeMap<NodeId, String>,
+    changes: Vec<PendingChange<R>>,
+    transfers: Vec<PendingTransfer<R>>,
+    ticks: u64,
+    request_timeout_ticks: u64,
 }
 
 impl<R> Driver<R> {
@@ -137,6 +147,8 @@ impl<R> Driver<R> {
         }
         let decoded = Decoded::default();
         raft.set_snapshot_check(snapshot_check(decoded.clone()));
+        let fallback_addrs = addrs.clone();
+        let addrs = member_addrs(raft.membership(), &fallback_addrs);
         let mut service = KvService::new(raft.id(), store, addrs);
         service.set_max_command_bytes(cfg.max_command_bytes);
         service.set_request_timeout_ticks(cfg.request_timeout_ticks);
@@ -152,7 +164,31 @@ impl<R> Driver<R> {
             snapshot: SnapshotState::default(),
             out: Output::default(),
             decoded,
+            fallback_addrs,
+            changes: Vec::new(),
+            transfers: Vec::new(),
+            ticks: 0,
+            request_timeout_ticks: cfg.request_timeout_ticks.max(1),
         }
+    }
+
+    /// Where each member of the configuration in effect listens.
+    pub fn member_addrs(&self) -> BTreeMap<NodeId, String> {
+        member_addrs(self.raft.membership(), &self.fallback_addrs)
+    }
+
+    /// Hands leadership to the most up-to-date voter before a planned stop. Returns the target,
+    /// or None if this node does not lead or has no one to hand over to.
+    pub fn transfer_before_stop(&mut self) -> Option<NodeId> {
+        if self.raft.role() != Role::Leader || self.raft.transferring_to().is_some() {
+            return self.raft.transferring_to();
+        }
+        self.raft.transfer_leader(None).ok()
+    }
+
+    /// Disaster recovery: see `Raft::force_new_cluster`.
+    pub fn force_new_cluster(&mut self) -> u64 {
+        self.raft.force_new_cluster()
     }
 
     pub fn raft(&self) -> &Raft {
@@ -175,6 +211,7 @@ impl<R> Driver<R> {
     /// One logical tick for the core and for the service's request timeouts.
     pub fn tick(&mut self) {
         self.raft.tick();
+        self.ticks += 1;
         let answers = self.service.tick();
         self.out.answers.extend(answers);
     }
@@ -193,8 +230,152 @@ impl<R> Driver<R> {
                 .push((reply, ClientResponse::Status(status)));
             return;
         }
-        if let Some(answer) = self.service.request(&mut self.raft, reply, req) {
-            self.out.answers.push(answer);
+        let id = req.id();
+        let asked = match req {
+            ClientRequest::MemberList { .. } => {
+                let answer = if self.raft.role() == Role::Leader {
+                    membership::ok_members(
+                        id,
+                        membership::members(&self.raft, &self.fallback_addrs),
+                    )
+                } else {
+                    self.service.not_leader(id, self.raft.leader())
+                };
+                self.out.answers.push((reply, answer));
+                return;
+            }
+            ClientRequest::MemberAdd {
+                node_id,
+                addr,
+                learner,
+                force,
+                ..
+            } => Asked::Change(
+                MembershipChange::AddLearner {
+                    id: node_id,
+                    addr,
+                    promote: !learner,
+                },
+                force,
+            ),
+            ClientRequest::MemberPromote { node_id, force, .. } => {
+                Asked::Change(MembershipChange::Promote { id: node_id }, force)
+            }
+            ClientRequest::MemberRemove { node_id, force, .. } => {
+                Asked::Change(MembershipChange::Remove { id: node_id }, force)
+            }
+            ClientRequest::TransferLeader { node_id, .. } => Asked::Transfer(node_id),
+            req => {
+                if let Some(answer) = self.service.request(&mut self.raft, reply, req) {
+                    self.out.answers.push(answer);
+                }
+                return;
+            }
+        };
+        self.membership_request(id, asked, reply);
+    }
+
+    fn membership_request(&mut self, id: u64, asked: Asked, reply: R) {
+        if self.raft.role() != Role::Leader {
+            let answer = self.service.not_leader(id, self.raft.leader());
+            self.out.answers.push((reply, answer));
+            return;
+        }
+        match asked {
+            Asked::Change(change, force) => {
+                match membership::start_change(&mut self.raft, change, force) {
+                    Ok(index) => self.changes.push(PendingChange {
+                        reply,
+                        id,
+                        index,
+                        term: self.raft.term(),
+                        since: self.ticks,
+                    }),
+                    Err((code, message)) => {
+                        self.out
+                            .answers
+                            .push((reply, ClientResponse::error(Some(id), code, message)));
+                    }
+                }
+            }
+            Asked::Transfer(target) => match self.raft.transfer_leader(target) {
+                Ok(target) => self.transfers.push(PendingTransfer {
+                    reply,
+                    id,
+                    target,
+                    since: self.ticks,
+                }),
+                Err(e) => {
+                    let (code, message) = membership::refusal(e);
+                    self.out
+                        .answers
+                        .push((reply, ClientResponse::error(Some(id), code, message)));
+                }
+            },
+        }
+    }
+
+    /// Answers the membership requests that are done, failed or too old.
+    fn answer_membership(&mut self) {
+        let applied = self.store().applied();
+        let leader = self.raft.role() == Role::Leader;
+        let (term, timeout) = (self.raft.term(), self.request_timeout_ticks);
+        let expired = |since: u64, ticks: u64| ticks.saturating_sub(since) >= timeout;
+        for p in std::mem::take(&mut self.changes) {
+            let committed_here = applied >= p.index
+                && (p.index <= self.raft.log().snapshot().index
+                    || self.raft.log().term(p.index) == Some(p.term)
+                    || p.index <= self.raft.log().committed());
+            let answer = if leader && term == p.term && committed_here {
+                membership::ok_members(p.id, membership::members(&self.raft, &self.fallback_addrs))
+            } else if !leader || term != p.term {
+                ClientResponse::error(
+                    Some(p.id),
+                    ErrorCode::Timeout,
+                    "leadership changed before the change was committed; it may or may not take effect: check MemberList",
+                )
+            } else if expired(p.since, self.ticks) {
+                ClientResponse::error(
+                    Some(p.id),
+                    ErrorCode::Timeout,
+                    "the change was not committed in time; it may still take effect: check MemberList",
+                )
+            } else {
+                self.changes.push(p);
+                continue;
+            };
+            self.out.answers.push((p.reply, answer));
+        }
+        for p in std::mem::take(&mut self.transfers) {
+            let now = self.raft.leader();
+            let answer = if now == p.target {
+                membership::ok_leader(p.id, p.target)
+            } else if now != 0 && now != self.raft.id() {
+                ClientResponse::error(
+                    Some(p.id),
+                    ErrorCode::Timeout,
+                    format!("node {now} leads, not node {}", p.target),
+                )
+            } else if leader && self.raft.transferring_to() != Some(p.target) {
+                ClientResponse::error(
+                    Some(p.id),
+                    ErrorCode::Timeout,
+                    format!(
+                        "node {} did not take over within an election timeout; this node still leads",
+                        p.target
+                    ),
+                )
+            } else if expired(p.since, self.ticks) {
+                ClientResponse::error(
+                    Some(p.id),
+                    ErrorCode::Timeout,
+                    "the transfer did not finish in time",
+                )
+            } else {
+                self.transfers.push(p);
+                continue;
+            };
+            self.out.answers.push((p.reply, answer));
         }
     }
 
@@ -223,6 +404,24 @@ impl<R> Driver<R> {
     pub fn shutdown(&mut self) {
         let answers = self.service.shutdown();
         self.out.answers.extend(answers);
+        let pending = std::mem::take(&mut self.changes)
+            .into_iter()
+            .map(|p| (p.reply, p.id))
+            .chain(
+                std::mem::take(&mut self.transfers)
+                    .into_iter()
+                    .map(|p| (p.reply, p.id)),
+            );
+        for (reply, id) in pending {
+            self.out.answers.push((
+                reply,
+                ClientResponse::error(
+                    Some(id),
+                    ErrorCode::ShuttingDown,
+                    "node is stopping; check MemberList at another node",
+                ),
+            ));
+        }
     }
 
     /// Does the work the inputs so far made possible and returns everything for the shell to
@@ -278,6 +477,11 @@ impl<R> Driver<R> {
                     tail,
                 }));
             }
+            if let Some(m) = rd.membership.take() {
+                self.service
+                    .set_addrs(member_addrs(&m, &self.fallback_addrs));
+                self.out.membership = Some(m);
+            }
             let answers = self.service.on_ready(&self.raft, &rd);
             self.out.answers.extend(answers);
             self.out
@@ -304,6 +508,7 @@ impl<R> Driver<R> {
                 persisted_messages: std::mem::take(&mut rd.persisted_messages),
             });
         }
+        self.answer_membership();
         self.maybe_start_snapshot();
         Ok(())
     }
@@ -317,6 +522,7 @@ impl<R> Driver<R> {
     fn status(&self, id: u64) -> StatusResponse {
         let s = self.raft.status();
         let addrs = self.service.addrs();
+        let m = self.raft.membership();
         let leader = (s.leader != 0).then_some(s.leader);
         StatusResponse {
             id,
@@ -333,6 +539,8 @@ impl<R> Driver<R> {
                 .iter()
                 .map(|(id, addr)| (id.to_string(), addr.clone()))
                 .collect(),
+            voters: m.voters().collect(),
+            learners: m.learners().collect(),
         }
     }
 
@@ -437,4 +645,27 @@ impl<R> Driver<R> {
             ),
         }
     }
+}
+
+/// Where each member of `m` listens: its configuration's address, or the command line's for
+/// members logged without one. Before any configuration is known (a node waiting to be founded
+/// or caught up), the command line's members.
+fn member_addrs(
+    m: &raftd_core::Membership,
+    fallback: &BTreeMap<NodeId, String>,
+) -> BTreeMap<NodeId, String> {
+    if m.is_empty() {
+        return fallback.clone();
+    }
+    m.members
+        .iter()
+        .map(|(id, member)| {
+            let addr = if member.addr.is_empty() {
+                fallback.get(id).cloned().unwrap_or_default()
+            } else {
+                member.addr.clone()
+            };
+            (*id, addr)
+        })
+        .collect()
 }

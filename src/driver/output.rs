@@ -3,6 +3,7 @@
 
 use crate::kv::KvStore;
 use crate::rpc::types::{ClientResponse, Entry, Envelope, HardState, Snapshot, SnapshotMeta};
+use raftd_core::Membership;
 
 /// One job for the disk, in the order it must be made durable. Each has a sequence number;
 /// the shell reports back (with `Driver::durable`) the highest one durable so far. Jobs become
@@ -95,6 +96,8 @@ pub struct Output<R> {
     pub prepare_snapshot: Option<SnapshotTask>,
     /// The core dropped its log up to this snapshot (its `SaveSnapshot` job is durable).
     pub compacted: Option<SnapshotMeta>,
+    /// The configuration in effect changed to this: connect to its members, drop the others.
+    pub membership: Option<Membership>,
 }
 
 impl<R> Default for Output<R> {
@@ -106,6 +109,7 @@ impl<R> Default for Output<R> {
             applied: Vec::new(),
             prepare_snapshot: None,
             compacted: None,
+            membership: None,
         }
     }
 }
@@ -118,5 +122,6 @@ impl<R> Output<R> {
             && self.applied.is_empty()
             && self.prepare_snapshot.is_none()
             && self.compacted.is_none()
+            && self.membership.is_none()
     }
 }

@@ -71,11 +71,7 @@ fn put_entry(term: u64, index: u64, key: &str, value: &str) -> Entry {
 }
 
 fn ok(id: u64) -> ClientResponse {
-    ClientResponse::Ok(OkResponse {
-        id,
-        value: None,
-        succeeded: None,
-    })
+    ClientResponse::Ok(OkResponse::bare(id))
 }
 
 /// A single-voter node that has elected itself and made its term, vote and no-op durable.

@@ -127,6 +127,11 @@ impl<R> KvService<R> {
         &self.addrs
     }
 
+    /// The configuration changed: where its members listen.
+    pub fn set_addrs(&mut self, addrs: BTreeMap<NodeId, String>) {
+        self.addrs = addrs;
+    }
+
     /// Refuses writes whose encoded command is longer than `bytes` with `TooLarge` (default:
     /// no limit).
     pub fn set_max_command_bytes(&mut self, bytes: usize) {
@@ -246,9 +251,14 @@ impl<R> KvService<R> {
     #[allow(clippy::result_large_err)]
     fn admit(&mut self, raft: &mut Raft, req: ClientRequest) -> Result<Admitted, ClientResponse> {
         match req {
-            ClientRequest::Status { id } => Err(bad_request(
+            ClientRequest::Status { id }
+            | ClientRequest::MemberList { id }
+            | ClientRequest::MemberAdd { id, .. }
+            | ClientRequest::MemberPromote { id, .. }
+            | ClientRequest::MemberRemove { id, .. }
+            | ClientRequest::TransferLeader { id, .. } => Err(bad_request(
                 Some(id),
-                "Status is answered by the node, not the store",
+                "Status and membership requests are answered by the node, not the store",
             )),
             ClientRequest::Get {
                 id,
@@ -410,15 +420,11 @@ impl<R> KvService<R> {
             return;
         }
         let resp = match outcome {
-            Some(Outcome::Done) | None => ClientResponse::Ok(OkResponse {
-                id: waiting.id,
-                value: None,
-                succeeded: None,
-            }),
+            Some(Outcome::Done) | None => ClientResponse::Ok(OkResponse::bare(waiting.id)),
             Some(Outcome::Cas { succeeded, value }) => ClientResponse::Ok(OkResponse {
-                id: waiting.id,
                 value: Some(value),
                 succeeded: Some(succeeded),
+                ..OkResponse::bare(waiting.id)
             }),
             Some(Outcome::Forgotten) => bad_request(
                 Some(waiting.id),
@@ -557,8 +563,7 @@ fn timeout(id: u64, msg: &str) -> ClientResponse {
 
 fn ok_value(id: u64, value: Option<String>) -> ClientResponse {
     ClientResponse::Ok(OkResponse {
-        id,
         value: Some(value),
-        succeeded: None,
+        ..OkResponse::bare(id)
     })
 }

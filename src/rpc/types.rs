@@ -57,6 +57,39 @@ pub enum ClientRequest {
     Status {
         id: u64,
     },
+    // ----- v2: membership (docs/CLIENT_PROTOCOL.md, "Membership") -----
+    MemberList {
+        id: u64,
+    },
+    /// Adds a member. A voter is added as a learner first and promoted by the leader once it
+    /// has caught up, so an empty node never counts in a quorum.
+    MemberAdd {
+        id: u64,
+        node_id: NodeId,
+        addr: String,
+        #[serde(default)]
+        learner: bool,
+        #[serde(default)]
+        force: bool,
+    },
+    MemberPromote {
+        id: u64,
+        node_id: NodeId,
+        #[serde(default)]
+        force: bool,
+    },
+    MemberRemove {
+        id: u64,
+        node_id: NodeId,
+        #[serde(default)]
+        force: bool,
+    },
+    TransferLeader {
+        id: u64,
+        /// Default: the voter whose log is most up to date.
+        #[serde(default)]
+        node_id: Option<NodeId>,
+    },
 }
 
 /// A field that must be present but may be null: without a `default`, serde reports a missing
@@ -82,7 +115,12 @@ impl ClientRequest {
             | ClientRequest::Get { id, .. }
             | ClientRequest::Delete { id, .. }
             | ClientRequest::Cas { id, .. }
-            | ClientRequest::Status { id } => *id,
+            | ClientRequest::Status { id }
+            | ClientRequest::MemberList { id }
+            | ClientRequest::MemberAdd { id, .. }
+            | ClientRequest::MemberPromote { id, .. }
+            | ClientRequest::MemberRemove { id, .. }
+            | ClientRequest::TransferLeader { id, .. } => *id,
         }
     }
 }
@@ -101,6 +139,45 @@ pub struct OkResponse {
     /// `Cas` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub succeeded: Option<bool>,
+    /// Membership requests: every member after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<MemberStatus>>,
+    /// `TransferLeader`: the node that now leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_id: Option<NodeId>,
+}
+
+impl OkResponse {
+    /// An `Ok` carrying nothing but the request's id.
+    pub fn bare(id: u64) -> OkResponse {
+        OkResponse {
+            id,
+            value: None,
+            succeeded: None,
+            members: None,
+            leader_id: None,
+        }
+    }
+}
+
+/// One member, as `MemberList` and the other membership requests report it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub addr: String,
+    /// "Voter" or "Learner".
+    pub role: String,
+    /// The last log index the leader knows this member holds (its own last index for the
+    /// leader itself).
+    pub match_index: u64,
+    pub is_leader: bool,
+    /// A learner the leader will promote on its own once it has caught up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote: bool,
+    /// A voter that speaks from another data dir than the one it was admitted with (it lost
+    /// its disk): it does not count until the leader has caught it up and re-admitted it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readmitting: bool,
 }
 
 /// Reads a present field (even null) as Some, so `"value": null` differs from no `value`.
@@ -126,6 +203,11 @@ pub struct StatusResponse {
     pub snapshot_index: u64,
     /// Every member, this node included: id (as a string, JSON keys are strings) -> address.
     pub members: std::collections::BTreeMap<String, String>,
+    /// The voters and the learners of the configuration in effect.
+    #[serde(default)]
+    pub voters: Vec<NodeId>,
+    #[serde(default)]
+    pub learners: Vec<NodeId>,
 }
 
 /// Error codes of the client protocol.
@@ -136,6 +218,11 @@ pub enum ErrorCode {
     BadRequest,
     TooLarge,
     ShuttingDown,
+    /// A membership change that would leave the cluster without a quorum of live voters (or
+    /// promote a node that has not caught up); send it again with `"force": true` to insist.
+    Unsafe,
+    /// Another membership change (or a leadership transfer) is in progress.
+    Busy,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! together on tokio.
 
 mod connection;
+mod join;
 mod log_writer;
 mod node;
 
@@ -11,11 +12,13 @@ pub use node::NodeError;
 use crate::config::{raft_config, NodeConfig, ReplicationLimits};
 use crate::driver::{Driver, DriverConfig, DriverError, SnapshotPolicy};
 use crate::kv::KvStore;
+use crate::rpc::types::NodeId;
 use crate::storage::{Storage, StorageError};
 use log_writer::LogWriter;
 use node::NodeLoop;
-use raftd_core::Raft;
+use raftd_core::{Founding, Raft};
 use raftd_transport::{client_handler, ClientConn, Transport, TransportConfig};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 use thiserror::Error;
@@ -35,6 +38,10 @@ pub enum ServerError {
     Driver(#[from] DriverError),
     #[error("cannot start the log writer thread: {0}")]
     Writer(String),
+    #[error("{0}")]
+    Join(String),
+    #[error("--force-new-cluster: the data dir {0} is empty, so there is nothing to recover from; start the node without it")]
+    NothingToRecover(std::path::PathBuf),
     #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
     Listen {
         addr: std::net::SocketAddr,
@@ -53,35 +60,82 @@ impl From<NodeError> for ServerError {
 
 /// Runs a node until `shutdown` resolves (Ok) or storage fails (Err).
 pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let rc = raft_config(&cfg)?;
+    let mut rc = raft_config(&cfg)?;
     let timing = cfg.timing()?;
     // Certificates and secret first: a node that cannot authenticate must not touch its data.
     let security = cfg.security.load(cfg.id)?;
     let (storage, recovered) =
         tokio::task::block_in_place(|| Storage::open(&cfg.data_dir, cfg.id))?;
-    let store = match &recovered.snapshot {
-        Some(snap) => KvStore::from_snapshot(snap).map_err(|e| StorageError::Corrupt {
-            path: cfg.data_dir.join(crate::storage::SNAPSHOT_FILE_NAME),
-            offset: 0,
-            reason: format!("the snapshot does not decode as a key-value store: {e}"),
-        })?,
+    let mut recovered = recovered;
+    let store = match &mut recovered.snapshot {
+        Some(snap) => {
+            let store = KvStore::from_snapshot(snap).map_err(|e| StorageError::Corrupt {
+                path: cfg.data_dir.join(crate::storage::SNAPSHOT_FILE_NAME),
+                offset: 0,
+                reason: format!("the snapshot does not decode as a key-value store: {e}"),
+            })?;
+            // The configuration at the snapshot's index is part of the state it holds.
+            snap.membership = store.membership().clone();
+            store
+        }
         None => KvStore::default(),
     };
+    let fresh = recovered.snapshot.is_none() && recovered.entries.is_empty();
+    rc.incarnation = storage.incarnation();
+    rc.addrs = cfg
+        .members()
+        .iter()
+        .map(|(id, a)| (*id, a.to_string()))
+        .collect();
+    rc.founding = if fresh && !cfg.join.is_empty() {
+        Founding::Join
+    } else {
+        Founding::Unanimous
+    };
+    if !fresh && !cfg.join.is_empty() {
+        ::log::info!(
+            "node {}: the data dir already belongs to a cluster; --join is ignored",
+            cfg.id
+        );
+    }
+    if cfg.force_new_cluster && fresh {
+        return Err(ServerError::NothingToRecover(cfg.data_dir.clone()));
+    }
+    ::log::info!(
+        "node {}: data dir incarnation {:x}",
+        cfg.id,
+        storage.incarnation()
+    );
     ::log::info!(
         "node {}: core RNG seed {} (election timeouts follow from it)",
         cfg.id,
         rc.seed
     );
+    // Bound before waiting to join, so the leader's first connections wait in the backlog.
+    let listener = bind(cfg.listen).map_err(|source| ServerError::Listen {
+        addr: cfg.listen,
+        source,
+    })?;
+    tokio::pin!(shutdown);
+    let mut members = cfg.members();
+    if rc.founding == Founding::Join {
+        let stop = CancellationToken::new();
+        let joined = tokio::select! {
+            _ = &mut shutdown => None,
+            j = join::wait_to_be_added(&cfg, &stop) => j.map_err(ServerError::Join)?,
+        };
+        let Some(joined) = joined else {
+            return Ok(());
+        };
+        members = joined;
+        rc.voters = members.keys().copied().collect();
+    }
     let raft = Raft::restore(
         rc,
         recovered.hard_state,
         recovered.snapshot,
         recovered.entries,
     )?;
-    let listener = bind(cfg.listen).map_err(|source| ServerError::Listen {
-        addr: cfg.listen,
-        source,
-    })?;
     ::log::info!(
         "node {}: listening on {} with peers {:?}, data in {}",
         cfg.id,
@@ -100,22 +154,40 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
             connection::serve(conn, req_tx.clone(), cancel.clone())
         })
     };
-    let mut tcfg = TransportConfig::new(cfg.id, cfg.peers.iter().map(|(k, v)| (*k, *v)).collect());
+    // Whom to talk to: the configuration in the log, else (a node waiting to be founded or
+    // caught up) the command line's or the joined cluster's members.
+    let fallback: BTreeMap<NodeId, String> =
+        members.iter().map(|(id, a)| (*id, a.to_string())).collect();
+    let peers: std::collections::HashMap<NodeId, std::net::SocketAddr> =
+        if raft.membership().is_empty() {
+            members.clone().into_iter().collect()
+        } else {
+            raft.membership()
+                .members
+                .iter()
+                .filter_map(|(id, m)| {
+                    m.addr
+                        .parse()
+                        .ok()
+                        .or_else(|| members.get(id).copied())
+                        .map(|a| (*id, a))
+                })
+                .collect()
+        };
+    let mut tcfg = TransportConfig::new(
+        cfg.id,
+        peers.into_iter().filter(|(id, _)| *id != cfg.id).collect(),
+    );
     tcfg.max_frame_bytes = cfg.max_frame_bytes;
     tcfg.oversized_first_frame_reply = Some(connection::too_large_reply());
     tcfg.plaintext_on_tls_reply = Some(connection::tls_required_reply());
     tcfg.security = security;
     let (transport, events) = Transport::start(tcfg, listener, handler);
 
-    let addrs = cfg
-        .members()
-        .iter()
-        .map(|(id, a)| (*id, a.to_string()))
-        .collect();
-    let driver = Driver::new(
+    let mut driver = Driver::new(
         raft,
         store,
-        addrs,
+        fallback,
         DriverConfig {
             snapshots: SnapshotPolicy {
                 entries: cfg.snapshot_entries,
@@ -125,6 +197,13 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
             ..DriverConfig::default()
         },
     );
+    if cfg.force_new_cluster {
+        let at = driver.force_new_cluster();
+        ::log::warn!(
+            "node {}: --force-new-cluster: a new configuration with this node as its only voter is at index {at}; add the other members back with `raftctl member add` (with empty data dirs)",
+            cfg.id
+        );
+    }
     let node = NodeLoop {
         driver,
         wal: LogWriter::start(storage, cfg.id).map_err(|e| ServerError::Writer(e.to_string()))?,
@@ -132,8 +211,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         transport,
         events,
         requests: req_rx,
-        members: cfg.members(),
+        members,
         tick: Duration::from_millis(timing.tick_ms),
+        // Time for the successor to win its election (it starts at once, so one round trip
+        // and an fsync suffice; this is an upper bound).
+        handover: Duration::from_millis(cfg.election_timeout_ms.1 * 2),
         snapshot_job: None,
         prepared: None,
     };
@@ -141,7 +223,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let node_task = tokio::spawn(node.run(node_cancel));
     tokio::pin!(node_task);
     tokio::select! {
-        _ = shutdown => {
+        _ = &mut shutdown => {
             cancel.cancel();
             match node_task.await {
                 Ok(result) => result?,

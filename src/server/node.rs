@@ -13,7 +13,7 @@
 use super::connection::{NodeRequest, Reply};
 use super::log_writer::{LogWriter, WriteJob};
 use crate::driver::{Applied, DiskJob, Driver, DriverError, Output, SnapshotTask};
-use crate::rpc::types::{Envelope, NodeId, Snapshot};
+use crate::rpc::types::{Envelope, NodeId, Role, Snapshot};
 use crate::storage::{prepare_snapshot, PreparedSnapshot, StorageError};
 use raftd_transport::{PeerEvent, SendError, Transport};
 use std::collections::BTreeMap;
@@ -51,6 +51,8 @@ pub struct NodeLoop {
     pub requests: mpsc::Receiver<NodeRequest>,
     pub members: BTreeMap<NodeId, SocketAddr>,
     pub tick: Duration,
+    /// How long a stopping leader waits for its successor to take over.
+    pub handover: Duration,
     /// A snapshot being encoded in the background.
     pub snapshot_job: Option<oneshot::Receiver<Prepared>>,
     /// The file of the snapshot the driver queued as a `SaveSnapshot` job, until the job is
@@ -64,10 +66,32 @@ impl NodeLoop {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), NodeError> {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Set once a stop was asked for while leading: leadership is being handed over first.
+        let mut handing_over: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled(), if handing_over.is_none() => {
+                    match self.driver.transfer_before_stop() {
+                        Some(target) => {
+                            ::log::info!(
+                                "node {}: stopping: handing leadership to node {target} first (at most {:?})",
+                                self.id(),
+                                self.handover
+                            );
+                            handing_over = Some(tokio::time::Instant::now() + self.handover);
+                        }
+                        None => break,
+                    }
+                }
+                _ = sleep_until(handing_over), if handing_over.is_some() => {
+                    ::log::warn!(
+                        "node {}: leadership was not handed over within {:?}; stopping anyway",
+                        self.id(),
+                        self.handover
+                    );
+                    break;
+                }
                 // Before the ticker and the inputs: under a steady load they are always ready
                 // (a turn outlasts a tick), and a finished snapshot polled after them would wait,
                 // and the log grow, until the load stops.
@@ -92,6 +116,18 @@ impl NodeLoop {
                 self.on_request(request);
             }
             self.carry_out()?;
+            if handing_over.is_some() {
+                let raft = self.driver.raft();
+                if raft.role() != Role::Leader && raft.leader() != 0 && raft.leader() != raft.id() {
+                    ::log::info!(
+                        "node {}: node {} leads now in term {}; stopping",
+                        self.id(),
+                        raft.leader(),
+                        raft.term()
+                    );
+                    break;
+                }
+            }
         }
         // Finish the writes in flight (and send what waited for them) before saying so.
         while !self.driver.idle() {
@@ -164,6 +200,35 @@ impl NodeLoop {
         }
     }
 
+    /// The configuration changed: the transport talks to exactly its members.
+    fn connect_members(&mut self) {
+        let mut members = BTreeMap::new();
+        for (id, addr) in self.driver.member_addrs() {
+            match addr.parse::<SocketAddr>() {
+                Ok(a) => {
+                    members.insert(id, a);
+                }
+                Err(_) => match self.members.get(&id) {
+                    Some(a) => {
+                        members.insert(id, *a);
+                    }
+                    None => ::log::warn!(
+                        "node {}: member {id} has no usable address ({addr:?}); it cannot be reached",
+                        self.id()
+                    ),
+                },
+            }
+        }
+        self.transport.set_peers(
+            members
+                .iter()
+                .filter(|(id, _)| **id != self.id())
+                .map(|(id, a)| (*id, *a))
+                .collect(),
+        );
+        self.members = members;
+    }
+
     fn on_request(&mut self, request: NodeRequest) {
         let NodeRequest::Client { req, reply } = request;
         self.driver.request(req, reply);
@@ -186,7 +251,11 @@ impl NodeLoop {
             applied,
             prepare_snapshot,
             compacted: _,
+            membership,
         } = out;
+        if membership.is_some() {
+            self.connect_members();
+        }
         for env in messages {
             self.send(env);
         }
@@ -293,6 +362,14 @@ impl NodeLoop {
                 env.to
             ),
         }
+    }
+}
+
+/// Sleeps until `at` (forever without one: the select! branch is disabled then anyway).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,6 +3,11 @@
 //! A Raft node's log and vote are only meaningful for the node that wrote them: starting node 2
 //! on node 1's data would let it vote twice in a term and claim entries it never received. The
 //! identity file ties the dir to one node id and is checked on every open.
+//!
+//! It also holds the dir's *incarnation*: a random number drawn when the dir is created. A node
+//! whose disk was lost comes back with a new one, which is how its peers tell it from the
+//! member they admitted (see `raftd_core::Membership`). Files written before incarnations
+//! existed get one on the next start.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -27,17 +32,25 @@ const MAX_LEN: u64 = 4096;
 struct IdentityFile {
     node_id: NodeId,
     format: u32,
+    /// Absent in files of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    incarnation: Option<u64>,
 }
 
-/// Checks that `dir` belongs to `node_id`, claiming it first if it is new.
-pub(crate) fn check_or_create(dir: &Path, node_id: NodeId) -> Result<(), StorageError> {
+/// Checks that `dir` belongs to `node_id`, claiming it first if it is new. Returns the dir's
+/// incarnation.
+pub(crate) fn check_or_create(dir: &Path, node_id: NodeId) -> Result<u64, StorageError> {
     let path = dir.join(ID_FILE_NAME);
     match File::open(&path) {
         Ok(file) => {
             let mut text = Vec::new();
             io::Read::read_to_end(&mut io::Read::take(file, MAX_LEN + 1), &mut text)
                 .map_err(io_err(&path, "read identity file"))?;
-            check(&path, &text, node_id)
+            match check(&path, &text, node_id)? {
+                Some(incarnation) => Ok(incarnation),
+                // Written before incarnations: give the dir one now.
+                None => create(dir, node_id),
+            }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // The log and snapshot are created only after the identity file is durable, so
@@ -60,7 +73,7 @@ pub(crate) fn check_or_create(dir: &Path, node_id: NodeId) -> Result<(), Storage
     }
 }
 
-fn check(path: &Path, text: &[u8], node_id: NodeId) -> Result<(), StorageError> {
+fn check(path: &Path, text: &[u8], node_id: NodeId) -> Result<Option<u64>, StorageError> {
     let garbled = |reason: String| StorageError::Identity {
         path: path.to_path_buf(),
         reason,
@@ -85,17 +98,34 @@ fn check(path: &Path, text: &[u8], node_id: NodeId) -> Result<(), StorageError> 
             expected: node_id,
         });
     }
-    Ok(())
+    if id.incarnation == Some(0) {
+        return Err(garbled(
+            "incarnation 0 is not a valid data dir identity".into(),
+        ));
+    }
+    Ok(id.incarnation)
+}
+
+/// A fresh, non-zero incarnation.
+fn fresh_incarnation() -> u64 {
+    loop {
+        let n: u64 = rand::random();
+        if n != 0 {
+            return n;
+        }
+    }
 }
 
 /// Writes the identity file atomically: a crash leaves either no file or the whole file, never
 /// a partial one that the next start would reject as garbled.
-fn create(dir: &Path, node_id: NodeId) -> Result<(), StorageError> {
+fn create(dir: &Path, node_id: NodeId) -> Result<u64, StorageError> {
     let tmp = dir.join(TMP_FILE_NAME);
     let path = dir.join(ID_FILE_NAME);
+    let incarnation = fresh_incarnation();
     let mut text = serde_json::to_vec(&IdentityFile {
         node_id,
         format: FORMAT,
+        incarnation: Some(incarnation),
     })
     .map_err(|e| io_err(&tmp, "encode identity file")(io::Error::other(e)))?;
     text.push(b'\n');
@@ -107,5 +137,6 @@ fn create(dir: &Path, node_id: NodeId) -> Result<(), StorageError> {
     drop(file);
     fs::rename(&tmp, &path).map_err(io_err(&path, "rename the temporary file to"))?;
     // The rename itself is durable only once the directory is synced.
-    sync_dir(dir)
+    sync_dir(dir)?;
+    Ok(incarnation)
 }

@@ -90,9 +90,17 @@ pub struct Storage {
     /// Length of the snapshot file (0 without one).
     snapshot_bytes: u64,
     recovery: RecoveryInfo,
+    /// This data dir's identity (see `identity`).
+    incarnation: u64,
 }
 
 impl Storage {
+    /// This data dir's incarnation: drawn at random when the dir was created, so a node that
+    /// lost its disk comes back as a different one.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     /// Opens or creates the data dir for node `node_id` (creating the dir if missing). Refuses a
     /// dir whose identity file names another node id. Loads the snapshot, if any, and replays
     /// the log; a torn tail from a crash is dropped with a warning, any other damage (in the
@@ -107,7 +115,7 @@ impl Storage {
             // Make the new dir's own name durable, or a crash could lose the whole dir.
             wal::sync_dir(wal::parent_dir(dir))?;
         }
-        identity::check_or_create(dir, node_id)?;
+        let incarnation = identity::check_or_create(dir, node_id)?;
 
         let wal_path = dir.join(WAL_FILE_NAME);
         let snapshot_path = dir.join(SNAPSHOT_FILE_NAME);
@@ -200,6 +208,7 @@ impl Storage {
             snapshot: snapshot_meta,
             snapshot_bytes,
             recovery,
+            incarnation,
         };
         let state = RecoveredState {
             hard_state,

@@ -98,8 +98,18 @@ fn round_trip_hard_state_and_batches() {
     assert_eq!(s.recovery().records, 4);
     assert_eq!(s.recovery().dropped_tail, None);
     assert_eq!(s.recovery().bytes, wal_len(&dir));
-    let id = fs::read_to_string(dir.join(ID_FILE_NAME)).unwrap();
-    assert_eq!(id.trim(), r#"{"node_id":1,"format":1}"#);
+    let id: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join(ID_FILE_NAME)).unwrap()).unwrap();
+    assert_eq!(
+        (id["node_id"].as_u64(), id["format"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        id["incarnation"].as_u64(),
+        Some(s.incarnation()),
+        "a data dir identity"
+    );
+    assert_ne!(s.incarnation(), 0);
 }
 
 // 2.

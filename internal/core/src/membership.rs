@@ -176,9 +176,12 @@ impl Membership {
     }
 
     /// Whether going from `self` to `next` is a single-server change (thesis §4.1): the voter
-    /// sets differ by at most one server. A voter's incarnation swapped for a new one counts as
-    /// replacing a server that can never speak again (its data dir is gone), which keeps every
-    /// majority of the old configuration (without it) overlapping every majority of the new.
+    /// sets differ by at most one server. Swapping a voter's incarnation for another is *two*
+    /// changes (the old data dir out, the new one in): what the old one voted for or
+    /// acknowledged before it was lost still counts in majorities of the old configuration,
+    /// and a majority of the new one could avoid every node it shared them with. So a member
+    /// that lost its disk is first demoted to learner, then promoted with its new data dir.
+    /// Recording an incarnation where none was recorded (0) changes no majority.
     pub fn single_change_to(&self, next: &Membership) -> Result<(), String> {
         let old: Vec<(NodeId, u64)> = self
             .voters()
@@ -203,10 +206,10 @@ impl Membership {
                     .any(|v| v.0 == n.0 && v.1 != n.1 && v.1 != 0 && n.1 != 0)
             })
             .count();
-        if removed + added + swapped > 1 {
+        let changed = removed + added + 2 * swapped;
+        if changed > 1 {
             return Err(format!(
-                "it changes {} voters at once ({added} added, {removed} removed, {swapped} re-admitted); change one at a time",
-                removed + added + swapped
+                "it changes {changed} voters at once ({added} added, {removed} removed, {swapped} with another data dir); change one at a time"
             ));
         }
         if next.voter_count() == 0 {
@@ -280,9 +283,18 @@ mod tests {
         assert!(three
             .single_change_to(&voters(&[(1, 11), (2, 22), (4, 44)]))
             .is_err());
-        assert!(three
-            .single_change_to(&voters(&[(1, 11), (2, 23), (3, 33)]))
-            .is_ok());
+        assert!(
+            three
+                .single_change_to(&voters(&[(1, 11), (2, 23), (3, 33)]))
+                .is_err(),
+            "another data dir for a voter is a removal and an addition"
+        );
+        assert!(
+            voters(&[(1, 0), (2, 22)])
+                .single_change_to(&voters(&[(1, 11), (2, 22)]))
+                .is_ok(),
+            "recording an unrecorded incarnation"
+        );
         assert!(three
             .single_change_to(&voters(&[(1, 11), (2, 23), (3, 34)]))
             .is_err());
@@ -306,6 +318,9 @@ mod tests {
         assert!(Membership::decode(b"{").is_err());
         assert!(Membership::decode(br#"{"members":[{"id":0,"role":"Voter"}]}"#).is_err());
         let text = String::from_utf8(m.encode()).unwrap();
-        assert!(text.starts_with(r#"{"members":[{"id":1,"role":"Voter""#), "{text}");
+        assert!(
+            text.starts_with(r#"{"members":[{"id":1,"role":"Voter""#),
+            "{text}"
+        );
     }
 }

@@ -192,8 +192,21 @@ pub enum RaftMessage {
     Bootstrap { term: u64 },
     BootstrapReply {
         term: u64,
+        /// The asker's data dir, echoed: an answer to a question asked before the asker lost
+        /// its disk (a late delivery) says nothing about now.
+        asker: u64,
         /// The replier holds the cluster's configuration.
         initialized: bool,
+        /// Founding members the replier knows to be empty (itself included, if it is), each
+        /// with its data dir: members that cannot reach each other directly (a partial
+        /// partition) still learn about each other through one that reaches both.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        empty: Vec<(NodeId, u64)>,
+        /// The founding configuration (the replier's entry 1), while its log still holds it:
+        /// a founding member whose own copy never reached its disk adopts it, if it names the
+        /// asker with the asker's data dir.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        founding: Option<crate::Membership>,
     },
 }
 
@@ -344,7 +357,9 @@ impl fmt::Display for Envelope {
                 "{}->{} Bootstrap(term={term}, incarnation={})",
                 self.from, self.to, self.incarnation
             ),
-            RaftMessage::BootstrapReply { term, initialized } => write!(
+            RaftMessage::BootstrapReply {
+                term, initialized, ..
+            } => write!(
                 f,
                 "{}->{} BootstrapReply(term={term}, initialized={initialized}, incarnation={})",
                 self.from, self.to, self.incarnation

@@ -359,44 +359,47 @@ impl Raft {
         index
     }
 
-    /// Changes the leader makes on its own, one at a time, each once it is safe: a learner
-    /// added as a future voter is promoted when it caught up; a voter speaking from a new data
-    /// dir (it lost its disk) is re-admitted with it when it caught up, and only from then on
-    /// counts (it then holds the log up to the configuration that admits it).
+    /// Changes the leader makes on its own, one at a time, each once it is safe:
+    /// * a voter speaking from a new data dir (it lost its disk) is demoted to a learner at
+    ///   once, to be promoted again (two single-server changes: see
+    ///   `Membership::single_change_to`);
+    /// * a learner added as a future voter (or demoted that way) is promoted once it caught
+    ///   up, with the data dir it speaks from: it then holds the log up to the configuration
+    ///   that admits it, and only from then on counts;
+    /// * a voter whose data dir was never recorded (a cluster founded before incarnations)
+    ///   gets it recorded.
     pub(super) fn maybe_reconfigure(&mut self) {
         if self.role != Role::Leader || self.change_busy().is_some() {
             return;
         }
         for (id, m) in self.membership.members.clone() {
-            if id == self.id || !self.caught_up(id) {
-                continue;
-            }
             let heard = self.progress.get(&id).map_or(0, |pr| pr.incarnation);
-            if heard == 0 {
+            if id == self.id || heard == 0 || !self.live(id) {
                 continue;
             }
             let mut next = self.membership.clone();
+            let Some(member) = next.members.get_mut(&id) else {
+                continue;
+            };
             let why = match m.role {
-                MemberRole::Learner if m.promote => {
-                    if let Some(member) = next.members.get_mut(&id) {
-                        member.role = MemberRole::Voter;
-                        member.promote = false;
-                        member.incarnation = heard;
-                    }
-                    format!("node {id} caught up: promoting it to voter")
+                MemberRole::Voter if m.incarnation != 0 && m.incarnation != heard => {
+                    member.role = MemberRole::Learner;
+                    member.promote = true;
+                    member.incarnation = heard;
+                    format!(
+                        "node {id} came back with a new data dir {heard:x} (it was {:x}): it lost what it acknowledged, so it becomes a learner until it has caught up",
+                        m.incarnation
+                    )
                 }
-                MemberRole::Voter if m.incarnation != heard => {
-                    if let Some(member) = next.members.get_mut(&id) {
-                        member.incarnation = heard;
-                    }
-                    if m.incarnation == 0 {
-                        format!("recording node {id}'s data dir {heard:x}")
-                    } else {
-                        format!(
-                            "node {id} came back with a new data dir {heard:x} (it was {:x}) and caught up: re-admitting it",
-                            m.incarnation
-                        )
-                    }
+                MemberRole::Voter if m.incarnation == 0 && self.caught_up(id) => {
+                    member.incarnation = heard;
+                    format!("recording node {id}'s data dir {heard:x}")
+                }
+                MemberRole::Learner if m.promote && self.caught_up(id) => {
+                    member.role = MemberRole::Voter;
+                    member.promote = false;
+                    member.incarnation = heard;
+                    format!("node {id} caught up: promoting it to voter")
                 }
                 _ => continue,
             };

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -38,7 +38,8 @@ const INITIAL_READ_BUFFER: usize = 2048;
 /// State shared by the accept loop and every inbound connection task.
 pub(crate) struct Inbound<M> {
     pub(crate) node_id: u64,
-    pub(crate) peers: HashSet<u64>,
+    /// Who may say Hello: the current members (the owner changes them with the configuration).
+    pub(crate) peers: Arc<RwLock<HashSet<u64>>>,
     pub(crate) max_frame_bytes: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) oversized_first_frame_reply: Option<bytes::Bytes>,
@@ -113,7 +114,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
     ) -> Self {
         Inbound {
             node_id,
-            peers,
+            peers: Arc::new(RwLock::new(peers)),
             max_frame_bytes,
             handshake_timeout,
             oversized_first_frame_reply: None,
@@ -314,7 +315,12 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
 
     async fn serve_peer(&self, mut conn: Conn, addr: SocketAddr, hello: Hello) {
         let peer = hello.node_id;
-        if !self.peers.contains(&peer) {
+        let known = self
+            .peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&peer);
+        if !known {
             warn!(
                 "node {}: Hello from unknown node {peer} at {addr}; closing",
                 self.node_id

@@ -1,9 +1,10 @@
 //! The `Transport` handle: starts the tasks, queues outbound frames, shuts everything down.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,19 +30,28 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Sending half of one peer's outbound queue.
 struct PeerHandle {
+    addr: SocketAddr,
     queue: mpsc::Sender<Bytes>,
     counters: Arc<PeerCounters>,
+    /// Stops this peer's outbound task alone (it left the configuration).
+    cancel: CancellationToken,
 }
 
 struct Inner {
     node_id: u64,
     local_addr: Option<SocketAddr>,
     max_frame_bytes: usize,
-    peers: HashMap<u64, PeerHandle>,
+    peers: RwLock<HashMap<u64, PeerHandle>>,
+    /// Who the listener accepts a Hello from (shared with it).
+    allowed: Arc<RwLock<HashSet<u64>>>,
     live: Arc<LivePeers>,
     cancel: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    spawn: Box<SpawnPeer>,
 }
+
+/// Starts the outbound task of a peer (None once the transport is shutting down).
+type SpawnPeer = dyn Fn(u64, SocketAddr) -> Option<(PeerHandle, JoinHandle<()>)> + Send + Sync;
 
 impl Drop for Inner {
     /// Dropping the last handle without `shutdown` still stops the tasks (without waiting for them).
@@ -107,15 +117,23 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         inbound.plaintext_on_tls_reply = cfg.plaintext_on_tls_reply.clone();
         inbound.security = cfg.security.clone();
         let live = inbound.live.clone();
+        let allowed = inbound.peers.clone();
         let inbound = Arc::new(inbound);
         tasks.push(tokio::spawn(
             inbound.accept_loop(listener, cfg.max_connections),
         ));
 
-        let mut peers = HashMap::with_capacity(cfg.peers.len());
-        for (&peer_id, &addr) in &cfg.peers {
+        // Outbound tasks for peers that join later hold a weak sender: the receiver still sees
+        // `None` once the tasks have all ended, after `shutdown`.
+        let weak_events = events_tx.downgrade();
+        let spawn_cfg = cfg.clone();
+        let spawn_cancel = cancel.clone();
+        let spawn = move |peer_id: u64, addr: SocketAddr| {
+            let events = weak_events.upgrade()?;
+            let cfg = &spawn_cfg;
             let (queue_tx, queue_rx) = mpsc::channel(cfg.peer_queue_capacity);
             let counters = Arc::new(PeerCounters::default());
+            let peer_cancel = spawn_cancel.child_token();
             let task = OutboundPeer {
                 node_id: cfg.node_id,
                 peer_id,
@@ -127,17 +145,26 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
                 security: cfg.security.clone(),
                 queue: queue_rx,
                 counters: counters.clone(),
-                events: events_tx.clone(),
-                cancel: cancel.clone(),
+                events,
+                cancel: peer_cancel.clone(),
             };
-            tasks.push(tokio::spawn(task.run()));
-            peers.insert(
-                peer_id,
+            let handle = tokio::spawn(task.run());
+            Some((
                 PeerHandle {
+                    addr,
                     queue: queue_tx,
                     counters,
+                    cancel: peer_cancel,
                 },
-            );
+                handle,
+            ))
+        };
+        let mut peers = HashMap::with_capacity(cfg.peers.len());
+        for (&peer_id, &addr) in &cfg.peers {
+            if let Some((handle, task)) = spawn(peer_id, addr) {
+                tasks.push(task);
+                peers.insert(peer_id, handle);
+            }
         }
         // Only the tasks hold senders now, so the receiver sees `None` once they have all ended.
         drop(events_tx);
@@ -151,10 +178,12 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
             node_id: cfg.node_id,
             local_addr,
             max_frame_bytes: cfg.max_frame_bytes,
-            peers,
+            peers: RwLock::new(peers),
+            allowed,
             live,
             cancel,
             tasks: Mutex::new(tasks),
+            spawn: Box::new(spawn),
         };
         let transport = Transport {
             inner: Arc::new(inner),
@@ -167,7 +196,12 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
     /// the frame is dropped (Raft retransmits) and `Err(SendError::QueueFull)` is returned;
     /// `Err(SendError::UnknownPeer)` for an id not in peers.
     pub fn send(&self, to: u64, msg: &M) -> Result<(), SendError> {
-        let peer = self.inner.peers.get(&to).ok_or(SendError::UnknownPeer)?;
+        let peers = self
+            .inner
+            .peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let peer = peers.get(&to).ok_or(SendError::UnknownPeer)?;
         if self.inner.cancel.is_cancelled() {
             return Err(SendError::Shutdown);
         }
@@ -191,12 +225,66 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
 }
 
 impl<M> Transport<M> {
+    /// The cluster's configuration changed: connect to new members, stop talking to (and
+    /// accepting Hellos from) those that left, and reconnect to a member whose address
+    /// changed. Our own id is ignored.
+    pub fn set_peers(&self, next: HashMap<u64, SocketAddr>) {
+        let mut peers = self
+            .inner
+            .peers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut allowed = self
+            .inner
+            .allowed
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let gone: Vec<u64> = peers
+            .iter()
+            .filter(|(id, p)| next.get(id) != Some(&p.addr))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(p) = peers.remove(&id) {
+                p.cancel.cancel();
+            }
+            if !next.contains_key(&id) {
+                allowed.remove(&id);
+                self.inner.live.close(id);
+                debug!(
+                    "node {}: peer {id} left the configuration",
+                    self.inner.node_id
+                );
+            }
+        }
+        for (&id, &addr) in &next {
+            if id == self.inner.node_id || peers.contains_key(&id) {
+                continue;
+            }
+            if let Some((handle, task)) = (self.inner.spawn)(id, addr) {
+                peers.insert(id, handle);
+                allowed.insert(id);
+                self.inner
+                    .tasks
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(task);
+                debug!(
+                    "node {}: peer {id} at {addr} joined the configuration",
+                    self.inner.node_id
+                );
+            }
+        }
+    }
+
     /// Counters for tests and benchmarks: frames and bytes sent per peer, frames dropped per peer.
     pub fn stats(&self) -> TransportStats {
         TransportStats {
             peers: self
                 .inner
                 .peers
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .iter()
                 .map(|(&id, p)| (id, p.counters.snapshot()))
                 .collect(),
@@ -222,7 +310,14 @@ impl<M> Transport<M> {
 
     /// Ids of the configured peers, sorted.
     pub fn peer_ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.inner.peers.keys().copied().collect();
+        let mut ids: Vec<u64> = self
+            .inner
+            .peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys()
+            .copied()
+            .collect();
         ids.sort_unstable();
         ids
     }

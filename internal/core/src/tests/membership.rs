@@ -451,7 +451,10 @@ fn a_cluster_is_founded_only_by_every_member_being_empty() {
             3,
             RaftMessage::BootstrapReply {
                 term: 2,
+                asker: inc(3),
                 initialized: true,
+                empty: vec![],
+                founding: None,
             },
         ),
         inc(1),
@@ -462,7 +465,10 @@ fn a_cluster_is_founded_only_by_every_member_being_empty() {
             3,
             RaftMessage::BootstrapReply {
                 term: 2,
+                asker: inc(3),
                 initialized: false,
+                empty: vec![],
+                founding: None,
             },
         ),
         inc(2),
