@@ -8,7 +8,15 @@
 #   scripts/cluster.sh status         each node's pid and its Status answer
 #   scripts/cluster.sh kill N         SIGKILL node N (a crash)
 #   scripts/cluster.sh restart N      stop node N (SIGTERM) and start it again
+#   scripts/cluster.sh add N          start node N on port 7999+N with an empty data dir, joining
+#                                     the cluster, and add it (a learner until caught up, then a
+#                                     voter)
+#   scripts/cluster.sh remove N       remove node N from the cluster, then stop it
 #   scripts/cluster.sh logs N         follow node N's log
+#
+# The nodes it manages are 1-3 plus those added, minus those removed (kept in data/members).
+# A leader stopped with SIGTERM hands leadership over first, so `restart` of each node in turn
+# is a rolling restart without an election timeout.
 #
 # Peers are always authenticated: without --tls, start makes a cluster secret
 # (data/cluster-secret, 32 random bytes as hex, mode 600) on first use and gives it to every
@@ -23,15 +31,23 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DATA=${RAFTD_DATA:-data}
 PROFILE=${RAFTD_PROFILE:-release}
-NODES=(1 2 3)
+FOUNDERS=(1 2 3)
 BIN="$ROOT/target/$PROFILE/raftd"
 CTL="$ROOT/target/$PROFILE/raftctl"
 
 port_of() { echo $((7999 + $1)); }
 
+# The managed nodes, one per line: data/members if present, else the founders.
+members() {
+    if [ -f "$DATA/members" ]; then cat "$DATA/members"; else printf '%s\n' "${FOUNDERS[@]}"; fi
+}
+set_members() { mkdir -p "$DATA"; printf '%s\n' "$@" | sort -n | uniq >"$DATA/members"; }
+is_member() { members | grep -qx "$1"; }
+
+# --peers of a founder: the founders (a node's log holds the configuration after that).
 peers_of() {
     local me=$1 out="" n
-    for n in "${NODES[@]}"; do
+    for n in "${FOUNDERS[@]}"; do
         [ "$n" = "$me" ] && continue
         out+="${out:+,}$n=127.0.0.1:$(port_of "$n")"
     done
@@ -68,7 +84,7 @@ prepare_security() {
             "$CTL" cert ca --dir "$dir" >/dev/null
             echo "made a CA in $dir/"
         fi
-        for n in "${NODES[@]}"; do
+        for n in $(members) ${EXTRA_NODE:-}; do
             [ -f "$dir/node-$n.pem" ] || "$CTL" cert node "$n" --dir "$dir" >/dev/null
         done
         [ -f "$dir/raftctl.pem" ] || "$CTL" cert client raftctl --dir "$dir" >/dev/null
@@ -111,9 +127,17 @@ start_node() {
         return
     fi
     mkdir -p "$DATA/logs"
+    # Founders are started with the founding members; a node added later joins through the
+    # members running now (a data dir that belongs to the cluster ignores --join).
+    local where
+    if [[ " ${FOUNDERS[*]} " == *" $n "* ]]; then
+        where=(--peers "$(peers_of "$n")")
+    else
+        where=(--join "$(join_addrs "$n")")
+    fi
     # shellcheck disable=SC2046 # the flags are words without spaces
     RUST_LOG=${RUST_LOG:-info} nohup "$BIN" --id "$n" --listen "127.0.0.1:$(port_of "$n")" \
-        --peers "$(peers_of "$n")" --data-dir "$DATA/node$n" $(security_flags "$n") \
+        "${where[@]}" --data-dir "$DATA/node$n" $(security_flags "$n") \
         >>"$DATA/logs/node$n.log" 2>&1 &
     echo $! >"$DATA/node$n.pid"
     echo "node $n started (pid $!, 127.0.0.1:$(port_of "$n"), log $DATA/logs/node$n.log)"
@@ -139,6 +163,16 @@ stop_node() {
     echo "node $n stopped"
 }
 
+# The addresses of the managed nodes other than $1, for --join and raftctl --cluster.
+join_addrs() {
+    local out="" n
+    for n in $(members); do
+        [ "$n" = "${1:-}" ] && continue
+        out+="${out:+,}127.0.0.1:$(port_of "$n")"
+    done
+    echo "$out"
+}
+
 # The node's Status answer as JSON, through raftctl (which speaks TLS when the cluster does).
 status_of() {
     # shellcheck disable=SC2046
@@ -146,10 +180,10 @@ status_of() {
 }
 
 check_n() {
-    case "${1:-}" in
-        1 | 2 | 3) ;;
-        *) echo "usage: $0 $2 N   (N is 1, 2 or 3)" >&2; exit 2 ;;
-    esac
+    if ! [[ "${1:-}" =~ ^[1-9][0-9]*$ ]] || ! is_member "$1"; then
+        echo "usage: $0 $2 N   (N is one of the managed nodes: $(members | tr '\n' ' '))" >&2
+        exit 2
+    fi
 }
 
 case "${1:-}" in
@@ -162,13 +196,13 @@ case "${1:-}" in
         esac
         build
         prepare_security "$want"
-        for n in "${NODES[@]}"; do start_node "$n"; done
+        for n in $(members); do start_node "$n"; done
         ;;
     stop)
-        for n in "${NODES[@]}"; do stop_node "$n"; done
+        for n in $(members); do stop_node "$n"; done
         ;;
     status)
-        for n in "${NODES[@]}"; do
+        for n in $(members); do
             if pid=$(pid_of "$n"); then
                 printf 'node %s  pid %-7s  %s\n' "$n" "$pid" "$(status_of "$n")"
             else
@@ -193,12 +227,37 @@ case "${1:-}" in
         stop_node "$2"
         start_node "$2"
         ;;
+    add)
+        if ! [[ "${2:-}" =~ ^[1-9][0-9]*$ ]]; then
+            echo "usage: $0 add N   (a positive node id; it listens on port 7999+N)" >&2
+            exit 2
+        fi
+        if is_member "$2"; then
+            echo "node $2 is already managed; use restart" >&2
+            exit 2
+        fi
+        build
+        EXTRA_NODE=$2 prepare_security "$(mode)"
+        cluster=$(join_addrs "$2")
+        start_node "$2"
+        # shellcheck disable=SC2046
+        "$CTL" --cluster "$cluster" $(ctl_flags) --timeout 30 member add "$2" "127.0.0.1:$(port_of "$2")"
+        set_members $(members) "$2"
+        ;;
+    remove)
+        check_n "${2:-}" remove
+        cluster=$(join_addrs "$2")
+        # shellcheck disable=SC2046
+        "$CTL" --cluster "$cluster" $(ctl_flags) --timeout 30 member remove "$2"
+        stop_node "$2"
+        set_members $(members | grep -vx "$2")
+        ;;
     logs)
         check_n "${2:-}" logs
         tail -f "$DATA/logs/node$2.log"
         ;;
     *)
-        echo "usage: $0 start [--tls|--secret]|stop|status|kill N|restart N|logs N" >&2
+        echo "usage: $0 start [--tls|--secret]|stop|status|kill N|restart N|add N|remove N|logs N" >&2
         exit 2
         ;;
 esac

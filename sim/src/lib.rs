@@ -693,7 +693,7 @@ impl Cluster {
             prepare_snapshot,
             compacted: _,
             // Every node can reach every other in the simulation: nothing to connect.
-            membership: _,
+            peers: _,
         } = out;
         for env in messages {
             self.send(env);

@@ -127,6 +127,8 @@ pub struct Driver<R> {
     fallback_addrs: BTreeMap<NodeId, String>,
     changes: Vec<PendingChange<R>>,
     transfers: Vec<PendingTransfer<R>>,
+    /// The peers the shell was last told to talk to.
+    connected: BTreeMap<NodeId, String>,
     ticks: u64,
     request_timeout_ticks: u64,
 }
@@ -154,7 +156,7 @@ impl<R> Driver<R> {
         service.set_request_timeout_ticks(cfg.request_timeout_ticks);
         #[cfg(feature = "bugs")]
         service.set_bugs(cfg.bugs);
-        Driver {
+        let mut driver = Driver {
             raft,
             service,
             in_flight: VecDeque::new(),
@@ -167,9 +169,13 @@ impl<R> Driver<R> {
             fallback_addrs,
             changes: Vec::new(),
             transfers: Vec::new(),
+            connected: BTreeMap::new(),
             ticks: 0,
             request_timeout_ticks: cfg.request_timeout_ticks.max(1),
-        }
+        };
+        // The shell starts out talking to the configuration's members (`member_addrs`).
+        driver.connected = driver.peer_addrs();
+        driver
     }
 
     /// Where each member of the configuration in effect listens.
@@ -480,7 +486,6 @@ impl<R> Driver<R> {
             if let Some(m) = rd.membership.take() {
                 self.service
                     .set_addrs(member_addrs(&m, &self.fallback_addrs));
-                self.out.membership = Some(m);
             }
             let answers = self.service.on_ready(&self.raft, &rd);
             self.out.answers.extend(answers);
@@ -509,8 +514,23 @@ impl<R> Driver<R> {
             });
         }
         self.answer_membership();
+        let peers = self.peer_addrs();
+        if peers != self.connected {
+            self.connected = peers.clone();
+            self.out.peers = Some(peers);
+        }
         self.maybe_start_snapshot();
         Ok(())
+    }
+
+    /// Whom to talk to: the members of the configuration in effect and of the committed one,
+    /// this node excluded (the command line's members while no configuration is known).
+    pub fn peer_addrs(&self) -> BTreeMap<NodeId, String> {
+        let committed = self.raft.membership_at(self.raft.log().committed());
+        let mut peers = member_addrs(&committed, &self.fallback_addrs);
+        peers.extend(self.member_addrs());
+        peers.remove(&self.raft.id());
+        peers
     }
 
     fn queue(&mut self, job: impl FnOnce(u64) -> DiskJob) -> u64 {

@@ -2,8 +2,9 @@
 //! the core's and the service's work.
 
 use crate::kv::KvStore;
+use crate::rpc::types::NodeId;
 use crate::rpc::types::{ClientResponse, Entry, Envelope, HardState, Snapshot, SnapshotMeta};
-use raftd_core::Membership;
+use std::collections::BTreeMap;
 
 /// One job for the disk, in the order it must be made durable. Each has a sequence number;
 /// the shell reports back (with `Driver::durable`) the highest one durable so far. Jobs become
@@ -96,8 +97,11 @@ pub struct Output<R> {
     pub prepare_snapshot: Option<SnapshotTask>,
     /// The core dropped its log up to this snapshot (its `SaveSnapshot` job is durable).
     pub compacted: Option<SnapshotMeta>,
-    /// The configuration in effect changed to this: connect to its members, drop the others.
-    pub membership: Option<Membership>,
+    /// Whom to talk to changed: exactly these nodes (by id, with where they listen). The
+    /// members of the configuration in effect and of the committed one: a node removed by a
+    /// change not yet committed is still talked to, so that a leader removing itself hears
+    /// that its removal is committed.
+    pub peers: Option<BTreeMap<NodeId, String>>,
 }
 
 impl<R> Default for Output<R> {
@@ -109,7 +113,7 @@ impl<R> Default for Output<R> {
             applied: Vec::new(),
             prepare_snapshot: None,
             compacted: None,
-            membership: None,
+            peers: None,
         }
     }
 }
@@ -122,6 +126,6 @@ impl<R> Output<R> {
             && self.applied.is_empty()
             && self.prepare_snapshot.is_none()
             && self.compacted.is_none()
-            && self.membership.is_none()
+            && self.peers.is_none()
     }
 }

@@ -154,36 +154,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
             connection::serve(conn, req_tx.clone(), cancel.clone())
         })
     };
-    // Whom to talk to: the configuration in the log, else (a node waiting to be founded or
-    // caught up) the command line's or the joined cluster's members.
     let fallback: BTreeMap<NodeId, String> =
         members.iter().map(|(id, a)| (*id, a.to_string())).collect();
-    let peers: std::collections::HashMap<NodeId, std::net::SocketAddr> =
-        if raft.membership().is_empty() {
-            members.clone().into_iter().collect()
-        } else {
-            raft.membership()
-                .members
-                .iter()
-                .filter_map(|(id, m)| {
-                    m.addr
-                        .parse()
-                        .ok()
-                        .or_else(|| members.get(id).copied())
-                        .map(|a| (*id, a))
-                })
-                .collect()
-        };
-    let mut tcfg = TransportConfig::new(
-        cfg.id,
-        peers.into_iter().filter(|(id, _)| *id != cfg.id).collect(),
-    );
-    tcfg.max_frame_bytes = cfg.max_frame_bytes;
-    tcfg.oversized_first_frame_reply = Some(connection::too_large_reply());
-    tcfg.plaintext_on_tls_reply = Some(connection::tls_required_reply());
-    tcfg.security = security;
-    let (transport, events) = Transport::start(tcfg, listener, handler);
-
     let mut driver = Driver::new(
         raft,
         store,
@@ -204,6 +176,28 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
             cfg.id
         );
     }
+    // Whom to talk to: the driver's peers (the configurations in the log), else (a node
+    // waiting to be founded or caught up) the command line's or the joined cluster's members.
+    let peers: std::collections::HashMap<NodeId, std::net::SocketAddr> = driver
+        .peer_addrs()
+        .into_iter()
+        .filter_map(|(id, a)| {
+            a.parse()
+                .ok()
+                .or_else(|| members.get(&id).copied())
+                .map(|a| (id, a))
+        })
+        .collect();
+    let mut tcfg = TransportConfig::new(
+        cfg.id,
+        peers.into_iter().filter(|(id, _)| *id != cfg.id).collect(),
+    );
+    tcfg.max_frame_bytes = cfg.max_frame_bytes;
+    tcfg.oversized_first_frame_reply = Some(connection::too_large_reply());
+    tcfg.plaintext_on_tls_reply = Some(connection::tls_required_reply());
+    tcfg.security = security;
+    let (transport, events) = Transport::start(tcfg, listener, handler);
+
     let node = NodeLoop {
         driver,
         wal: LogWriter::start(storage, cfg.id).map_err(|e| ServerError::Writer(e.to_string()))?,

@@ -200,10 +200,10 @@ impl NodeLoop {
         }
     }
 
-    /// The configuration changed: the transport talks to exactly its members.
-    fn connect_members(&mut self) {
+    /// The configuration changed: the transport talks to exactly these peers.
+    fn connect(&mut self, peers: BTreeMap<NodeId, String>) {
         let mut members = BTreeMap::new();
-        for (id, addr) in self.driver.member_addrs() {
+        for (id, addr) in peers {
             match addr.parse::<SocketAddr>() {
                 Ok(a) => {
                     members.insert(id, a);
@@ -251,10 +251,10 @@ impl NodeLoop {
             applied,
             prepare_snapshot,
             compacted: _,
-            membership,
+            peers,
         } = out;
-        if membership.is_some() {
-            self.connect_members();
+        if let Some(peers) = peers {
+            self.connect(peers);
         }
         for env in messages {
             self.send(env);

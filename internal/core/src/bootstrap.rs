@@ -7,11 +7,12 @@
 //! incarnations they answered with. If any member already holds the cluster's configuration,
 //! this node never founds anything: it waits, never votes, and is caught up by the leader,
 //! which re-admits it once it holds the log (`reconfigure.rs`). One exception: a founding
-//! member whose own copy of the founding entry never reached its disk (it crashed at once)
-//! has an empty log although the others founded. Its data dir is the one the founding entry
-//! names, and it never voted or acknowledged anything (that needs the entry, which is written
-//! before any vote), so it adopts the founding entry from a peer: without this, founders that
-//! crashed that early could leave too few voters to ever elect a leader. A majority would not do: two
+//! member that peers founded without it (it asked last), or whose own copy of the founding
+//! entry never reached its disk (it crashed at once), has an empty log although the others
+//! founded. Its data dir is the one the founding entry names, and it never voted or
+//! acknowledged anything (that needs the entry, which is written before any vote), so it
+//! adopts the founding entry from a peer: without this, founders that crashed that early could
+//! leave too few voters to ever elect a leader. A majority would not do: two
 //! wiped nodes of three that see each other while the third (holding the data) is cut off
 //! would found a new cluster and silently drop the committed history.
 
@@ -77,7 +78,7 @@ impl Raft {
                         .is_some_and(|me| me.incarnation == self.cfg.incarnation)
                 }) {
                     ::log::info!(
-                        "node {}: the cluster was founded while this node's copy of the founding entry was lost in a crash; adopting it from node {}",
+                        "node {}: node {} already founded the cluster with this node's data dir as a voter; adopting its founding entry",
                         self.id,
                         env.from
                     );

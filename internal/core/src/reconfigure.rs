@@ -419,6 +419,17 @@ impl Raft {
             && !self.membership.is_voter(self.id)
             && self.membership_index() <= self.log.committed()
         {
+            // Hand over at once to a voter holding the whole log, so the cluster does not wait
+            // an election timeout for a new leader.
+            let last = self.log.last_index();
+            let successor = self
+                .voter_peers()
+                .into_iter()
+                .filter(|v| self.counts_progress(*v))
+                .find(|v| self.progress.get(v).is_some_and(|pr| pr.matched == last));
+            if let Some(next) = successor {
+                self.send(next, RaftMessage::TimeoutNow { term: self.term });
+            }
             let term = self.term;
             self.become_follower(
                 term,

@@ -5,11 +5,14 @@
 //! raftctl … get KEY [--stale] | del KEY | cas KEY EXPECTED NEW | status
 //! raftctl --cacert ca.pem [--cert me.pem --key me-key.pem] …   (TLS)
 //! raftctl cert ca|node ID|client NAME --dir DIR               (make certificates)
+//! raftctl … member list | member add ID ADDR [--learner] | member promote ID | member remove ID
+//! raftctl … leader transfer [ID]
 //! ```
 //! Exit status: 0 on success; 1 when `get` finds no value or a `cas` does not match; 2 on
 //! usage errors; 3 when the cluster cannot be reached or refuses the request.
 
 mod cert;
+mod members;
 
 use clap::{Parser, Subcommand};
 use raftd::client::{tls_config, Client, ClientError, ClientOptions};
@@ -95,6 +98,12 @@ enum Cmd {
     /// Make TLS certificates for a cluster (a CA, node and client certificates).
     #[command(subcommand)]
     Cert(cert::CertCmd),
+    /// List, add, promote or remove members.
+    #[command(subcommand)]
+    Member(members::MemberCmd),
+    /// Hand leadership to another voter.
+    #[command(subcommand)]
+    Leader(members::LeaderCmd),
 }
 
 fn main() -> ExitCode {
@@ -226,6 +235,8 @@ async fn run(cli: Cli, nodes: Vec<SocketAddr>, opts: ClientOptions) -> ExitCode 
                 })
         }
         Cmd::Cert(_) => unreachable!("handled before connecting"),
+        Cmd::Member(cmd) => members::member(&mut client, cmd).await,
+        Cmd::Leader(cmd) => members::leader(&mut client, cmd).await,
         Cmd::Status => {
             let mut rows = Vec::new();
             let mut text = Vec::new();

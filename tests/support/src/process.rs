@@ -39,6 +39,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     peers: String,
+    /// `--join` instead of `--peers`: a node added to a running cluster.
+    pub join: Option<String>,
     /// Extra command-line arguments given to `raftd` on every start (e.g. `--max-frame-bytes`).
     pub extra_args: Vec<String>,
     child: Option<Child>,
@@ -61,6 +63,7 @@ impl Node {
             data_dir,
             log_path,
             peers,
+            join: None,
             extra_args,
             child: None,
         }
@@ -77,10 +80,14 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .expect("open node log");
+        let (flag, value) = match &self.join {
+            Some(join) => ("--join", join.as_str()),
+            None => ("--peers", self.peers.as_str()),
+        };
         let child = Command::new(bin())
             .args(["--id", &self.id.to_string()])
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--peers", &self.peers])
+            .args([flag, value])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
@@ -299,6 +306,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("node{id}")),
                 log_path: dir.path().join(format!("node{id}.log")),
                 peers: peers.join(","),
+                join: None,
                 extra_args: extra
                     .iter()
                     .cloned()
@@ -314,6 +322,54 @@ impl Cluster {
 
     pub fn node(&mut self, id: u64) -> &mut Node {
         &mut self.nodes[id as usize - 1]
+    }
+
+    /// Starts a new node (the next id) with an empty data dir, joining through the nodes
+    /// running now (`raftd --join`), with the same authentication as the others. It waits to
+    /// be added (`MemberAdd`). Returns its id.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let port = free_ports(1)[0];
+        let join: Vec<String> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then(|| n.addr().to_string()))
+            .collect();
+        // The cluster's own flags (the secret), without another node's TLS files.
+        let template = &self.nodes[0].extra_args;
+        let mut extra = Vec::new();
+        let mut i = 0;
+        while i < template.len() {
+            if template[i].starts_with("--tls-") {
+                i += 2;
+                continue;
+            }
+            extra.push(template[i].clone());
+            i += 1;
+        }
+        if let Some(pki) = &self.pki {
+            extra.extend(pki.node_args(id));
+        }
+        let mut node = Node {
+            id,
+            port,
+            data_dir: self.dir.path().join(format!("node{id}")),
+            log_path: self.dir.path().join(format!("node{id}.log")),
+            peers: String::new(),
+            join: Some(join.join(",")),
+            extra_args: extra,
+            child: None,
+        };
+        node.start();
+        self.nodes.push(node);
+        id
+    }
+
+    /// Deletes node `id`'s data dir (it must be stopped): a lost disk.
+    pub fn wipe(&mut self, id: u64) {
+        let node = self.node(id);
+        assert!(!node.is_running(), "wipe node {id} only once it is stopped");
+        let _ = std::fs::remove_dir_all(&node.data_dir);
     }
 
     /// Waits until exactly one of `among` reports itself leader and every one of them names it

@@ -238,6 +238,16 @@ fn a_removed_leader_steps_down_once_its_removal_is_committed() {
     heartbeats(&mut net, 4);
     assert!(net.node(1).log().committed() >= at);
     assert_eq!(net.node(1).role(), Role::Follower, "stepped down");
+    assert!(
+        net.delivered
+            .iter()
+            .any(|m| m.from == 1 && matches!(m.msg, RaftMessage::TimeoutNow { .. })),
+        "and handed over at once"
+    );
+    assert!(
+        [2, 3].iter().any(|id| net.node(*id).role() == Role::Leader),
+        "a voter of the new configuration leads without waiting for an election timeout"
+    );
     for _ in 0..10 * ELECTION {
         net.node_mut(1).tick();
     }
