@@ -318,6 +318,10 @@ pub struct Cluster {
     pub stats: NetStats,
     /// index -> the entry every node must apply there.
     applied_anywhere: BTreeMap<u64, Entry>,
+    /// The (node, data dir) that applied the founding entry (index 1). It is committed by
+    /// construction, not by a quorum: if every node that applied it lost its disk before
+    /// anyone else took it, the cluster is founded again, with another entry 1.
+    founding_appliers: std::collections::BTreeSet<(NodeId, u64)>,
     /// index -> the term the node that applied it first was in then: the entry was committed
     /// in that term or earlier, so every leader of a later term must hold it (leader
     /// completeness).
@@ -360,6 +364,7 @@ impl Cluster {
             disconnected: vec![false; n],
             stats: NetStats::default(),
             applied_anywhere: BTreeMap::new(),
+            founding_appliers: Default::default(),
             committed_by_term: BTreeMap::new(),
             snapshot_states: BTreeMap::new(),
             leaders: BTreeMap::new(),
@@ -865,6 +870,10 @@ impl Cluster {
             entry.index
         );
         node.applied.push(entry.clone());
+        if entry.index == 1 {
+            let dir = node.disk.incarnation;
+            self.founding_appliers.insert((id, dir));
+        }
         match self.applied_anywhere.get(&entry.index) {
             Some(first) => assert_eq!(
                 first, entry,

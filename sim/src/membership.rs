@@ -47,8 +47,28 @@ impl Cluster {
             self.crash(id);
         }
         let incarnation = self.fresh_incarnation();
+        let old = self.node(id).disk.incarnation;
+        self.founding_appliers.remove(&(id, old));
+        if self.founding_appliers.is_empty()
+            && self
+                .applied_anywhere
+                .get(&1)
+                .is_some_and(|e| e.kind == EntryKind::Config && e.term == 1)
+            && self.applied_anywhere.len() == 1
+        {
+            // Only this disk had founded the cluster (nothing else was applied anywhere): the
+            // cluster is founded anew, and its entry 1 may differ.
+            self.applied_anywhere.clear();
+            self.committed_by_term.clear();
+        }
         self.node_mut(id).disk = MemDisk::fresh(incarnation);
         self.start(id);
+    }
+
+    /// Whether node `id` was ever started (founders, and spares once added): a spare never
+    /// added stays down whatever restarts the nemesis asks for.
+    pub fn ever_started(&self, id: NodeId) -> bool {
+        id as usize <= self.cfg.founder_count() || self.joined.contains(&id)
     }
 
     /// The voters of the configuration node `id` has in effect (empty while it is down or has

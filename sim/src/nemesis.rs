@@ -19,7 +19,7 @@
 
 use super::{ClientConfig, Cluster, CoreTuning, Micros, NetConfig, SimConfig, MS, SEC};
 use crate::check::{check_history, Input as OpInput, Output};
-use raftd::rpc::types::{NodeId, RaftMessage, Role};
+use raftd::rpc::types::{ClientRequest, ClientResponse, NodeId, RaftMessage, Role};
 use raftd_core::Raft;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -74,6 +74,17 @@ pub enum Fault {
     Clock { node: NodeId, tick_us: Micros },
     /// A client moves next to `node` (reaches what `node` reaches), or anywhere (None).
     Home { client: usize, node: Option<NodeId> },
+    /// The node's disk is lost: it restarts empty under the same id, with a new data dir
+    /// identity. It must never count as the member it was until it is re-admitted.
+    LoseDisk { node: NodeId },
+    /// An operator adds `node` (a spare, started to join) through the leader: a learner first,
+    /// promoted once caught up.
+    AddMember { node: NodeId },
+    /// An operator removes `node` through the leader (refused if unsafe); the node keeps
+    /// running, as a forgotten process would.
+    RemoveMember { node: NodeId },
+    /// An operator asks the leader to hand over to the most up-to-date voter.
+    TransferLeader,
 }
 
 impl fmt::Display for Fault {
@@ -134,6 +145,10 @@ impl fmt::Display for Fault {
                 Some(n) => write!(f, "client {client} moves next to n{n}"),
                 None => write!(f, "client {client} reaches every node"),
             },
+            Fault::LoseDisk { node } => write!(f, "n{node} loses its disk and restarts empty"),
+            Fault::AddMember { node } => write!(f, "add n{node} (it joins)"),
+            Fault::RemoveMember { node } => write!(f, "remove n{node} (it keeps running)"),
+            Fault::TransferLeader => write!(f, "transfer leadership"),
         }
     }
 }
@@ -161,6 +176,9 @@ pub struct Schedule {
     /// Length of the fault phase (virtual).
     pub duration_us: Micros,
     pub events: Vec<Step>,
+    /// Spare nodes (ids after `nodes`) that membership changes may add.
+    #[serde(default)]
+    pub spares: usize,
 }
 
 /// What to generate.
@@ -189,6 +207,8 @@ impl Schedule {
             .nodes
             .unwrap_or_else(|| *[3, 3, 4, 5, 5, 5, 6, 7].choose(&mut rng).unwrap_or(&5));
         let ids: Vec<NodeId> = (1..=nodes as NodeId).collect();
+        let spares = *[0, 0, 1, 2].choose(&mut rng).unwrap_or(&0);
+        let spare_ids: Vec<NodeId> = (nodes as NodeId + 1..=(nodes + spares) as NodeId).collect();
         let clients = rng.gen_range(4..=10);
         let snapshot_entries = rng.gen_bool(0.5).then(|| rng.gen_range(10..=80));
         // Narrow election timeouts give concurrent candidates (split votes); small batches
@@ -232,6 +252,11 @@ impl Schedule {
         let mut down: Vec<NodeId> = Vec::new();
         // Leader crashes not yet followed by a restart-all (the node is not known here).
         let mut leaders_down = 0;
+        // Disks lost so far: each may not count until re-admitted, so each takes a place in
+        // the fault budget for the rest of the run.
+        let mut lost = 0;
+        // Spares added (and not removed since), founders removed.
+        let mut added: Vec<NodeId> = Vec::new();
         let mut at: Micros = 0;
         loop {
             at += if rng.gen_bool(0.3) {
@@ -242,8 +267,40 @@ impl Schedule {
             if at >= opts.duration_us {
                 break;
             }
-            let budget = down.len() + leaders_down < tolerate;
+            let budget = down.len() + leaders_down + lost < tolerate;
             let fault = match rng.gen_range(0..100) {
+                // Membership: a fifth of the draws in schedules with spares, and lost disks.
+                0..=2 if budget && rng.gen_bool(0.5) => {
+                    lost += 1;
+                    let up: Vec<NodeId> =
+                        ids.iter().copied().filter(|n| !down.contains(n)).collect();
+                    Fault::LoseDisk {
+                        node: *up.choose(&mut rng).unwrap_or(&1),
+                    }
+                }
+                3..=8 if !spare_ids.is_empty() => {
+                    let free: Vec<NodeId> = spare_ids
+                        .iter()
+                        .copied()
+                        .filter(|n| !added.contains(n))
+                        .collect();
+                    match free.choose(&mut rng) {
+                        Some(&node) if rng.gen_bool(0.6) => {
+                            added.push(node);
+                            Fault::AddMember { node }
+                        }
+                        _ if !added.is_empty() => {
+                            // Only nodes added before: voters never drop below the
+                            // founders, so the fault budget above stays right.
+                            let i = rng.gen_range(0..added.len());
+                            Fault::RemoveMember {
+                                node: added.swap_remove(i),
+                            }
+                        }
+                        _ => Fault::TransferLeader,
+                    }
+                }
+                10..=11 if rng.gen_bool(0.5) => Fault::TransferLeader,
                 0..=4 if budget => {
                     let up: Vec<NodeId> =
                         ids.iter().copied().filter(|n| !down.contains(n)).collect();
@@ -373,15 +430,17 @@ impl Schedule {
             core,
             duration_us: opts.duration_us,
             events,
+            spares,
         }
     }
 
     /// The schedule as a readable list, one event a line.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "seed {}: {} nodes, {} clients, snapshots {}, faults for {}, core {:?}\n",
+            "seed {}: {} nodes (+{} spares), {} clients, snapshots {}, faults for {}, core {:?}\n",
             self.seed,
             self.nodes,
+            self.spares,
             self.clients,
             self.snapshot_entries
                 .map_or("off".to_string(), |n| format!("every {n} entries")),
@@ -637,7 +696,7 @@ fn apply_fault(c: &mut Cluster, fault: &Fault, trace: bool) {
             let down: Vec<NodeId> = c
                 .ids()
                 .into_iter()
-                .filter(|&n| !c.node(n).is_up())
+                .filter(|&n| !c.node(n).is_up() && c.ever_started(n))
                 .collect();
             for &id in &down {
                 c.restart(id);
@@ -703,9 +762,43 @@ fn apply_fault(c: &mut Cluster, fault: &Fault, trace: bool) {
                 c.client_mut(*client).home = *node;
             }
         }
+        Fault::LoseDisk { node } => c.lose_disk(*node),
+        Fault::AddMember { node } => {
+            c.add_node(*node);
+            note = admin_note(c, |id| ClientRequest::MemberAdd {
+                id,
+                node_id: *node,
+                addr: format!("sim-node-{node}"),
+                learner: false,
+                force: false,
+            });
+        }
+        Fault::RemoveMember { node } => {
+            note = admin_note(c, |id| ClientRequest::MemberRemove {
+                id,
+                node_id: *node,
+                force: false,
+            });
+        }
+        Fault::TransferLeader => {
+            note = admin_note(c, |id| ClientRequest::TransferLeader { id, node_id: None });
+        }
     }
     if trace {
         println!("  {t:>9}  ! {fault}{note}");
+    }
+}
+
+/// Sends a membership request to the current leader; says what it answered at once.
+fn admin_note(c: &mut Cluster, req: impl FnOnce(u64) -> ClientRequest) -> String {
+    let Some(leader) = leader_now(c) else {
+        return ": no leader".into();
+    };
+    let before = c.admin(leader, req(c.now));
+    match c.admin_answers.get(before) {
+        Some((_, ClientResponse::Error(e))) => format!(" at n{leader}: {:?} {}", e.code, e.message),
+        Some(_) => format!(" at n{leader}: ok"),
+        None => format!(" at n{leader}: pending"),
     }
 }
 
@@ -715,7 +808,8 @@ fn run_inner(
     now: &std::cell::Cell<Micros>,
 ) -> Result<RunStats, String> {
     let seed = s.seed;
-    let mut cfg = SimConfig::new(s.nodes, seed);
+    let mut cfg = SimConfig::new(s.nodes + s.spares, seed);
+    cfg.founders = Some(s.nodes);
     cfg.snapshot_entries = s.snapshot_entries;
     cfg.core = s.core.clone();
     cfg.bugs = opts.bugs.clone();
@@ -802,7 +896,7 @@ fn run_inner(
     }
     c.heal();
     for id in c.ids() {
-        if !c.node(id).is_up() {
+        if !c.node(id).is_up() && c.ever_started(id) {
             c.restart(id);
         }
     }
@@ -816,10 +910,28 @@ fn run_inner(
     let ok = c.run_until(opts.liveness_us, |c| c.leader_among(&ids).is_some());
     now.set(c.now);
     if !ok {
+        let nodes: Vec<String> = c
+            .ids()
+            .into_iter()
+            .map(|id| match c.raft(id) {
+                Some(r) => format!(
+                    "n{id}: {} term {} last {}@{} commit {} voters {:?} can vote {}",
+                    r.role(),
+                    r.term(),
+                    r.log().last_index(),
+                    r.log().last_term(),
+                    r.log().committed(),
+                    r.membership().voters().collect::<Vec<_>>(),
+                    r.can_vote()
+                ),
+                None => format!("n{id}: down"),
+            })
+            .collect();
         return Err(format!(
-            "[seed {seed}] liveness: no leader within {} after the faults stopped (leaders: {:?})",
+            "[seed {seed}] liveness: no leader within {} after the faults stopped (leaders: {:?}); {}",
             fmt_time(opts.liveness_us),
-            c.leaders()
+            c.leaders(),
+            nodes.join("; ")
         ));
     }
     // One write from a fresh client must complete.

@@ -101,6 +101,9 @@ impl Tried {
 enum Attempt {
     Done(OkResponse),
     Fatal(ClientError),
+    /// Not the leader, and it named another node: try that one at once (a leader change is
+    /// under way, and the sooner the request reaches the new leader, the shorter the stall).
+    Redirect,
     Retry,
 }
 
@@ -305,13 +308,21 @@ impl Client {
         let deadline = Instant::now() + self.opts.deadline;
         let mut tried = Tried::default();
         let mut backoff = Duration::from_millis(10);
+        // Redirects in a row: two nodes naming each other (a transfer's target before it has
+        // won, and the old leader) must not be asked in a tight loop.
+        let mut redirects = 0;
         while Instant::now() < deadline {
             let id = self.fresh_id();
             let req = make(id);
             match self.attempt(&req, &mut tried).await {
                 Attempt::Done(ok) => return Ok(ok),
                 Attempt::Fatal(e) => return Err(e),
-                Attempt::Retry => {
+                Attempt::Redirect if redirects < 3 => {
+                    redirects += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Attempt::Retry | Attempt::Redirect => {
+                    redirects = 0;
                     tokio::time::sleep(
                         backoff.min(deadline.saturating_duration_since(Instant::now())),
                     )
@@ -392,8 +403,13 @@ impl Client {
                         }
                     });
                 tried.note(addr, "not the leader".into());
+                let redirect = hinted.is_some_and(|h| h != self.target);
                 self.target = hinted.unwrap_or((self.target + 1) % self.nodes.len());
-                Attempt::Retry
+                if redirect {
+                    Attempt::Redirect
+                } else {
+                    Attempt::Retry
+                }
             }
             ErrorCode::Timeout | ErrorCode::ShuttingDown => {
                 tried.note(addr, err.message.clone());

@@ -76,6 +76,10 @@ pub struct Cli {
     /// configuration, from this node's own data. See README, "Disaster recovery".
     #[arg(long)]
     pub force_new_cluster: bool,
+    /// Stop (SIGTERM) without first handing leadership over: the cluster then waits an
+    /// election timeout for a new leader. For comparison (scripts/bench-rolling-restart.sh).
+    #[arg(long)]
+    pub no_handover: bool,
 }
 
 /// The same settings as a TOML file. `peers` is a table of id = "host:port".
@@ -119,6 +123,8 @@ pub struct NodeConfig {
     /// `--join`: members to ask for the configuration when the data dir is empty.
     pub join: Vec<SocketAddr>,
     pub force_new_cluster: bool,
+    /// `--no-handover`: a stopping leader does not transfer leadership first.
+    pub no_handover: bool,
 }
 
 #[derive(Debug, Error)]
@@ -252,6 +258,7 @@ impl NodeConfig {
         let cfg = NodeConfig {
             join,
             force_new_cluster: cli.force_new_cluster,
+            no_handover: cli.no_handover,
             security,
             snapshot_entries,
             snapshot_bytes,

@@ -86,6 +86,7 @@ pub(super) fn members(
                 && progress.is_some_and(|p| p.incarnation != 0 && p.incarnation != m.incarnation);
             MemberStatus {
                 id: *id,
+                // The address the configuration records (what every member was told).
                 addr: if m.addr.is_empty() {
                     addrs.get(id).cloned().unwrap_or_default()
                 } else {

@@ -122,8 +122,8 @@ pub struct Driver<R> {
     out: Output<R>,
     /// Filled by the core's snapshot check, emptied when the snapshot is loaded.
     decoded: Decoded,
-    /// Where members listen when their configuration entry names no address (clusters founded
-    /// before addresses were logged): the command line's.
+    /// Where the command line (`--peers`, or the members `--join` learned) says members
+    /// listen: this node's own view, used before the configuration's addresses.
     fallback_addrs: BTreeMap<NodeId, String>,
     changes: Vec<PendingChange<R>>,
     transfers: Vec<PendingTransfer<R>>,
@@ -667,24 +667,22 @@ impl<R> Driver<R> {
     }
 }
 
-/// Where each member of `m` listens: its configuration's address, or the command line's for
-/// members logged without one. Before any configuration is known (a node waiting to be founded
-/// or caught up), the command line's members.
+/// Where this node reaches each member of `m`: the command line's address for the members it
+/// names (`--peers` is this node's own view: behind a proxy or a NAT, peers may reach one
+/// member at different addresses), else the address the configuration records (members added
+/// later). Before any configuration is known (a node waiting to be founded or caught up), the
+/// command line's members.
 fn member_addrs(
     m: &raftd_core::Membership,
-    fallback: &BTreeMap<NodeId, String>,
+    local: &BTreeMap<NodeId, String>,
 ) -> BTreeMap<NodeId, String> {
     if m.is_empty() {
-        return fallback.clone();
+        return local.clone();
     }
     m.members
         .iter()
         .map(|(id, member)| {
-            let addr = if member.addr.is_empty() {
-                fallback.get(id).cloned().unwrap_or_default()
-            } else {
-                member.addr.clone()
-            };
+            let addr = local.get(id).cloned().unwrap_or_else(|| member.addr.clone());
             (*id, addr)
         })
         .collect()

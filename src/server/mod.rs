@@ -209,7 +209,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         tick: Duration::from_millis(timing.tick_ms),
         // Time for the successor to win its election (it starts at once, so one round trip
         // and an fsync suffice; this is an upper bound).
-        handover: Duration::from_millis(cfg.election_timeout_ms.1 * 2),
+        handover: if cfg.no_handover {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(cfg.election_timeout_ms.1 * 2)
+        },
         snapshot_job: None,
         prepared: None,
     };

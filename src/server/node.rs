@@ -72,7 +72,12 @@ impl NodeLoop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if handing_over.is_none() => {
-                    match self.driver.transfer_before_stop() {
+                    let handover = if self.handover.is_zero() {
+                        None
+                    } else {
+                        self.driver.transfer_before_stop()
+                    };
+                    match handover {
                         Some(target) => {
                             ::log::info!(
                                 "node {}: stopping: handing leadership to node {target} first (at most {:?})",

@@ -2,9 +2,10 @@
 //!
 //! A node with an empty data dir cannot tell by itself whether the cluster is new or whether it
 //! lost its disk. With `Founding::Unanimous` it asks every founding member. Only when every one
-//! of them answers that its data dir is empty too is the cluster founded: each node writes the
-//! same first entry (index 1, term 1), a configuration of the founding voters with the
-//! incarnations they answered with. If any member already holds the cluster's configuration,
+//! of them answers that its data dir is empty too is the cluster founded: the founding member
+//! with the lowest id writes the first entry (index 1, term 1), a configuration of the founding
+//! voters with the incarnations they answered with, and every other founding member adopts
+//! that entry from whichever member holds it, if it names that member with its own data dir. If any member already holds the cluster's configuration,
 //! this node never founds anything: it waits, never votes, and is caught up by the leader,
 //! which re-admits it once it holds the log (`reconfigure.rs`). One exception: a founding
 //! member that peers founded without it (it asked last), or whose own copy of the founding
@@ -26,36 +27,59 @@ use std::collections::BTreeMap;
 pub(super) struct Probe {
     /// Founding members that answered "my data dir is empty too", with their incarnations.
     empty: BTreeMap<NodeId, u64>,
+    /// The data dir each founding member was last heard from with.
+    seen: BTreeMap<NodeId, u64>,
+    /// Some member holds the cluster's data: this node founds nothing, it waits to be caught
+    /// up (still asking, so it can take the configuration if it turns out to be admitted).
+    waiting: bool,
+    /// The founding author's data dir this node last told "my data dir is empty": that author
+    /// may found counting on it, so no founding entry naming the author with another data dir
+    /// may be taken (it was written by a disk since lost) until the author says it waits.
+    told: Option<u64>,
     /// Ticks since the last round of questions (`None`: none asked yet).
     elapsed: Option<u32>,
 }
 
 impl Raft {
+    /// The founding member that writes the founding entry: the lowest id.
+    fn founding_author(&self) -> NodeId {
+        self.cfg.voters.iter().min().copied().unwrap_or(0)
+    }
+
     /// Answers and collects the founding round's messages. Returns whether `env` was one.
     pub(super) fn bootstrap_message(&mut self, env: &Envelope) -> bool {
+        let author = self.founding_author();
         match env.msg {
             RaftMessage::Bootstrap { .. } => {
                 let initialized = !self.membership.is_empty();
+                let mut waiting = false;
+                if let Some(probe) = self.bootstrap.as_mut() {
+                    if self.cfg.voters.contains(&env.from) {
+                        probe.seen.insert(env.from, env.incarnation);
+                        if env.from == author && !initialized {
+                            probe.told = Some(env.incarnation);
+                        }
+                    }
+                    waiting = probe.waiting;
+                }
                 let founding = self
                     .log
                     .get(1)
                     .filter(|e| e.kind == EntryKind::Config && e.term == 1)
                     .and_then(|e| Membership::decode(&e.data).ok());
-                let mut empty: Vec<(NodeId, u64)> = match &self.bootstrap {
-                    Some(probe) => probe.empty.iter().map(|(id, inc)| (*id, *inc)).collect(),
-                    None => Vec::new(),
-                };
-                if !initialized {
-                    empty.push((self.id, self.cfg.incarnation));
-                }
+                // Only a node holding log entries vouches for a configuration (one that took
+                // a configuration this way itself holds none yet).
+                let membership =
+                    (initialized && self.log.last_index() > 0).then(|| self.membership.clone());
                 self.send(
                     env.from,
                     RaftMessage::BootstrapReply {
                         term: self.term,
                         asker: env.incarnation,
                         initialized,
-                        empty,
+                        waiting,
                         founding,
+                        membership,
                     },
                 );
                 true
@@ -63,22 +87,35 @@ impl Raft {
             RaftMessage::BootstrapReply {
                 asker,
                 initialized,
-                ref empty,
+                waiting,
                 ref founding,
+                ref membership,
                 ..
             } => {
-                let Some(probe) = self.bootstrap.as_mut() else {
-                    return true;
-                };
                 if !self.cfg.voters.contains(&env.from) || asker != self.cfg.incarnation {
                     return true;
                 }
+                let me = (self.id, self.cfg.incarnation);
+                let names_me = |m: &Membership| m.get(me.0).is_some_and(|x| x.incarnation == me.1);
+                let Some(probe) = self.bootstrap.as_mut() else {
+                    return true;
+                };
+                probe.seen.insert(env.from, env.incarnation);
+                if env.from == author
+                    && (waiting || initialized)
+                    && probe.told == Some(env.incarnation)
+                {
+                    // The author founded, or gave up founding: it will not found (again) with
+                    // that data dir, so nothing counts on our "empty" any more.
+                    probe.told = None;
+                }
+                let told = probe.told;
                 if let Some(m) = founding.as_ref().filter(|m| {
-                    m.get(self.id)
-                        .is_some_and(|me| me.incarnation == self.cfg.incarnation)
+                    names_me(m)
+                        && told.is_none_or(|t| m.get(author).is_some_and(|a| a.incarnation == t))
                 }) {
                     ::log::info!(
-                        "node {}: node {} already founded the cluster with this node's data dir as a voter; adopting its founding entry",
+                        "node {}: node {} holds the founding entry, which names this node's data dir as a voter; taking it",
                         self.id,
                         env.from
                     );
@@ -86,21 +123,36 @@ impl Raft {
                     self.found_with(m);
                     return true;
                 }
-                if initialized {
-                    ::log::warn!(
-                        "node {}: the data dir is empty but node {} already holds the cluster's configuration: this node lost its data (or is new); it will not vote until the leader has caught it up and re-admitted it",
+                if let Some(m) = membership
+                    .as_ref()
+                    .filter(|m| founding.is_none() && told.is_none() && names_me(m))
+                {
+                    // Our log is empty and our data dir is the one the cluster admitted: we
+                    // never wrote (so never promised) anything. The founding entry is gone
+                    // from the replier's log (compacted), so take its configuration until the
+                    // leader sends us the log.
+                    ::log::info!(
+                        "node {}: node {} holds a configuration that admitted this data dir; this node holds nothing yet and waits for the leader's log",
                         self.id,
                         env.from
                     );
                     self.bootstrap = None;
+                    self.base_membership = m.clone();
+                    self.refresh_membership();
+                    return true;
+                }
+                if initialized {
+                    if !probe.waiting {
+                        ::log::warn!(
+                            "node {}: the data dir is empty but node {} already holds the cluster's configuration: this node lost its data (or is new); it will not vote until the leader has caught it up and re-admitted it",
+                            self.id,
+                            env.from
+                        );
+                    }
+                    probe.waiting = true;
                     return true;
                 }
                 probe.empty.insert(env.from, env.incarnation);
-                for (id, inc) in empty {
-                    if *id != self.id && self.cfg.voters.contains(id) {
-                        probe.empty.entry(*id).or_insert(*inc);
-                    }
-                }
                 self.maybe_found();
                 true
             }
@@ -137,12 +189,26 @@ impl Raft {
         let Some(probe) = self.bootstrap.as_ref() else {
             return;
         };
+        if probe.waiting {
+            return;
+        }
+        // One author for the founding entry (the founding member with the lowest id); the
+        // others adopt its entry. Were each to write its own, a member whose disk was lost
+        // during founding could leave two founding entries that differ in its data dir.
+        if self.founding_author() != self.id {
+            return;
+        }
         let everyone = self
             .cfg
             .voters
             .iter()
             .all(|v| *v == self.id || probe.empty.contains_key(v));
         if !everyone {
+            ::log::debug!(
+                "node {}: founding members that answered empty so far: {:?}",
+                self.id,
+                probe.empty.keys().collect::<Vec<_>>()
+            );
             return;
         }
         let mut incarnations = probe.empty.clone();

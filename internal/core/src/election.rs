@@ -10,13 +10,15 @@ impl Raft {
     /// randomized timeout. Randomizing per term keeps split votes rare (§5.2).
     pub(super) fn tick_election(&mut self) {
         self.tick_bootstrap();
-        self.election_elapsed += 1;
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.election_elapsed >= self.randomized_election_ticks {
-            self.election_elapsed = 0;
             if !self.can_vote() {
                 // A learner, a removed node, or one that lost its disk: it never campaigns.
+                // Its timer keeps running, so it stops deferring to a leader it no longer
+                // hears from (the lease in `in_leader_lease`) and answers vote requests.
                 return;
             }
+            self.election_elapsed = 0;
             ::log::info!(
                 "node {}: election timeout in term {} as {} (no leader heard for {} ticks)",
                 self.id,
@@ -268,9 +270,10 @@ impl Raft {
     ) {
         // §5.4.1: never vote for a candidate whose log is behind ours, so only a node holding
         // every committed entry can win.
-        // And never vote without being a voter admitted with this data dir: a node that lost
-        // its disk forgot what it acknowledged, and its vote could elect a leader without it.
-        let up_to_date = self.can_vote() && self.log.is_up_to_date(last_log_index, last_log_term);
+        // And never vote with a data dir that forgot what it promised (lost, or empty and
+        // waiting): its vote could elect a leader without entries it acknowledged.
+        let up_to_date =
+            self.may_grant_votes() && self.log.is_up_to_date(last_log_index, last_log_term);
         // One vote per term (§5.2): free to vote only if we have not voted (and know no leader)
         // in this term, or already voted for this very candidate (a retried request).
         let free = self.vote == from || (self.vote == 0 && self.leader == 0);
@@ -311,8 +314,8 @@ impl Raft {
                 "node {}: rejected vote for node {from} in term {} ({})",
                 self.id,
                 self.term,
-                if !self.can_vote() {
-                    "this node is not a voter"
+                if !self.may_grant_votes() {
+                    "this node lost its data or knows no configuration yet"
                 } else if up_to_date {
                     "already voted or following a leader"
                 } else {

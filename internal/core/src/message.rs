@@ -197,16 +197,20 @@ pub enum RaftMessage {
         asker: u64,
         /// The replier holds the cluster's configuration.
         initialized: bool,
-        /// Founding members the replier knows to be empty (itself included, if it is), each
-        /// with its data dir: members that cannot reach each other directly (a partial
-        /// partition) still learn about each other through one that reaches both.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        empty: Vec<(NodeId, u64)>,
+        /// The replier's data dir is empty too, but it will found nothing: a member holds the
+        /// cluster's data (it waits to be caught up).
+        #[serde(default, skip_serializing_if = "is_false")]
+        waiting: bool,
         /// The founding configuration (the replier's entry 1), while its log still holds it:
         /// a founding member whose own copy never reached its disk adopts it, if it names the
         /// asker with the asker's data dir.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         founding: Option<crate::Membership>,
+        /// The replier's configuration in effect: a member it names with the asker's own data
+        /// dir has never written anything (its log is empty), so it is that member, not a
+        /// lost disk, and takes that configuration until the leader catches it up.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        membership: Option<crate::Membership>,
     },
 }
 

@@ -44,9 +44,25 @@ impl Raft {
         self.configs.last().map_or(0, |c| c.0)
     }
 
-    /// May this node vote and campaign: is it a voter, admitted with its own data dir?
+    /// May this node campaign: is it a voter, admitted with its own data dir?
     pub fn can_vote(&self) -> bool {
         self.membership.counts(self.id, self.cfg.incarnation)
+    }
+
+    /// May this node grant a vote: does it remember what it promised? Not when it knows no
+    /// configuration at all (an empty data dir waiting to be founded or caught up), nor when
+    /// its configuration names it with another data dir (it lost its disk). A learner, or a
+    /// node whose log is too far behind to know it was promoted, does grant: it remembers its
+    /// votes and its log, and a candidate counts the vote only if its own configuration makes
+    /// this node a voter with this data dir. Refusing would let a lagging new voter block
+    /// every election it is needed for, with no leader to catch it up.
+    pub(super) fn may_grant_votes(&self) -> bool {
+        if self.membership.is_empty() {
+            return false;
+        }
+        self.membership
+            .get(self.id)
+            .is_none_or(|me| me.incarnation == 0 || me.incarnation == self.cfg.incarnation)
     }
 
     pub(super) fn describe_membership(&self) -> String {
@@ -164,24 +180,22 @@ impl Raft {
         self.refresh_membership();
     }
 
-    /// A vote request from a node that is not a voter of our configuration (a removed node that
-    /// never heard of its removal, a learner, a node that lost its disk) is ignored whole: it
-    /// must not even raise our term, or a removed node could depose leader after leader.
+    /// A vote request from a node that is not a member of our configuration (a removed node
+    /// that never heard of its removal) or that speaks from another data dir than the one it
+    /// was admitted with (it lost its disk) is ignored whole: it must not even raise our term,
+    /// or a removed node could depose leader after leader. A learner of ours that campaigns is
+    /// heard: it only campaigns if its log (ahead of ours) made it a voter.
     pub(super) fn not_from_a_voter(&self, env: &Envelope) -> Option<String> {
-        match env.msg {
-            RaftMessage::RequestVote { .. }
-                if !self.membership.counts(env.from, env.incarnation) =>
-            {
-                Some(if self.membership.is_voter(env.from) {
-                    format!(
-                        "node {} speaks with data dir {:x}, not the one it was admitted with",
-                        env.from, env.incarnation
-                    )
-                } else {
-                    format!("node {} is not a voter", env.from)
-                })
-            }
-            _ => None,
+        if !matches!(env.msg, RaftMessage::RequestVote { .. }) || self.membership.is_empty() {
+            return None;
+        }
+        match self.membership.get(env.from) {
+            None => Some(format!("node {} is not a member", env.from)),
+            Some(m) if m.incarnation != 0 && m.incarnation != env.incarnation => Some(format!(
+                "node {} speaks with data dir {:x}, not the one it was admitted with",
+                env.from, env.incarnation
+            )),
+            Some(_) => None,
         }
     }
 
@@ -225,10 +239,13 @@ impl Raft {
             .is_some_and(|pr| pr.heard_ticks < self.cfg.election_ticks_max)
     }
 
-    /// Close enough to the commit index to vote without stalling commits.
+    /// Close enough to the commit index to vote without stalling commits, and holding the
+    /// configuration in effect (so it knows it is a member when it is promoted).
     fn caught_up(&self, peer: NodeId) -> bool {
         self.progress.get(&peer).is_some_and(|pr| {
-            pr.matched + self.cfg.catch_up_entries >= self.log.committed() && self.live(peer)
+            pr.matched >= self.membership_index()
+                && pr.matched + self.cfg.catch_up_entries >= self.log.committed()
+                && self.live(peer)
         })
     }
 

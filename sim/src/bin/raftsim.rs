@@ -65,6 +65,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The cores' own log lines, for a replay: RUST_LOG=info raftsim --seed N.
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off"))
+        .is_test(false)
+        .try_init();
     let mut bugs = BugSet::none();
     for name in &args.bugs {
         let Some(bug) = Bug::from_name(name) else {
