@@ -682,7 +682,10 @@ fn member_addrs(
     m.members
         .iter()
         .map(|(id, member)| {
-            let addr = local.get(id).cloned().unwrap_or_else(|| member.addr.clone());
+            let addr = local
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| member.addr.clone());
             (*id, addr)
         })
         .collect()
