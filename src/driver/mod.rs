@@ -127,8 +127,9 @@ pub struct Driver<R> {
     fallback_addrs: BTreeMap<NodeId, String>,
     changes: Vec<PendingChange<R>>,
     transfers: Vec<PendingTransfer<R>>,
-    /// The peers the shell was last told to talk to.
+    /// The peers the shell was last told to talk to, and what they were computed from.
     connected: BTreeMap<NodeId, String>,
+    peers_key: PeersKey,
     ticks: u64,
     request_timeout_ticks: u64,
 }
@@ -170,11 +171,13 @@ impl<R> Driver<R> {
             changes: Vec::new(),
             transfers: Vec::new(),
             connected: BTreeMap::new(),
+            peers_key: PeersKey::default(),
             ticks: 0,
             request_timeout_ticks: cfg.request_timeout_ticks.max(1),
         };
         // The shell starts out talking to the configuration's members (`member_addrs`).
         driver.connected = driver.peer_addrs();
+        driver.peers_key = driver.peers_key();
         driver
     }
 
@@ -514,13 +517,32 @@ impl<R> Driver<R> {
             });
         }
         self.answer_membership();
-        let peers = self.peer_addrs();
-        if peers != self.connected {
-            self.connected = peers.clone();
-            self.out.peers = Some(peers);
+        // Whom to talk to changes only with the configuration or when a change commits: not
+        // worth rebuilding on every turn.
+        let key = self.peers_key();
+        if key != self.peers_key {
+            self.peers_key = key;
+            let peers = self.peer_addrs();
+            if peers != self.connected {
+                self.connected = peers.clone();
+                self.out.peers = Some(peers);
+            }
         }
         self.maybe_start_snapshot();
         Ok(())
+    }
+
+    /// What `peer_addrs` depends on: the latest configuration entry, the latest committed one,
+    /// and the snapshot (which may bring a configuration of its own).
+    fn peers_key(&self) -> PeersKey {
+        let log = self.raft.log();
+        let at = self.raft.membership_index();
+        PeersKey {
+            config: (at, log.term(at).unwrap_or(0)),
+            committed_config: self.raft.membership_index_at(log.committed()),
+            snapshot_index: log.snapshot().index,
+            known: !self.raft.membership().is_empty(),
+        }
     }
 
     /// Whom to talk to: the members of the configuration in effect and of the committed one,
@@ -665,6 +687,17 @@ impl<R> Driver<R> {
             ),
         }
     }
+}
+
+/// See `Driver::peers_key`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PeersKey {
+    /// The latest configuration entry (index, term): a conflict may replace one at an index.
+    config: (u64, u64),
+    /// The latest configuration entry that is committed.
+    committed_config: u64,
+    snapshot_index: u64,
+    known: bool,
 }
 
 /// Where this node reaches each member of `m`: the command line's address for the members it

@@ -39,6 +39,15 @@ impl Raft {
             .map_or_else(|| self.base_membership.clone(), |(_, m)| m.clone())
     }
 
+    /// Index of the latest configuration entry at or before `index` (0: the snapshot's).
+    pub fn membership_index_at(&self, index: u64) -> u64 {
+        self.configs
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map_or(0, |c| c.0)
+    }
+
     /// Index of the latest configuration entry in the log (0 if it comes from the snapshot).
     pub fn membership_index(&self) -> u64 {
         self.configs.last().map_or(0, |c| c.0)
@@ -90,14 +99,15 @@ impl Raft {
     /// Recomputes the configuration in effect after the log or snapshot changed, and does what
     /// a change requires of this node's role.
     pub(super) fn refresh_membership(&mut self) {
+        // Called for every AppendEntries a follower takes: compare first, clone on change only.
         let next = self
             .configs
             .last()
-            .map_or_else(|| self.base_membership.clone(), |(_, m)| m.clone());
-        if next == self.membership {
+            .map_or(&self.base_membership, |(_, m)| m);
+        if *next == self.membership {
             return;
         }
-        self.membership = next;
+        self.membership = next.clone();
         self.membership_changed = true;
         self.peers = self
             .membership
