@@ -102,14 +102,16 @@ impl Raft {
                 };
                 probe.seen.insert(env.from, env.incarnation);
                 if env.from == author
-                    && (waiting || initialized)
-                    && probe.told == Some(env.incarnation)
+                    && probe.told.is_some()
+                    && (waiting || initialized || probe.told != Some(env.incarnation))
                 {
-                    // The author founded, or gave up founding: it will not found (again) with
-                    // that data dir, so nothing counts on our "empty" any more.
+                    // The author founded, gave up founding, or speaks from another data dir
+                    // (the one we told is gone and founds nothing): nothing counts on our
+                    // "empty" any more. A new author data dir that asks is told again.
                     probe.told = None;
                 }
                 let told = probe.told;
+
                 if let Some(m) = founding.as_ref().filter(|m| {
                     names_me(m)
                         && told.is_none_or(|t| m.get(author).is_some_and(|a| a.incarnation == t))

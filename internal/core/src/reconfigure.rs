@@ -196,10 +196,23 @@ impl Raft {
     /// or a removed node could depose leader after leader. A learner of ours that campaigns is
     /// heard: it only campaigns if its log (ahead of ours) made it a voter.
     pub(super) fn not_from_a_voter(&self, env: &Envelope) -> Option<String> {
-        if !matches!(env.msg, RaftMessage::RequestVote { .. }) || self.membership.is_empty() {
+        let RaftMessage::RequestVote {
+            last_log_index,
+            last_log_term,
+            ..
+        } = env.msg
+        else {
+            return None;
+        };
+        if self.membership.is_empty() {
             return None;
         }
         match self.membership.get(env.from) {
+            // Not a member of *our* configuration, but with a log at least as up to date as
+            // ours: probably added by a configuration we have not received yet (refusing it
+            // could leave a cluster whose new voter is needed without a leader). A removed
+            // node stops receiving the log, falls behind, and is ignored from then on.
+            None if self.log.is_up_to_date(last_log_index, last_log_term) => None,
             None => Some(format!("node {} is not a member", env.from)),
             Some(m) if m.incarnation != 0 && m.incarnation != env.incarnation => Some(format!(
                 "node {} speaks with data dir {:x}, not the one it was admitted with",
