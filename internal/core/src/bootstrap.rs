@@ -29,6 +29,8 @@ pub(super) struct Probe {
     empty: BTreeMap<NodeId, u64>,
     /// The data dir each founding member was last heard from with.
     seen: BTreeMap<NodeId, u64>,
+    /// The founding author's data dirs in the order they were first heard from.
+    author_dirs: Vec<u64>,
     /// Some member holds the cluster's data: this node founds nothing, it waits to be caught
     /// up (still asking, so it can take the configuration if it turns out to be admitted).
     waiting: bool,
@@ -54,6 +56,9 @@ impl Raft {
                 let initialized = !self.membership.is_empty();
                 let mut waiting = false;
                 if let Some(probe) = self.bootstrap.as_mut() {
+                    if env.from == author && !probe.author_dirs.contains(&env.incarnation) {
+                        probe.author_dirs.push(env.incarnation);
+                    }
                     if self.cfg.voters.contains(&env.from) {
                         probe.seen.insert(env.from, env.incarnation);
                         if env.from == author && !initialized {
@@ -101,9 +106,19 @@ impl Raft {
                     return true;
                 };
                 probe.seen.insert(env.from, env.incarnation);
+                if env.from == author && !probe.author_dirs.contains(&env.incarnation) {
+                    probe.author_dirs.push(env.incarnation);
+                }
+                // A data dir of the author first heard from after the one we told "empty" is
+                // its successor: the one we told is gone. One heard from before is a late
+                // message from a predecessor, and changes nothing.
+                let position = |dir: u64| probe.author_dirs.iter().position(|d| *d == dir);
+                let newer = probe
+                    .told
+                    .is_some_and(|t| position(env.incarnation) > position(t));
                 if env.from == author
                     && probe.told.is_some()
-                    && (waiting || initialized || probe.told != Some(env.incarnation))
+                    && (((waiting || initialized) && probe.told == Some(env.incarnation)) || newer)
                 {
                     // The author founded, gave up founding, or speaks from another data dir
                     // (the one we told is gone and founds nothing): nothing counts on our
