@@ -335,13 +335,19 @@ impl Cluster {
             .iter_mut()
             .filter_map(|n| n.is_running().then(|| n.addr().to_string()))
             .collect();
-        // The cluster's own flags (the secret), without another node's TLS files.
+        // The cluster's own flags (the secret), without another node's TLS files
+        // or its one-shot recovery flags: a new node started with
+        // `--force-new-cluster` refuses to start (its data dir holds nothing).
         let template = &self.nodes[0].extra_args;
         let mut extra = Vec::new();
         let mut i = 0;
         while i < template.len() {
             if template[i].starts_with("--tls-") {
                 i += 2;
+                continue;
+            }
+            if template[i] == "--force-new-cluster" {
+                i += 1;
                 continue;
             }
             extra.push(template[i].clone());
