@@ -672,3 +672,57 @@ fn a_retried_write_returns_its_first_outcome_exactly_once() {
         json!({"type":"Ok","id":9,"value":"first"})
     );
 }
+
+#[test]
+fn a_retry_older_than_the_session_table_gets_session_expired_and_is_not_applied() {
+    // The case: a write whose answer was lost, 12,000 other clients, then the retry.
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(TEN_S);
+    let mut conn = RawConn::connect(cluster.node(leader).addr());
+    let first = json!({"type":"Put","id":1,"key":"k","value":"retried",
+                       "client_id":"e2e-lost-answer","seq":1});
+    assert_eq!(conn.call(&first), json!({"type":"Ok","id":1}));
+    assert_eq!(
+        conn.call(&json!({"type":"Put","id":2,"key":"k","value":"newer"})),
+        json!({"type":"Ok","id":2})
+    );
+
+    // More distinct clients than the cluster keeps sessions for (10,000), pipelined.
+    const N: u64 = 12_000;
+    let reqs: Vec<Value> = (0..N)
+        .map(|i| {
+            json!({"type":"Put","id":100 + i,"key":format!("burst{}", i % 100),"value":"x",
+                   "client_id":format!("burst-{i}"),"seq":1})
+        })
+        .collect();
+    let bytes = pipeline_frames(&reqs);
+    let mut writer = conn.stream.try_clone().expect("clone stream");
+    let t = Instant::now();
+    let w = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&bytes)
+    });
+    let answers = read_answers(&mut conn, N as usize);
+    w.join().unwrap().expect("writer");
+    eprintln!("{N} one-shot clients written in {:?}", t.elapsed());
+    assert!(answers.values().all(|a| a["type"] == "Ok"));
+
+    let mut retry = first.clone();
+    retry["id"] = json!(3);
+    let r = conn.call(&retry);
+    assert_eq!(r["type"], "Error", "{r}");
+    assert_eq!(r["code"], "SessionExpired", "{r}");
+    assert_eq!(
+        conn.call(&json!({"type":"Get","id":4,"key":"k"})),
+        json!({"type":"Ok","id":4,"value":"newer"}),
+        "the expired retry was applied a second time"
+    );
+    // The same retry again is still expired; the client's next seq is served.
+    retry["id"] = json!(5);
+    assert_eq!(conn.call(&retry)["code"], "SessionExpired");
+    let mut next = first.clone();
+    next["id"] = json!(6);
+    next["seq"] = json!(2);
+    next["value"] = json!("next");
+    assert_eq!(conn.call(&next), json!({"type":"Ok","id":6}));
+}

@@ -300,6 +300,7 @@ fn wal_bytes_per_put(key: &str, value: &str) -> u64 {
     use raftd::rpc::types::Entry;
     use raftd::storage::record::{encode, RecordRef};
     let cmd = Command {
+        at_ms: 1_800_000_000_000,
         client_id: None,
         seq: 0,
         op: Op::Put {

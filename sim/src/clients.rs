@@ -188,8 +188,11 @@ pub struct ClientStats {
     pub answers_dropped: u64,
     /// Answers a client did not expect (a finished operation, an old attempt).
     pub late_answers: u64,
-    /// Answers that were neither Ok, NotLeader, Timeout nor ShuttingDown.
+    /// Answers that were neither Ok, NotLeader, Timeout, ShuttingDown, NoSpace nor
+    /// SessionExpired.
     pub bad_answers: u64,
+    /// Retries answered `SessionExpired` (outcome unknown).
+    pub expired: u64,
 }
 
 /// Client state kept by the cluster.
@@ -611,9 +614,16 @@ impl Cluster {
                         let backoff = if hint.is_some() { 0 } else { 20 * MS };
                         self.retry_after(client, op, backoff);
                     }
-                    ErrorCode::Timeout | ErrorCode::ShuttingDown => {
+                    ErrorCode::Timeout | ErrorCode::ShuttingDown | ErrorCode::NoSpace => {
+                        // NoSpace: nothing was written; a leader with a full disk hands
+                        // leadership over, so try elsewhere.
                         self.next_guess(client);
                         self.retry_after(client, op, 10 * MS);
+                    }
+                    ErrorCode::SessionExpired => {
+                        // The outcome is unknown (the checker allows both).
+                        self.clients.stats.expired += 1;
+                        self.finish(client, op, Output::Unknown, None);
                     }
                     ErrorCode::BadRequest
                     | ErrorCode::TooLarge

@@ -419,6 +419,15 @@ impl Cluster {
         &mut self.nodes[id as usize - 1]
     }
 
+    /// Node `id`'s wall clock (ms since the epoch): virtual time from a fixed date, with a
+    /// skew of up to half an hour either way that the seed picks per node, so leaders stamp
+    /// commands with clocks that disagree (the log's clock must only move forward).
+    fn wall_clock_ms(&self, id: NodeId) -> u64 {
+        const START_MS: u64 = 1_800_000_000_000;
+        let skew = self.cfg.seed.wrapping_add(id.wrapping_mul(7919)) % 3_600_000;
+        START_MS + self.now / 1000 + skew - 1_800_000
+    }
+
     fn driver_mut(&mut self, id: NodeId) -> Option<&mut Driver<Route>> {
         self.node_mut(id).driver.as_mut()
     }
@@ -656,11 +665,12 @@ impl Cluster {
         if let Input::Client { route, .. } = &input {
             self.note_arrival(id, *route);
         }
+        let wall_clock = self.wall_clock_ms(id);
         let Some(driver) = self.driver_mut(id) else {
             return;
         };
         match input {
-            Input::Tick => driver.tick(),
+            Input::Tick => driver.tick(wall_clock),
             Input::Message(env) => driver.step(env),
             Input::Client { route, req } => driver.request(req, route),
         }

@@ -28,6 +28,10 @@ pub enum ClientError {
     TooLarge(String),
     #[error("refused as unsafe: {0}")]
     Unsafe(String),
+    /// The outcome of the write is unknown: it is older than what the cluster remembers of
+    /// this client, so nothing was applied now, and it may or may not have been before.
+    #[error("outcome unknown, the client's session expired: {0}")]
+    SessionExpired(String),
     #[error("unexpected answer from {addr}: {what}")]
     Protocol { addr: SocketAddr, what: String },
 }
@@ -424,6 +428,14 @@ impl Client {
                 tried.note(addr, err.message.clone());
                 Attempt::Retry
             }
+            ErrorCode::NoSpace => {
+                // Nothing was written. A leader with a full disk hands leadership over, so
+                // another node may take the write.
+                tried.note(addr, err.message.clone());
+                self.target = (self.target + 1) % self.nodes.len();
+                Attempt::Retry
+            }
+            ErrorCode::SessionExpired => Attempt::Fatal(ClientError::SessionExpired(err.message)),
             ErrorCode::Unsafe => Attempt::Fatal(ClientError::Unsafe(err.message)),
             ErrorCode::BadRequest => Attempt::Fatal(ClientError::BadRequest(err.message)),
             ErrorCode::TooLarge => Attempt::Fatal(ClientError::TooLarge(err.message)),

@@ -217,8 +217,11 @@ impl<R> Driver<R> {
         self.last_durable >= self.last_queued
     }
 
-    /// One logical tick for the core and for the service's request timeouts.
-    pub fn tick(&mut self) {
+    /// One logical tick for the core and for the service's request timeouts. `now_ms` is the
+    /// shell's wall clock (ms since the epoch), which this node stamps into the commands it
+    /// proposes as leader (the log's clock, for session expiry).
+    pub fn tick(&mut self, now_ms: u64) {
+        self.service.set_now_ms(now_ms);
         self.raft.tick();
         self.ticks += 1;
         let answers = self.service.tick();

@@ -60,6 +60,7 @@ fn put(id: u64, key: &str, value: &str) -> ClientRequest {
 
 fn put_entry(term: u64, index: u64, key: &str, value: &str) -> Entry {
     let cmd = Command {
+        at_ms: 0,
         client_id: None,
         seq: 0,
         op: Op::Put {
@@ -78,7 +79,7 @@ fn ok(id: u64) -> ClientResponse {
 fn single_leader(cfg: DriverConfig) -> Driver<Token> {
     let mut d = driver(1, &[1], cfg);
     for _ in 0..11 {
-        d.tick();
+        d.tick(0);
     }
     assert_eq!(d.raft().role(), Role::Leader);
     let first = d.drive().unwrap();
@@ -499,7 +500,7 @@ fn a_failed_snapshot_is_not_retried_on_every_turn() {
     assert!(d.drive().unwrap().prepare_snapshot.is_some());
     d.snapshot_failed("disk full");
     for _ in 0..3 {
-        d.tick();
+        d.tick(0);
         assert_eq!(d.drive().unwrap().prepare_snapshot, None);
     }
     // Two more entries applied: time for another attempt.

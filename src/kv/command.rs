@@ -11,6 +11,14 @@ pub struct Command {
     #[serde(default)]
     pub seq: u64,
     pub op: Op,
+    /// The leader's wall clock (ms since the epoch) when it proposed the command: the log's
+    /// clock, by which every node alike expires idle client sessions. 0 in older entries.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub at_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -78,7 +86,7 @@ pub enum Outcome {
         /// The value after the request.
         value: Option<String>,
     },
-    /// The (client_id, seq) pair is older than what the session still remembers: it was
-    /// applied before, but its outcome is gone. Nothing was changed now.
-    Forgotten,
+    /// The (client_id, seq) pair is older than what the cluster still remembers: it may have
+    /// been applied before, and its outcome is gone. Nothing was changed now.
+    SessionExpired,
 }

@@ -9,5 +9,7 @@ pub use command::{Command, Op, Outcome};
 #[cfg(feature = "bugs")]
 pub use service::KvBugs;
 pub use service::{Answer, KvService, DEFAULT_REQUEST_TIMEOUT_TICKS};
-pub use sessions::{Check, Sessions, MAX_RESULTS_PER_CLIENT};
+pub use sessions::{
+    Check, SessionLimits, Sessions, DEFAULT_SESSION_TTL_MS, MAX_RESULTS_PER_CLIENT,
+};
 pub use store::{KvStore, DEFAULT_MAX_SESSIONS};

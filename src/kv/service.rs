@@ -82,6 +82,9 @@ pub struct KvService<R> {
     /// Largest encoded command accepted for the log: a larger entry could not be sent to the
     /// followers in one peer frame, so it would never commit.
     max_command_bytes: usize,
+    /// The shell's wall clock (ms since the epoch), stamped into the commands this node
+    /// proposes as leader: the log's clock for session expiry.
+    now_ms: u64,
     #[cfg(feature = "bugs")]
     bugs: KvBugs,
 }
@@ -111,6 +114,7 @@ impl<R> KvService<R> {
             request_timeout_ticks: DEFAULT_REQUEST_TIMEOUT_TICKS,
             addrs,
             max_command_bytes: usize::MAX,
+            now_ms: 0,
             #[cfg(feature = "bugs")]
             bugs: KvBugs::default(),
         }
@@ -136,6 +140,12 @@ impl<R> KvService<R> {
     /// no limit).
     pub fn set_max_command_bytes(&mut self, bytes: usize) {
         self.max_command_bytes = bytes;
+    }
+
+    /// The shell's wall clock, in ms since the epoch (the daemon's system clock, the
+    /// simulation's virtual time).
+    pub fn set_now_ms(&mut self, ms: u64) {
+        self.now_ms = ms;
     }
 
     /// Answers requests with `Timeout` after this many ticks (default 500: 5 s at 10 ms).
@@ -338,7 +348,12 @@ impl<R> KvService<R> {
         if raft.role() != Role::Leader {
             return Err(self.not_leader(id, raft.leader()));
         }
-        let cmd = Command { client_id, seq, op };
+        let cmd = Command {
+            client_id,
+            seq,
+            op,
+            at_ms: self.now_ms,
+        };
         let data = cmd
             .encode()
             .map_err(|e| bad_request(Some(id), &format!("cannot encode the command: {e}")))?;
@@ -426,9 +441,12 @@ impl<R> KvService<R> {
                 succeeded: Some(succeeded),
                 ..OkResponse::bare(waiting.id)
             }),
-            Some(Outcome::Forgotten) => bad_request(
+            Some(Outcome::SessionExpired) => ClientResponse::error(
                 Some(waiting.id),
-                "this client_id/seq was applied long ago and its outcome is no longer kept; use a new seq",
+                ErrorCode::SessionExpired,
+                "this client_id/seq is older than what the cluster remembers: nothing was applied \
+                 now, and whether it was applied before is unknown; read the key to find out, \
+                 and use a new seq",
             ),
         };
         answers.push((waiting.request, resp));

@@ -1,7 +1,7 @@
 //! The replicated key-value state machine: applies committed commands in log order.
 
 use super::command::{Command, Op, Outcome};
-use super::sessions::{Check, Sessions};
+use super::sessions::{Check, SessionLimits, Sessions};
 use crate::rpc::types::{Entry, EntryKind, Snapshot, SnapshotMeta};
 use raftd_core::Membership;
 use serde::{Deserialize, Serialize};
@@ -31,9 +31,13 @@ impl Default for KvStore {
 
 impl KvStore {
     pub fn new(max_sessions: usize) -> KvStore {
+        KvStore::with_limits(SessionLimits::with_max_sessions(max_sessions))
+    }
+
+    pub fn with_limits(limits: SessionLimits) -> KvStore {
         KvStore {
             data: OrdMap::new(),
-            sessions: Sessions::new(max_sessions),
+            sessions: Sessions::new(limits),
             applied: 0,
             membership: Membership::default(),
         }
@@ -143,13 +147,18 @@ impl KvStore {
     }
 
     fn apply_command(&mut self, index: u64, cmd: &Command, double_apply: bool) -> Outcome {
+        self.sessions.advance_clock(cmd.at_ms, index);
         if let Some(client) = &cmd.client_id {
-            if let Check::Duplicate(outcome) = self.sessions.check(client, cmd.seq) {
-                // BUG (double_apply, only with the `bugs` feature): execute the retried
-                // command again.
-                if !double_apply {
-                    return outcome;
+            // BUG (double_apply, only with the `bugs` feature): execute the retried command
+            // again, whether its outcome is remembered or expired.
+            match self.sessions.check(client, cmd.seq) {
+                Check::Fresh => {}
+                Check::Duplicate(outcome) if !double_apply => return outcome,
+                Check::Expired if !double_apply => {
+                    self.sessions.mark_expired(client, cmd.seq, index);
+                    return Outcome::SessionExpired;
                 }
+                Check::Duplicate(_) | Check::Expired => {}
             }
         }
         let outcome = self.execute(&cmd.op);
@@ -205,6 +214,7 @@ mod tests {
 
     fn entry(index: u64, client: Option<&str>, seq: u64, op: Op) -> Entry {
         let cmd = Command {
+            at_ms: 0,
             client_id: client.map(str::to_string),
             seq,
             op,

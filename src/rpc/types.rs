@@ -223,6 +223,11 @@ pub enum ErrorCode {
     Unsafe,
     /// Another membership change (or a leadership transfer) is in progress.
     Busy,
+    /// A retried (`client_id`, `seq`) older than what the cluster still remembers: nothing was
+    /// applied now, and whether it was applied before is unknown.
+    SessionExpired,
+    /// The node's disk is full: writes are refused, reads still served.
+    NoSpace,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -107,7 +107,7 @@ impl NodeLoop {
                 // Also ahead of the inputs: a durable write releases acknowledgements and lets
                 // a leader commit.
                 durable = self.wal.durable() => self.driver.durable(durable?),
-                _ = ticker.tick() => self.driver.tick(),
+                _ = ticker.tick() => self.driver.tick(wall_clock_ms()),
                 Some(event) = self.events.recv() => self.on_peer_event(event),
                 Some(request) = self.requests.recv() => self.on_request(request),
             }
@@ -386,4 +386,12 @@ async fn wait_job<T>(
         Some(rx) => rx.await,
         None => std::future::pending().await,
     }
+}
+
+/// The system clock in ms since the epoch (0 if it is set before 1970). Only stamped into
+/// proposed commands; the log's clock never goes back, whatever a leader's clock says.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
