@@ -18,6 +18,7 @@
 //! rewrite it in place either: it writes a complete new log under a temporary name and renames
 //! it over the old one, so a crash leaves either the old log or the new one.
 
+pub mod batch;
 pub mod error;
 mod identity;
 pub mod record;
@@ -170,10 +171,18 @@ impl Storage {
         }
         let (hard_state, entries, finished_compaction) =
             replay.finish(snapshot_meta, &wal_path, &snapshot_path)?;
-        if finished_compaction {
-            let meta = snapshot_meta.expect("compaction is only needed with a snapshot");
-            let buf = compacted_log(&hard_state, meta, &entries)?;
+        let converted_from_legacy = wal.is_legacy();
+        if finished_compaction || converted_from_legacy {
+            // Finish the compaction, or write a log of the old format (records without batch
+            // framing) in the batched one: from now on every write is a batch.
+            let buf = log_image(&hard_state, snapshot_meta, &entries)?;
             wal.rewrite(&buf)?;
+            if converted_from_legacy {
+                log::info!(
+                    "{}: rewrote the log in the batched format",
+                    wal.path().display()
+                );
+            }
         }
 
         // Covers names created, renamed or removed by an earlier run that crashed before
@@ -248,7 +257,7 @@ impl Storage {
         // Any prefix of these records is a safe state to recover (nothing in this call has been
         // acknowledged until the fsync below returns), so their order within the write only
         // has to make each prefix meaningful on its own.
-        let mut buf = Vec::new();
+        let mut buf = batch::start();
         for (hs, entries) in writes {
             check_contiguous(last_index, entries)?;
             if let Some(first) = entries.first().filter(|e| e.index <= snapshot_index) {
@@ -283,10 +292,10 @@ impl Storage {
                 last_index = last.index;
             }
         }
-        if buf.is_empty() {
+        if batch::is_empty(&buf) {
             return Ok(());
         }
-        self.wal.append(&buf)?;
+        self.wal.append(&mut buf)?;
         self.hard_state = hard_state;
         self.last_index = last_index;
         Ok(())
@@ -371,7 +380,7 @@ impl Storage {
         }
         check_contiguous(meta.index, tail)?;
         // Encode first: an entry too large to encode must fail before anything is written.
-        let compacted = compacted_log(&hard_state, meta, tail)?;
+        let compacted = log_image(&hard_state, Some(meta), tail)?;
 
         // (0) Never let a snapshot reach the disk ahead of the term it was taken or received
         // in: a crash between (a) and (b) recovers the hard state from the old log.
@@ -441,14 +450,14 @@ impl Storage {
     }
 }
 
-/// The records of a freshly compacted log: the hard state, the marker saying the log starts
-/// after `meta.index`, and the entries after it.
-fn compacted_log(
+/// A whole log file (the file magic and one batch): the hard state, the marker saying the log
+/// starts after the snapshot's index (if there is a snapshot), and the entries after it.
+fn log_image(
     hard_state: &HardState,
-    meta: SnapshotMeta,
+    snapshot: Option<SnapshotMeta>,
     tail: &[Entry],
 ) -> Result<Vec<u8>, StorageError> {
-    let mut buf = Vec::new();
+    let mut buf = batch::start();
     encode(
         &RecordRef::HardState {
             term: hard_state.term,
@@ -456,17 +465,25 @@ fn compacted_log(
         },
         &mut buf,
     )?;
-    encode(
-        &RecordRef::Snapshot {
-            index: meta.index,
-            term: meta.term,
-        },
-        &mut buf,
-    )?;
+    if let Some(meta) = snapshot {
+        encode(
+            &RecordRef::Snapshot {
+                index: meta.index,
+                term: meta.term,
+            },
+            &mut buf,
+        )?;
+    }
     if !tail.is_empty() {
         encode_entries(tail, &mut buf)?;
     }
-    Ok(buf)
+    batch::seal(&mut buf).map_err(|e| StorageError::Encode {
+        reason: e.to_string(),
+    })?;
+    let mut file = Vec::with_capacity(batch::FILE_MAGIC.len() + buf.len());
+    file.extend_from_slice(&batch::FILE_MAGIC);
+    file.extend_from_slice(&buf);
+    Ok(file)
 }
 
 /// Checks that `entries` can follow a log ending at `last_index`.

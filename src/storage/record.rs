@@ -15,7 +15,9 @@
 //! write was cut short by a crash: safe to drop) apart from *damage* (something no crash of our
 //! own write pattern can produce: the node must not start).
 
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
+
+use super::batch;
 
 use serde::{Deserialize, Serialize};
 
@@ -98,21 +100,44 @@ pub enum Step {
     Damaged { offset: u64, reason: String },
 }
 
+/// Which format a log file is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Not known until the first step.
+    Unknown,
+    /// Records one after another (raftd before batches). Read, and converted on open.
+    Legacy,
+    /// `FILE_MAGIC` and then batches (`batch.rs`).
+    Batched,
+}
+
+/// The body of the batch being read, already checked against its checksum.
+struct Body {
+    bytes: Vec<u8>,
+    pos: usize,
+    /// File offset of `bytes[0]`.
+    at: u64,
+}
+
 /// Reads records one at a time from a file of known length, so replay never holds more than one
-/// record's bytes besides the state it builds. Stop at the first step that is not a `Record`.
+/// batch's bytes besides the state it builds. Stop at the first step that is not a `Record`.
 pub struct Reader<R> {
     inner: R,
     offset: u64,
     file_len: u64,
+    format: Format,
+    body: Option<Body>,
 }
 
-impl<R: Read> Reader<R> {
+impl<R: Read + Seek> Reader<R> {
     /// `inner` must be positioned at offset 0 of a file `file_len` bytes long.
     pub fn new(inner: R, file_len: u64) -> Self {
         Reader {
             inner,
             offset: 0,
             file_len,
+            format: Format::Unknown,
+            body: None,
         }
     }
 
@@ -121,8 +146,152 @@ impl<R: Read> Reader<R> {
         self.offset
     }
 
-    /// Decodes the record at the current offset and classifies any problem.
+    /// The file's format (known after the first step).
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Decodes the next record and classifies any problem.
     pub fn next_step(&mut self) -> io::Result<Step> {
+        if self.format == Format::Unknown {
+            if let Some(step) = self.detect_format()? {
+                return Ok(step);
+            }
+        }
+        match self.format {
+            Format::Legacy => self.legacy_step(),
+            _ => self.batched_step(),
+        }
+    }
+
+    /// Reads the file magic. A file shorter than the magic that starts like it (or is empty)
+    /// is a batched log whose creation a crash cut short.
+    fn detect_format(&mut self) -> io::Result<Option<Step>> {
+        let n = batch::FILE_HEADER_LEN.min(self.file_len) as usize;
+        let mut head = [0u8; batch::FILE_HEADER_LEN as usize];
+        self.inner.read_exact(&mut head[..n])?;
+        if n == batch::FILE_MAGIC.len() && head == batch::FILE_MAGIC {
+            self.format = Format::Batched;
+            self.offset = batch::FILE_HEADER_LEN;
+            return Ok(None);
+        }
+        if n < batch::FILE_MAGIC.len() && head[..n] == batch::FILE_MAGIC[..n] {
+            self.format = Format::Batched;
+            return Ok(Some(if n == 0 {
+                Step::End
+            } else {
+                Step::TornTail {
+                    offset: 0,
+                    reason: format!("only {n} bytes of the file header"),
+                }
+            }));
+        }
+        self.format = Format::Legacy;
+        self.inner.seek(SeekFrom::Start(0))?;
+        Ok(None)
+    }
+
+    fn batched_step(&mut self) -> io::Result<Step> {
+        if let Some(body) = &mut self.body {
+            if body.pos < body.bytes.len() {
+                let offset = body.at + body.pos as u64;
+                return Ok(match decode(&body.bytes[body.pos..]) {
+                    Ok((size, record)) => {
+                        body.pos += size as usize;
+                        Step::Record {
+                            offset,
+                            size,
+                            record,
+                        }
+                    }
+                    Err(reason) => Step::Damaged {
+                        offset,
+                        reason: format!("inside a batch whose checksum is good: {reason}"),
+                    },
+                });
+            }
+            self.body = None;
+        }
+        loop {
+            let offset = self.offset;
+            let remaining = self.file_len.saturating_sub(offset);
+            if remaining == 0 {
+                return Ok(Step::End);
+            }
+            if remaining < batch::BATCH_HEADER_LEN as u64 {
+                return Ok(Step::TornTail {
+                    offset,
+                    reason: format!("only {remaining} bytes left, less than a batch header"),
+                });
+            }
+            let mut header = [0u8; batch::BATCH_HEADER_LEN];
+            self.inner.read_exact(&mut header)?;
+            let Some(h) = batch::parse_header(&header) else {
+                if header.iter().all(|&b| b == 0)
+                    && self.rest_is_zero(remaining - batch::BATCH_HEADER_LEN as u64)?
+                {
+                    return Ok(Step::TornTail {
+                        offset,
+                        reason: format!(
+                            "the last {remaining} bytes are all zero (the file grew but the \
+                             data never reached the disk)"
+                        ),
+                    });
+                }
+                return self.bad_batch(offset, "the batch header is unreadable");
+            };
+            let size = batch::BATCH_HEADER_LEN as u64 + h.body_len;
+            if size > remaining {
+                return Ok(Step::TornTail {
+                    offset,
+                    reason: format!(
+                        "the batch needs {size} bytes but only {remaining} are left in the file"
+                    ),
+                });
+            }
+            // `body_len < remaining`, so this allocation is bounded by the real file size.
+            let mut bytes = vec![0u8; h.body_len as usize];
+            self.inner.read_exact(&mut bytes)?;
+            if crc32fast::hash(&bytes) != h.body_crc {
+                return self.bad_batch(offset, "the batch checksum does not match its bytes");
+            }
+            self.offset = offset + size;
+            if !bytes.is_empty() {
+                self.body = Some(Body {
+                    bytes,
+                    pos: 0,
+                    at: offset + batch::BATCH_HEADER_LEN as u64,
+                });
+                return self.batched_step();
+            }
+        }
+    }
+
+    /// A batch at `offset` is bad: the unfinished last write if no complete batch follows it,
+    /// damage to a synced one if one does.
+    fn bad_batch(&mut self, offset: u64, problem: &str) -> io::Result<Step> {
+        Ok(
+            match batch::find_complete_batch(&mut self.inner, offset, self.file_len)? {
+                Some(next) => Step::Damaged {
+                    offset,
+                    reason: format!(
+                        "{problem}, and a complete batch follows at offset {next}, so this one \
+                         had been synced"
+                    ),
+                },
+                None => Step::TornTail {
+                    offset,
+                    reason: format!(
+                        "{problem}, and no complete batch follows: the unfinished last write"
+                    ),
+                },
+            },
+        )
+    }
+
+    /// A log in the old format: decodes the record at the current offset and classifies any
+    /// problem by record (a bad record followed by anything but zeros is damage).
+    fn legacy_step(&mut self) -> io::Result<Step> {
         let offset = self.offset;
         let remaining = self.file_len.saturating_sub(offset);
         if remaining == 0 {
@@ -230,6 +399,31 @@ impl<R: Read> Reader<R> {
         }
         Ok(true)
     }
+}
+
+/// Decodes one framed record at the start of `bytes` (inside a batch): its size and record.
+fn decode(bytes: &[u8]) -> Result<(u64, WalRecord), String> {
+    if bytes.len() < HEADER_LEN as usize {
+        return Err(format!("{} bytes, less than a record header", bytes.len()));
+    }
+    let len_bytes = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    let len = u32::from_be_bytes(len_bytes);
+    let header_crc = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let payload_crc = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if crc32fast::hash(&len_bytes) != header_crc {
+        return Err("record header checksum mismatch".into());
+    }
+    let size = HEADER_LEN + u64::from(len);
+    if len == 0 || len > MAX_PAYLOAD || size > bytes.len() as u64 {
+        return Err(format!("record length {len} does not fit the batch"));
+    }
+    let payload = &bytes[HEADER_LEN as usize..size as usize];
+    if crc32fast::hash(payload) != payload_crc {
+        return Err("record payload checksum mismatch".into());
+    }
+    serde_json::from_slice(payload)
+        .map(|record| (size, record))
+        .map_err(|e| format!("record payload is not a valid log record ({e})"))
 }
 
 #[cfg(test)]

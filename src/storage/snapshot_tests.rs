@@ -436,10 +436,11 @@ fn log_that_contradicts_the_snapshot_is_damage() {
     drop(s);
     let good = fs::read(snap_path(dir)).unwrap();
     let good_wal = fs::read(wal_path(dir)).unwrap();
-    // The marker is the second record, after the hard state.
+    // The marker is the second record of the first batch, after the hard state.
     let mut hs_record = Vec::new();
     record::encode(&RecordRef::HardState { term: 1, vote: 1 }, &mut hs_record).unwrap();
-    let marker_at = Some(hs_record.len() as u64);
+    let body_at = batch::FILE_HEADER_LEN as usize + batch::BATCH_HEADER_LEN;
+    let marker_at = Some((body_at + hs_record.len()) as u64);
 
     // The snapshot file is gone: the log's first 20 entries are lost.
     fs::remove_file(snap_path(dir)).unwrap();
@@ -462,13 +463,19 @@ fn log_that_contradicts_the_snapshot_is_damage() {
     assert!(text.contains("missing"), "{text}");
     assert!(!wal_path(dir).exists(), "a refused open creates nothing");
 
-    // A second marker, or a marker after entries.
-    let mut bad = good_wal.clone();
-    let second_at = bad.len() as u64;
-    record::encode(&RecordRef::Snapshot { index: 20, term: 1 }, &mut bad).unwrap();
-    bad.extend_from_slice(&good_wal[hs_record.len()..]);
+    // A second marker, or a marker after entries (in a batch whose checksum is good).
+    let mut marker = Vec::new();
+    record::encode(&RecordRef::Snapshot { index: 20, term: 1 }, &mut marker).unwrap();
+    let after_marker = body_at + hs_record.len() + marker.len();
+    let mut body = batch::start();
+    body.extend_from_slice(&good_wal[body_at..after_marker]);
+    body.extend_from_slice(&marker);
+    body.extend_from_slice(&good_wal[after_marker..]);
+    batch::seal(&mut body).unwrap();
+    let mut bad = batch::FILE_MAGIC.to_vec();
+    bad.extend_from_slice(&body);
     fs::write(wal_path(dir), &bad).unwrap();
-    expect_corrupt(dir, &wal_path(dir), Some(second_at));
+    expect_corrupt(dir, &wal_path(dir), Some(after_marker as u64));
 
     fs::write(wal_path(dir), &good_wal).unwrap();
     assert_eq!(reopen(dir).1.entries, entries(1, 21..=30));

@@ -11,8 +11,9 @@ use std::io::{self, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::batch;
 use super::error::{io_err, StorageError};
-use super::record::{Reader, Step, WalRecord};
+use super::record::{Format, Reader, Step, WalRecord};
 
 /// File name of the log inside the data dir.
 pub const WAL_FILE_NAME: &str = "raft.wal";
@@ -39,6 +40,8 @@ pub(crate) struct Wal {
     /// after garbage, which the next start would rightly call damage. Only a restart, which
     /// re-reads the file, gets back to a known state.
     failed: bool,
+    /// The file is in the old format (records without batches): `Storage::open` rewrites it.
+    legacy: bool,
 }
 
 impl Wal {
@@ -62,7 +65,8 @@ impl Wal {
         let file_len = file.metadata().map_err(io_err(path, "stat"))?.len();
         let mut reader = Reader::new(BufReader::with_capacity(1 << 20, &file), file_len);
         let dropped = loop {
-            match reader.next_step().map_err(io_err(path, "read"))? {
+            let step = reader.next_step().map_err(io_err(path, "read"))?;
+            match step {
                 Step::Record { offset, record, .. } => {
                     apply(offset, record).map_err(|reason| StorageError::Corrupt {
                         path: path.to_path_buf(),
@@ -88,7 +92,9 @@ impl Wal {
             }
         };
 
-        let len = match &dropped {
+        let legacy = reader.format() == Format::Legacy;
+        drop(reader);
+        let mut len = match &dropped {
             None => file_len,
             Some(tail) => {
                 log::warn!(
@@ -106,6 +112,14 @@ impl Wal {
                 tail.offset
             }
         };
+        if len == 0 {
+            // A new (or emptied) log starts with the file magic: every write after it is a
+            // batch. Written before anything else, so a crash leaves at most a prefix of it.
+            (&file)
+                .write_all(&batch::FILE_MAGIC)
+                .map_err(io_err(path, "write the header of"))?;
+            len = batch::FILE_HEADER_LEN;
+        }
         // What we just replayed may exist only in the page cache: the previous process can have
         // died after write() but before its fsync. Make it durable now, before the caller acts
         // on it (votes, acknowledges), or an OS crash could still take it back.
@@ -117,16 +131,21 @@ impl Wal {
                 file,
                 len,
                 failed: false,
+                legacy: legacy && len > batch::FILE_HEADER_LEN,
             },
             dropped,
         ))
     }
 
-    /// Appends `buf` (whole, framed records) with one write and makes it durable with one
-    /// fdatasync. fdatasync is enough: it flushes the data and the file size needed to read it
-    /// back, skipping only timestamps, which saves a metadata journal commit per save.
-    pub(crate) fn append(&mut self, buf: &[u8]) -> Result<(), StorageError> {
+    /// Appends `buf` (made by `batch::start` and encoded into: whole, framed records) as one
+    /// batch, with one write, and makes it durable with one fdatasync. fdatasync is enough: it
+    /// flushes the data and the file size needed to read it back, skipping only timestamps,
+    /// which saves a metadata journal commit per save.
+    pub(crate) fn append(&mut self, buf: &mut [u8]) -> Result<(), StorageError> {
         self.check_usable()?;
+        batch::seal(buf).map_err(|e| StorageError::Encode {
+            reason: e.to_string(),
+        })?;
         self.failed = true;
         (&self.file)
             .write_all(buf)
@@ -190,7 +209,13 @@ impl Wal {
         self.file = file;
         self.len = buf.len() as u64;
         self.failed = false;
+        self.legacy = false;
         Ok(())
+    }
+
+    /// The file was in the old format when opened (and has not been rewritten since).
+    pub(crate) fn is_legacy(&self) -> bool {
+        self.legacy
     }
 
     /// Bytes of good records in the file.
