@@ -223,6 +223,13 @@ impl<R> Driver<R> {
     pub fn tick(&mut self, now_ms: u64) {
         self.service.set_now_ms(now_ms);
         self.raft.tick();
+        if self.service.no_space()
+            && self.raft.role() == Role::Leader
+            && self.raft.transferring_to().is_none()
+        {
+            // Elected (again) with a full disk, or the last handover was abandoned.
+            self.transfer_before_stop();
+        }
         self.ticks += 1;
         let answers = self.service.tick();
         self.out.answers.extend(answers);
@@ -586,7 +593,29 @@ impl<R> Driver<R> {
                 .collect(),
             voters: m.voters().collect(),
             learners: m.learners().collect(),
+            alarms: self.alarms(),
         }
+    }
+
+    /// The alarms `Status` shows (see `StatusResponse::alarms`).
+    pub fn alarms(&self) -> Vec<String> {
+        let mut alarms = Vec::new();
+        if self.service.no_space() {
+            alarms.push("NoSpace".to_string());
+        }
+        alarms
+    }
+
+    /// The log writer says the disk is full (`true`) or has space again. While it is full,
+    /// writes are refused with `NoSpace`, and a leader hands leadership to the most caught-up
+    /// voter: every write it takes would wait for a disk that refuses it, while a healthy
+    /// voter can take them. Returns the node leadership is handed to, if any.
+    pub fn set_no_space(&mut self, full: bool) -> Option<NodeId> {
+        self.service.set_no_space(full);
+        if full && self.raft.role() == Role::Leader {
+            return self.transfer_before_stop();
+        }
+        None
     }
 
     // ----- snapshots of this node's own state machine -----

@@ -85,6 +85,8 @@ pub struct KvService<R> {
     /// The shell's wall clock (ms since the epoch), stamped into the commands this node
     /// proposes as leader: the log's clock for session expiry.
     now_ms: u64,
+    /// The node's disk is full: writes are refused with `NoSpace`.
+    no_space: bool,
     #[cfg(feature = "bugs")]
     bugs: KvBugs,
 }
@@ -115,6 +117,7 @@ impl<R> KvService<R> {
             addrs,
             max_command_bytes: usize::MAX,
             now_ms: 0,
+            no_space: false,
             #[cfg(feature = "bugs")]
             bugs: KvBugs::default(),
         }
@@ -146,6 +149,15 @@ impl<R> KvService<R> {
     /// simulation's virtual time).
     pub fn set_now_ms(&mut self, ms: u64) {
         self.now_ms = ms;
+    }
+
+    /// The node's disk is full (or has space again): refuse writes with `NoSpace` meanwhile.
+    pub fn set_no_space(&mut self, full: bool) {
+        self.no_space = full;
+    }
+
+    pub fn no_space(&self) -> bool {
+        self.no_space
     }
 
     /// Answers requests with `Timeout` after this many ticks (default 500: 5 s at 10 ms).
@@ -347,6 +359,15 @@ impl<R> KvService<R> {
         };
         if raft.role() != Role::Leader {
             return Err(self.not_leader(id, raft.leader()));
+        }
+        if self.no_space {
+            return Err(ClientResponse::error(
+                Some(id),
+                ErrorCode::NoSpace,
+                "this node's disk is full: the write was not executed; reads are still \
+                 served. The node hands leadership to a healthy voter and accepts writes \
+                 again once it has space",
+            ));
         }
         let cmd = Command {
             client_id,

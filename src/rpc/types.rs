@@ -208,6 +208,11 @@ pub struct StatusResponse {
     pub voters: Vec<NodeId>,
     #[serde(default)]
     pub learners: Vec<NodeId>,
+    /// What is wrong with this node that an operator must see: `"NoSpace"` (its disk is full:
+    /// it refuses writes), `"Corrupt"` (its applied state differs from the other members' at
+    /// the same index). Empty when all is well.
+    #[serde(default)]
+    pub alarms: Vec<String>,
 }
 
 /// Error codes of the client protocol.

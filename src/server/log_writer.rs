@@ -11,7 +11,9 @@
 use crate::driver::DiskJob;
 use crate::rpc::types::{Entry, HardState};
 use crate::storage::{PreparedSnapshot, Storage, StorageError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::mpsc;
 
@@ -31,11 +33,29 @@ pub enum WriteJob {
     DiscardPrepared(PreparedSnapshot),
 }
 
+/// What the writer tells the node loop.
+#[derive(Debug)]
+pub enum Report {
+    /// Every job up to this sequence number is durable.
+    Durable(u64),
+    /// The disk is full: the writer is holding the jobs it could not write and tries them
+    /// again every `NO_SPACE_RETRY` (nothing of them is on disk; none was acknowledged).
+    NoSpace(String),
+    /// There was space again and the held jobs were written (a `Durable` follows).
+    SpaceBack,
+}
+
+/// How often the writer tries a write the full disk refused again.
+pub const NO_SPACE_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub struct LogWriter {
     jobs: Option<std_mpsc::Sender<WriteJob>>,
-    /// The highest sequence number durable after each batch, or the error that stopped the
-    /// writer (after which it writes nothing more).
-    done: mpsc::UnboundedReceiver<Result<u64, StorageError>>,
+    /// Reports after each batch, or the error that stopped the writer (after which it writes
+    /// nothing more).
+    done: mpsc::UnboundedReceiver<Result<Report, StorageError>>,
+    /// Set when the node stops: a writer waiting for space gives up instead of holding the
+    /// process.
+    closing: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -44,30 +64,44 @@ impl LogWriter {
     pub fn start(storage: Storage, node_id: u64) -> std::io::Result<LogWriter> {
         let (jobs_tx, jobs_rx) = std_mpsc::channel::<WriteJob>();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let closing = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            node_id,
+            storage,
+            done: done_tx,
+            closing: closing.clone(),
+            no_space: false,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("raftd-wal-{node_id}"))
-            .spawn(move || write_loop(node_id, storage, &jobs_rx, &done_tx))?;
+            .spawn(move || writer.run(&jobs_rx))?;
         Ok(LogWriter {
             jobs: Some(jobs_tx),
             done: done_rx,
+            closing,
             thread: Some(thread),
         })
     }
 
     pub fn queue(&mut self, job: WriteJob) {
         // A send fails only if the writer thread ended, which it does after reporting an error
-        // (or a panic); `durable()` returns that error, which stops the node.
+        // (or a panic); `report()` returns that error, which stops the node.
         if let Some(jobs) = &self.jobs {
             let _ = jobs.send(job);
         }
     }
 
-    /// Waits for the writer's next report: the sequence number now durable.
-    pub async fn durable(&mut self) -> Result<u64, StorageError> {
+    /// Waits for the writer's next report.
+    pub async fn report(&mut self) -> Result<Report, StorageError> {
         match self.done.recv().await {
             Some(result) => result,
             None => Err(StorageError::WriterGone),
         }
+    }
+
+    /// Tells a writer that waits for disk space to give up (the node is stopping).
+    pub fn give_up_waiting_for_space(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 }
 
@@ -75,104 +109,158 @@ impl Drop for LogWriter {
     fn drop(&mut self) {
         // Closing the queue ends the thread once it has written what was queued.
         self.jobs = None;
+        self.closing.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn write_loop(
+struct Writer {
     node_id: u64,
-    mut storage: Storage,
-    jobs: &std_mpsc::Receiver<WriteJob>,
-    done: &mpsc::UnboundedSender<Result<u64, StorageError>>,
-) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        batch.extend(jobs.try_iter());
-        let result = write_batch(node_id, &mut storage, batch);
-        let failed = result.is_err();
-        if done.send(result).is_err() || failed {
-            return;
-        }
-    }
+    storage: Storage,
+    done: mpsc::UnboundedSender<Result<Report, StorageError>>,
+    closing: Arc<AtomicBool>,
+    /// The last write was refused for lack of space (reported, not yet written).
+    no_space: bool,
 }
 
-/// Makes one batch durable, in order; returns the highest sequence number in it.
-fn write_batch(
-    node_id: u64,
-    storage: &mut Storage,
-    batch: Vec<WriteJob>,
-) -> Result<u64, StorageError> {
-    let mut last = 0;
-    // Consecutive appends, written together with one fsync.
-    let mut appends: Vec<(Option<HardState>, Vec<Entry>)> = Vec::new();
-    for job in batch {
-        match job {
-            WriteJob::Driver(DiskJob::Append {
-                seq,
-                hard_state,
-                entries,
-            }) => {
-                last = last.max(seq);
-                appends.push((hard_state, entries));
+impl Writer {
+    fn run(mut self, jobs: &std_mpsc::Receiver<WriteJob>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            batch.extend(jobs.try_iter());
+            let result = self.write_batch(batch).map(Report::Durable);
+            let failed = result.is_err();
+            if self.done.send(result).is_err() || failed {
+                return;
             }
-            WriteJob::Driver(DiskJob::InstallSnapshot {
-                seq,
-                hard_state,
-                snapshot,
-                tail,
-            }) => {
-                flush(storage, &mut appends)?;
-                let hs = hard_state.unwrap_or(storage.hard_state());
-                storage.save_snapshot(snapshot.meta, &snapshot.data, &tail, hs)?;
-                last = last.max(seq);
-            }
-            WriteJob::Driver(DiskJob::SaveSnapshot {
-                seq,
-                snapshot,
-                tail,
-            }) => {
-                // A snapshot the node loop did not prepare a file for: write it here.
-                flush(storage, &mut appends)?;
-                let hs = storage.hard_state();
-                storage.save_snapshot(snapshot.meta, &snapshot.data, &tail, hs)?;
-                last = last.max(seq);
-            }
-            WriteJob::SavePrepared {
-                seq,
-                prepared,
-                tail,
-            } => {
-                flush(storage, &mut appends)?;
-                let started = std::time::Instant::now();
-                let index = prepared.meta().index;
-                let hs = storage.hard_state();
-                storage.save_prepared_snapshot(prepared, &tail, hs)?;
-                ::log::info!(
-                    "node {node_id}: log compacted to index {index}; data dir now {} bytes (the log writer spent {:.1} ms on it)",
-                    storage.disk_usage(),
-                    started.elapsed().as_secs_f64() * 1e3
-                );
-                last = last.max(seq);
-            }
-            WriteJob::DiscardPrepared(prepared) => storage.discard_prepared_snapshot(prepared),
         }
     }
-    flush(storage, &mut appends)?;
-    Ok(last)
-}
 
-fn flush(
-    storage: &mut Storage,
-    appends: &mut Vec<(Option<HardState>, Vec<Entry>)>,
-) -> Result<(), StorageError> {
-    if appends.is_empty() {
-        return Ok(());
+    /// Makes one batch durable, in order; returns the highest sequence number in it.
+    fn write_batch(&mut self, batch: Vec<WriteJob>) -> Result<u64, StorageError> {
+        let mut last = 0;
+        // Consecutive appends, written together with one fsync.
+        let mut appends: Vec<(Option<HardState>, Vec<Entry>)> = Vec::new();
+        for job in batch {
+            match job {
+                WriteJob::Driver(DiskJob::Append {
+                    seq,
+                    hard_state,
+                    entries,
+                }) => {
+                    last = last.max(seq);
+                    appends.push((hard_state, entries));
+                }
+                WriteJob::Driver(DiskJob::InstallSnapshot {
+                    seq,
+                    hard_state,
+                    snapshot,
+                    tail,
+                }) => {
+                    self.flush(&mut appends)?;
+                    self.until_written(|storage| {
+                        let hs = hard_state.unwrap_or(storage.hard_state());
+                        storage.save_snapshot(snapshot.meta, &snapshot.data, &tail, hs)
+                    })?;
+                    last = last.max(seq);
+                }
+                WriteJob::Driver(DiskJob::SaveSnapshot {
+                    seq,
+                    snapshot,
+                    tail,
+                }) => {
+                    // A snapshot the node loop did not prepare a file for: write it here.
+                    self.flush(&mut appends)?;
+                    self.until_written(|storage| {
+                        let hs = storage.hard_state();
+                        storage.save_snapshot(snapshot.meta, &snapshot.data, &tail, hs)
+                    })?;
+                    last = last.max(seq);
+                }
+                WriteJob::SavePrepared {
+                    seq,
+                    prepared,
+                    tail,
+                } => {
+                    self.flush(&mut appends)?;
+                    let started = std::time::Instant::now();
+                    let index = prepared.meta().index;
+                    self.until_written(|storage| {
+                        if storage.snapshot_meta() == Some(prepared.meta()) {
+                            // The file was installed before the disk filled up: only the log
+                            // rewrite is left.
+                            return storage.finish_compaction(&tail);
+                        }
+                        let hs = storage.hard_state();
+                        storage.save_prepared_snapshot(&prepared, &tail, hs)
+                    })?;
+                    ::log::info!(
+                        "node {}: log compacted to index {index}; data dir now {} bytes (the log writer spent {:.1} ms on it)",
+                        self.node_id,
+                        self.storage.disk_usage(),
+                        started.elapsed().as_secs_f64() * 1e3
+                    );
+                    last = last.max(seq);
+                }
+                WriteJob::DiscardPrepared(prepared) => {
+                    self.storage.discard_prepared_snapshot(prepared)
+                }
+            }
+        }
+        self.flush(&mut appends)?;
+        Ok(last)
     }
-    let result = storage.save_batch(appends.iter().map(|(hs, e)| (*hs, e.as_slice())));
-    appends.clear();
-    result
+
+    fn flush(
+        &mut self,
+        appends: &mut Vec<(Option<HardState>, Vec<Entry>)>,
+    ) -> Result<(), StorageError> {
+        if appends.is_empty() {
+            return Ok(());
+        }
+        self.until_written(|storage| {
+            storage.save_batch(appends.iter().map(|(hs, e)| (*hs, e.as_slice())))
+        })?;
+        appends.clear();
+        Ok(())
+    }
+
+    /// Runs `write` until it does not fail for lack of space: a full disk is reported once,
+    /// then the same write is tried again every `NO_SPACE_RETRY` (it changed nothing), and
+    /// `SpaceBack` is reported when it goes through. Any other error is returned.
+    fn until_written(
+        &mut self,
+        mut write: impl FnMut(&mut Storage) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        loop {
+            match write(&mut self.storage) {
+                Err(e) if e.is_no_space() => {
+                    if !self.no_space {
+                        self.no_space = true;
+                        ::log::error!("node {}: {e}", self.node_id);
+                        let _ = self.done.send(Ok(Report::NoSpace(e.to_string())));
+                    }
+                    if self.closing.load(Ordering::SeqCst) {
+                        return Err(e);
+                    }
+                    std::thread::sleep(NO_SPACE_RETRY);
+                }
+                result => {
+                    if result.is_ok() && self.no_space {
+                        self.no_space = false;
+                        ::log::warn!(
+                            "node {}: the disk has space again; the writes it refused are durable now",
+                            self.node_id
+                        );
+                        let _ = self.done.send(Ok(Report::SpaceBack));
+                    }
+                    return result;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -200,7 +288,9 @@ mod tests {
     async fn durable_through(w: &mut LogWriter, seq: u64) {
         let mut done = 0;
         while done < seq {
-            done = done.max(w.durable().await.expect("no storage error"));
+            if let Report::Durable(n) = w.report().await.expect("no storage error") {
+                done = done.max(n);
+            }
         }
     }
 

@@ -11,7 +11,7 @@
 //! simulation runs.
 
 use super::connection::{NodeRequest, Reply};
-use super::log_writer::{LogWriter, WriteJob};
+use super::log_writer::{LogWriter, Report, WriteJob};
 use crate::driver::{Applied, DiskJob, Driver, DriverError, Output, SnapshotTask};
 use crate::rpc::types::{Envelope, NodeId, Role, Snapshot};
 use crate::storage::{prepare_snapshot, PreparedSnapshot, StorageError};
@@ -106,7 +106,7 @@ impl NodeLoop {
                 }
                 // Also ahead of the inputs: a durable write releases acknowledgements and lets
                 // a leader commit.
-                durable = self.wal.durable() => self.driver.durable(durable?),
+                report = self.wal.report() => self.on_report(report?),
                 _ = ticker.tick() => self.driver.tick(wall_clock_ms()),
                 Some(event) = self.events.recv() => self.on_peer_event(event),
                 Some(request) = self.requests.recv() => self.on_request(request),
@@ -134,10 +134,20 @@ impl NodeLoop {
                 }
             }
         }
-        // Finish the writes in flight (and send what waited for them) before saying so.
+        // Finish the writes in flight (and send what waited for them) before saying so; but
+        // not if the disk is full: those writes were never acknowledged, and waiting for
+        // space would hold the stop forever.
         while !self.driver.idle() {
-            let seq = self.wal.durable().await?;
-            self.driver.durable(seq);
+            if self.driver.service().no_space() {
+                self.wal.give_up_waiting_for_space();
+                ::log::warn!(
+                    "node {}: stopping with writes the full disk refused; none of them was acknowledged",
+                    self.id()
+                );
+                break;
+            }
+            let report = self.wal.report().await?;
+            self.on_report(report);
             self.carry_out()?;
         }
         self.driver.shutdown();
@@ -149,6 +159,27 @@ impl NodeLoop {
         );
         self.transport.shutdown().await;
         Ok(())
+    }
+
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Durable(seq) => self.driver.durable(seq),
+            Report::NoSpace(error) => {
+                let to = self.driver.set_no_space(true);
+                ::log::error!(
+                    "node {}: ALARM NoSpace: writes are refused until the disk has space ({error}){}",
+                    self.id(),
+                    to.map_or(String::new(), |t| format!("; handing leadership to node {t}"))
+                );
+            }
+            Report::SpaceBack => {
+                self.driver.set_no_space(false);
+                ::log::warn!(
+                    "node {}: NoSpace alarm cleared: writes are accepted again",
+                    self.id()
+                );
+            }
+        }
     }
 
     fn id(&self) -> NodeId {

@@ -25,6 +25,30 @@ pub enum StorageError {
         source: io::Error,
     },
 
+    /// The disk is full: a write was refused and nothing of it is left in the file. Not fatal:
+    /// the log writer tries again until there is space.
+    #[error(
+        "cannot {op} {}: the disk is full (nothing of this write was kept); free space on that \
+         filesystem: the node refuses writes with NoSpace meanwhile and resumes by itself",
+        .path.display()
+    )]
+    NoSpace { path: PathBuf, op: &'static str },
+
+    /// An fsync failed. The kernel may already have dropped the dirty pages it could not
+    /// write (and cleared the error), so a second fsync could "succeed" on data that is gone:
+    /// nothing this process wrote can be trusted any more.
+    #[error(
+        "fsync of {} failed: {source}. The page cache can no longer be trusted to hold what this \
+         node wrote, so it stops rather than acknowledge anything else; check the disk (dmesg), \
+         then restart the node: it recovers from what is on disk",
+        .path.display()
+    )]
+    SyncFailed {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// The log holds damage that a crash during an unacknowledged write cannot explain.
     #[error(
         "{}: damaged at byte offset {offset}: {reason}. The node refuses to start, because \
@@ -104,5 +128,20 @@ pub enum StorageError {
 /// Builds a `map_err` adapter for an I/O failure of `op` on `path`.
 pub(crate) fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> StorageError {
     let path = path.to_path_buf();
-    move |source| StorageError::Io { path, op, source }
+    move |source| {
+        if op.starts_with("fsync") {
+            StorageError::SyncFailed { path, source }
+        } else if source.kind() == io::ErrorKind::StorageFull {
+            StorageError::NoSpace { path, op }
+        } else {
+            StorageError::Io { path, op, source }
+        }
+    }
+}
+
+impl StorageError {
+    /// The disk was full and nothing was changed: the same write may be tried again.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StorageError::NoSpace { .. })
+    }
 }

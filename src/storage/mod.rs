@@ -332,9 +332,13 @@ impl Storage {
 
     /// `save_snapshot` for a snapshot file already written by [`prepare_snapshot`] (on another
     /// thread): only the rename and the log compaction are left, both quick.
+    ///
+    /// If the disk is full (`StorageError::NoSpace`) the snapshot file may already be in place
+    /// with the log not yet compacted: then `snapshot_meta()` is the prepared one, and
+    /// [`Storage::finish_compaction`] does the rest once there is space.
     pub fn save_prepared_snapshot(
         &mut self,
-        prepared: PreparedSnapshot,
+        prepared: &PreparedSnapshot,
         tail: &[Entry],
         hard_state: HardState,
     ) -> Result<(), StorageError> {
@@ -345,6 +349,28 @@ impl Storage {
                 .map(|()| len)
                 .map_err(snapshot::WriteError::Unknown)
         })
+    }
+
+    /// The last step of a snapshot whose file is in place but whose log rewrite was refused
+    /// because the disk was full: replaces the log by the hard state, the marker and `tail`
+    /// (contiguous from the snapshot's index + 1).
+    pub fn finish_compaction(&mut self, tail: &[Entry]) -> Result<(), StorageError> {
+        let Some(meta) = self.snapshot else {
+            return Ok(());
+        };
+        if let Some(first) = tail.first() {
+            if first.index != meta.index + 1 {
+                return Err(StorageError::NonContiguous {
+                    expected: meta.index + 1,
+                    got: first.index,
+                });
+            }
+        }
+        check_contiguous(meta.index, tail)?;
+        let image = log_image(&self.hard_state, Some(meta), tail)?;
+        self.wal.rewrite(&image)?;
+        self.last_index = meta.index + tail.len() as u64;
+        Ok(())
     }
 
     /// Drops a prepared snapshot that will not be used.

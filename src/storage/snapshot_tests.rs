@@ -788,7 +788,7 @@ fn prepared_snapshot_installs_or_is_discarded() {
     // The log keeps growing while the snapshot is being prepared.
     s.save(None, &entries(1, 51..=60)).unwrap();
     assert_eq!(prepared.meta(), meta(30, 1));
-    s.save_prepared_snapshot(prepared, &entries(1, 31..=60), hs(1, 1))
+    s.save_prepared_snapshot(&prepared, &entries(1, 31..=60), hs(1, 1))
         .unwrap();
     assert!(!d.join(SNAPSHOT_PREPARED_FILE_NAME).exists());
     drop(s);

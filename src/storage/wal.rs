@@ -147,9 +147,19 @@ impl Wal {
             reason: e.to_string(),
         })?;
         self.failed = true;
-        (&self.file)
-            .write_all(buf)
-            .map_err(io_err(&self.path, "write"))?;
+        if let Err(e) = (&self.file).write_all(buf) {
+            let e = io_err(&self.path, "write")(e);
+            if e.is_no_space() {
+                // Part of the batch may have landed: cut it off, so the log ends at its last
+                // whole batch again and the same batch can be written once there is space.
+                // (Cutting frees space; if even that fails, the log stays refused.)
+                self.file
+                    .set_len(self.len)
+                    .map_err(io_err(&self.path, "cut a refused write off"))?;
+                self.failed = false;
+            }
+            return Err(e);
+        }
         self.file.sync_data().map_err(io_err(&self.path, "fsync"))?;
         self.failed = false;
         self.len += buf.len() as u64;
@@ -199,7 +209,16 @@ impl Wal {
             .open(&tmp)
             .map_err(io_err(&tmp, "create"))?;
         lock(&file, &tmp)?;
-        (&file).write_all(buf).map_err(io_err(&tmp, "write"))?;
+        if let Err(e) = (&file).write_all(buf) {
+            let e = io_err(&tmp, "write")(e);
+            if e.is_no_space() {
+                // The old log is untouched: drop the new one and go on with the old.
+                drop(file);
+                fs::remove_file(&tmp).map_err(io_err(&tmp, "remove"))?;
+                self.failed = false;
+            }
+            return Err(e);
+        }
         // sync_all, not sync_data: the new file's size and the rest of its metadata must be
         // durable before its name replaces the old log.
         file.sync_all().map_err(io_err(&tmp, "fsync"))?;

@@ -261,6 +261,22 @@ impl Raft {
                 self.log.committed()
             );
         }
+        if entries.is_empty() {
+            // A heartbeat. Its answer vouches only for what is durable already (the log up to
+            // `prev` matches the leader's, and up to `stable` it is on disk), so it leaves at
+            // once instead of waiting behind an unrelated write in flight: a follower whose
+            // disk stalls for a second must not cost the leader its check-quorum or hold up
+            // its ReadIndex rounds.
+            let msg = RaftMessage::AppendEntriesReply {
+                term,
+                success: true,
+                match_index: verified.min(self.log.stable()),
+                conflict: None,
+                read_round,
+            };
+            self.send(from, msg);
+            return;
+        }
         let msg = RaftMessage::AppendEntriesReply {
             term,
             success: true,

@@ -197,8 +197,15 @@ fn follower_appends_new_entries_and_deletes_only_a_conflicting_suffix() {
         };
         assert_eq!(rd.entries, want_written, "{what}: written to storage");
         let matched = c.prev.0 + c.entries.len() as u64;
+        // A heartbeat's answer vouches only for what is durable (here: all of it), so it
+        // leaves at once; an answer about entries waits for them to be persisted.
+        let replies = if c.entries.is_empty() {
+            &rd.messages
+        } else {
+            &rd.persisted_messages
+        };
         assert_eq!(
-            append_replies(&rd.persisted_messages),
+            append_replies(replies),
             vec![(2, 4, true, matched, None)],
             "{what}"
         );
@@ -244,10 +251,12 @@ fn append_with_nothing_new_never_truncates() {
     assert_eq!(terms_of(r.log()), vec![1; 5], "entries 4..5 were cut");
     assert_eq!(r.log().committed(), 5, "the commit index went back");
     let msgs = drain(&mut r);
-    let matched: Vec<u64> = append_replies(&msgs).iter().map(|r| r.3).collect();
+    let mut matched: Vec<u64> = append_replies(&msgs).iter().map(|r| r.3).collect();
+    // (The heartbeat's answer leaves at once, ahead of the others.)
+    matched.sort_unstable();
     assert_eq!(
         matched,
-        vec![3, 2, 2],
+        vec![2, 2, 3],
         "each reply names what that request verified"
     );
 }
@@ -616,4 +625,23 @@ fn leader_retries_lost_appends_until_followers_store_the_entries() {
     }
     assert_eq!(f.log().last_index(), 2);
     assert_eq!(r.log().committed(), 2);
+}
+
+/// A heartbeat's answer does not wait behind an unrelated write in flight: it vouches only for
+/// what is durable (`stable`), so a follower whose disk stalls keeps answering the leader
+/// (check-quorum, ReadIndex) while its write is pending.
+#[test]
+fn a_heartbeat_is_answered_at_once_for_what_is_durable() {
+    let mut r = restored(config(1, 3), 2, 0, &[1, 1]);
+    // Entries 3..4 arrive and are handed to the disk, which has not finished.
+    r.step(append(2, 1, 2, (2, 1), vec![entry(2, 3), entry(2, 4)], 0));
+    let rd = r.ready();
+    assert_eq!(rd.entries.len(), 2);
+    assert!(append_replies(&rd.messages).is_empty());
+    let _pending = r.handed_off(); // the write is in flight: `persisted` not called
+                                   // A heartbeat anchored at 4 meanwhile: answered now, vouching only for 1..2 on disk.
+    r.step(append(2, 1, 2, (4, 2), vec![], 0));
+    let rd2 = r.ready();
+    assert_eq!(append_replies(&rd2.messages), vec![(2, 2, true, 2, None)]);
+    assert!(append_replies(&rd2.persisted_messages).is_empty());
 }
