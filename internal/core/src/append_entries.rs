@@ -94,6 +94,10 @@ impl Raft {
             match pr.state {
                 ProgressState::Probe => {
                     pr.probe_sent = false;
+                    // The probe carries entries, and its answer waits for the follower's
+                    // disk; the empty heartbeat's answer does not, so a follower whose fsync
+                    // stalls still shows it is there (check-quorum, ReadIndex).
+                    self.send_heartbeat(peer);
                     self.send_append(peer);
                 }
                 ProgressState::Snapshot => {
@@ -125,6 +129,7 @@ impl Raft {
                         );
                         let next = pr.matched + 1;
                         pr.become_probe(next);
+                        self.send_heartbeat(peer);
                         self.send_append(peer);
                     } else {
                         self.send_heartbeat(peer);

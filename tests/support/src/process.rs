@@ -43,7 +43,75 @@ pub struct Node {
     pub join: Option<String>,
     /// Extra command-line arguments given to `raftd` on every start (e.g. `--max-frame-bytes`).
     pub extra_args: Vec<String>,
+    /// Disk faults injected into this node's data dir (see [`DiskFaults`]), from its next start.
+    pub faults: Option<DiskFaults>,
     child: Option<Child>,
+}
+
+/// Disk faults for one node: the faultfs shim (tests/support/faultfs/faultfs.c) preloaded
+/// into its process, steered through files in a control dir, so a test switches faults on
+/// and off while the node runs. Only the node's data dir is affected.
+pub struct DiskFaults {
+    ctl: tempfile::TempDir,
+}
+
+impl DiskFaults {
+    pub fn new() -> DiskFaults {
+        let ctl = tempfile::tempdir().expect("faultfs control dir");
+        std::fs::write(ctl.path().join("count"), b"").expect("faultfs count file");
+        DiskFaults { ctl }
+    }
+
+    fn toggle(&self, name: &str, on: bool, content: &str) {
+        let path = self.ctl.path().join(name);
+        if on {
+            std::fs::write(path, content).expect("faultfs control file");
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Every write to the data dir fails with ENOSPC (nothing written) while `full`.
+    pub fn disk_full(&self, full: bool) {
+        self.toggle("enospc", full, "");
+    }
+
+    /// Every fsync in the data dir fails with EIO while `on`.
+    pub fn fsync_fails(&self, on: bool) {
+        self.toggle("fsync_eio", on, "");
+    }
+
+    /// Every fsync in the data dir takes `ms` longer (0: normal).
+    pub fn slow_fsync(&self, ms: u64) {
+        self.toggle("fsync_delay_ms", ms > 0, &ms.to_string());
+    }
+
+    /// fsyncs in the data dir since the node started.
+    pub fn fsyncs(&self) -> u64 {
+        std::fs::read_to_string(self.ctl.path().join("fsyncs"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn env(&self, data_dir: &Path) -> Vec<(String, String)> {
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let root = data_dir.canonicalize().expect("canonical data dir");
+        vec![
+            ("LD_PRELOAD".into(), env!("RAFTD_FAULTFS_SO").into()),
+            (
+                "RAFTD_FAULTFS_CTL".into(),
+                self.ctl.path().display().to_string(),
+            ),
+            ("RAFTD_FAULTFS_ROOT".into(), root.display().to_string()),
+        ]
+    }
+}
+
+impl Default for DiskFaults {
+    fn default() -> Self {
+        DiskFaults::new()
+    }
 }
 
 impl Node {
@@ -65,6 +133,7 @@ impl Node {
             peers,
             join: None,
             extra_args,
+            faults: None,
             child: None,
         }
     }
@@ -84,7 +153,13 @@ impl Node {
             Some(join) => ("--join", join.as_str()),
             None => ("--peers", self.peers.as_str()),
         };
+        let env = self
+            .faults
+            .as_ref()
+            .map(|f| f.env(&self.data_dir))
+            .unwrap_or_default();
         let child = Command::new(bin())
+            .envs(env)
             .args(["--id", &self.id.to_string()])
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args([flag, value])
@@ -272,8 +347,18 @@ impl Cluster {
         Cluster::start_auth(n, extra, Auth::Secret)
     }
 
+    /// Like `start`, with the disk-fault shim in every node (faults off until a test turns
+    /// them on through `Node::faults`).
+    pub fn start_with_disk_faults(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::build(n, extra, Auth::Secret, true)
+    }
+
     /// Like `start_with`, with the peers authenticated as `auth` says.
     pub fn start_auth(n: usize, extra: &[&str], auth: Auth) -> Cluster {
+        Cluster::build(n, extra, auth, false)
+    }
+
+    fn build(n: usize, extra: &[&str], auth: Auth, disk_faults: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let mut pki = None;
@@ -312,6 +397,7 @@ impl Cluster {
                     .cloned()
                     .chain(pki.iter().flat_map(|p| p.node_args(id)))
                     .collect(),
+                faults: disk_faults.then(DiskFaults::new),
                 child: None,
             };
             node.start();
@@ -364,6 +450,7 @@ impl Cluster {
             peers: String::new(),
             join: Some(join.join(",")),
             extra_args: extra,
+            faults: None,
             child: None,
         };
         node.start();
