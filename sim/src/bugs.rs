@@ -1,8 +1,9 @@
 //! Deliberate, classic Raft bugs, to prove that the simulation's checks catch them (`raftsim
 //! --bug NAME`, sim/tests/raftsim_bugs.rs).
 //!
-//! Each bug is a switch in the config of one node's core (`raftd_core::Bugs`) or of its
-//! key-value service (`raftd::kv::KvBugs`), compiled in only with the `bugs` feature of those
+//! Each bug is a switch in the config of one node's core (`raftd_core::Bugs`), of its
+//! key-value service (`raftd::kv::KvBugs`), or of the simulated shell around the driver
+//! (`AckBeforeFsync`, which the simulation itself carries out), compiled in only with the `bugs` feature of those
 //! crates (this crate turns it on; the daemon's own build never has it). A [`BugSet`] says
 //! which to switch on for one simulated cluster: nothing is process-wide, so tests can run a
 //! buggy cluster next to a correct one.
@@ -24,15 +25,20 @@ pub enum Bug {
     /// The store applies a retried (client_id, seq) again instead of returning the first
     /// outcome.
     DoubleApply,
+    /// The shell tells the driver a disk job is durable as soon as it is written, before its
+    /// fsync returned (a log writer that acknowledges early): a crash then loses acknowledged
+    /// entries and votes.
+    AckBeforeFsync,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::CommitOldTerm,
         Bug::VoteWithoutPersist,
         Bug::TruncateStaleAppend,
         Bug::StaleRead,
         Bug::DoubleApply,
+        Bug::AckBeforeFsync,
     ];
 
     /// The name used by `raftsim --bug`.
@@ -43,6 +49,7 @@ impl Bug {
             Bug::TruncateStaleAppend => "truncate-stale-append",
             Bug::StaleRead => "stale-read",
             Bug::DoubleApply => "double-apply",
+            Bug::AckBeforeFsync => "ack-before-fsync",
         }
     }
 

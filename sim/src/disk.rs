@@ -6,6 +6,7 @@
 //! installed), in the order they were queued, as the daemon's log writer does.
 
 use raftd::rpc::types::{Entry, HardState, SnapshotMeta};
+use raftd::storage::image::LogImage;
 use raftd_core::Snapshot;
 
 #[derive(Debug, Clone, Default)]
@@ -22,6 +23,11 @@ pub struct MemDisk {
     /// The data dir's identity, as the daemon's `raftd.id` holds it: a lost disk comes back
     /// with another.
     pub incarnation: u64,
+    /// The same log as the daemon's `raft.wal` would hold it, byte for byte (made by the
+    /// daemon's own encoder): a crash can tear its last batch and rot can flip its bytes, and
+    /// a restart recovers it with the daemon's own replay, which must give back exactly the
+    /// state above (or report damage).
+    pub image: LogImage,
 }
 
 impl MemDisk {
@@ -55,6 +61,9 @@ impl MemDisk {
         if let Some(hs) = hard_state {
             self.hard_state = hs;
         }
+        self.image
+            .save([(hard_state, entries)])
+            .expect("the daemon's encoder takes every save the sim makes");
         if let Some(first) = entries.first() {
             let snap = self.snapshot_index();
             let last = self.last_index();
@@ -93,6 +102,9 @@ impl MemDisk {
                 "the log kept after a snapshot must be contiguous from it"
             );
         }
+        self.image
+            .compact(hard_state, meta, tail)
+            .expect("the daemon's encoder takes every compaction the sim makes");
         self.hard_state = hard_state;
         self.snapshot = Some(snapshot);
         self.entries = tail.to_vec();

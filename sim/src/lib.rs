@@ -32,6 +32,7 @@ pub mod check;
 mod checks;
 mod clients;
 mod disk;
+pub mod disk_faults;
 mod helpers;
 mod membership;
 pub mod nemesis;
@@ -262,6 +263,8 @@ pub struct SimNode {
     incarnation: u64,
     /// This node's tick length (clocks may run at different rates).
     pub tick_us: Micros,
+    /// The disk faults in effect on this node.
+    pub disk_faults: disk_faults::DiskFaults,
 }
 
 impl SimNode {
@@ -316,6 +319,9 @@ pub struct Cluster {
     pub links: Links,
     disconnected: Vec<bool>,
     pub stats: NetStats,
+    pub disk_stats: disk_faults::DiskFaultStats,
+    /// Nodes a failed fsync stopped, with when to start them again (for the schedule).
+    disk_stops: Vec<(Micros, NodeId)>,
     /// index -> the entry every node must apply there.
     applied_anywhere: BTreeMap<u64, Entry>,
     /// The (node, data dir) that applied the founding entry (index 1). It is committed by
@@ -363,6 +369,8 @@ impl Cluster {
             links: Links::new(n),
             disconnected: vec![false; n],
             stats: NetStats::default(),
+            disk_stats: disk_faults::DiskFaultStats::default(),
+            disk_stops: Vec::new(),
             applied_anywhere: BTreeMap::new(),
             founding_appliers: Default::default(),
             committed_by_term: BTreeMap::new(),
@@ -395,6 +403,7 @@ impl Cluster {
                 watermarks: (0, 0, 0),
                 incarnation: 0,
                 tick_us: cluster.cfg.tick_us,
+                disk_faults: disk_faults::DiskFaults::default(),
             });
             if id <= founders {
                 cluster.start(id);
@@ -450,6 +459,9 @@ impl Cluster {
     }
 
     fn start(&mut self, id: NodeId) {
+        // As the daemon's `Storage::open`: the log's bytes are replayed (a torn last batch
+        // dropped); damage makes the node refuse its data dir, which is then repaired.
+        self.recover_image(id);
         let founders: Vec<NodeId> = (1..=self.cfg.founder_count() as NodeId).collect();
         let mut config = Config::new(id, founders.clone());
         config.seed = self.rng.gen();
@@ -540,6 +552,8 @@ impl Cluster {
     /// an answer (their clients time out).
     pub fn crash(&mut self, id: NodeId) {
         let node = self.node_mut(id);
+        node.disk_faults.fsync_error = None;
+        node.disk_faults.no_space_reported = false;
         node.driver = None;
         node.writes.clear();
         node.applied.clear();
@@ -762,17 +776,25 @@ impl Cluster {
         let last = node.writes.back().map(|w| w.done_at);
         let done_at = match (running, last) {
             // Idle disk: sync now.
-            (None, _) => now + self.fsync_delay(),
+            (None, _) => now + self.sync_delay(id),
             // A later sync is already waiting to start: join it.
             (Some(first), Some(last)) if last > first => last,
-            // Only one sync running: the next one starts when it ends.
-            (Some(first), _) => first + self.fsync_delay(),
+            // Only one sync running (or one held by a full disk): the next one starts when it
+            // ends.
+            (Some(first), _) => first.max(now) + self.sync_delay(id),
         };
         let schedule = last != Some(done_at);
         let incarnation = self.node(id).incarnation;
+        let seq = job.seq();
         self.node_mut(id)
             .writes
             .push_back(PendingWrite { job, done_at });
+        // BUG (ack-before-fsync): say the job is durable before its fsync returned.
+        if self.cfg.bugs.contains(bugs::Bug::AckBeforeFsync) {
+            if let Some(driver) = self.driver_mut(id) {
+                driver.durable(seq);
+            }
+        }
         if schedule {
             self.schedule(
                 done_at - now,
@@ -791,6 +813,9 @@ impl Cluster {
 
     /// Every job due by now is durable: on the disk, and reported to the driver.
     fn finish_sync(&mut self, id: NodeId) {
+        if !self.sync_allowed(id) {
+            return;
+        }
         self.complete_writes(id, Some(self.now));
         self.drive(id);
     }

@@ -46,6 +46,13 @@ impl Cluster {
         if self.node(id).is_up() {
             self.crash(id);
         }
+        self.replace_disk(id);
+        self.start(id);
+    }
+
+    /// Gives the (stopped) node `id` an empty disk with a new data dir identity: a lost disk,
+    /// or a damaged one the operator moved aside.
+    pub(crate) fn replace_disk(&mut self, id: NodeId) {
         let incarnation = self.fresh_incarnation();
         let old = self.node(id).disk.incarnation;
         self.founding_appliers.remove(&(id, old));
@@ -62,7 +69,6 @@ impl Cluster {
             self.committed_by_term.clear();
         }
         self.node_mut(id).disk = MemDisk::fresh(incarnation);
-        self.start(id);
     }
 
     /// Whether node `id` was ever started (founders, and spares once added): a spare never

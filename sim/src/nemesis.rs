@@ -85,6 +85,22 @@ pub enum Fault {
     RemoveMember { node: NodeId },
     /// An operator asks the leader to hand over to the most up-to-date voter.
     TransferLeader,
+    /// Every fsync of `node` takes `extra_ms` longer for `for_ms`.
+    SlowDisk {
+        node: NodeId,
+        extra_ms: u64,
+        for_ms: u64,
+    },
+    /// `node`'s disk refuses writes (ENOSPC) for `for_ms`.
+    DiskFull { node: NodeId, for_ms: u64 },
+    /// `node`'s next fsync fails (EIO): it stops, and is started again `restart_after_ms`
+    /// later (an operator, or a supervisor).
+    FsyncError { node: NodeId, restart_after_ms: u64 },
+    /// Power loss at `node`: it crashes with its first unsynced batch landing in pieces.
+    TornCrash { node: NodeId },
+    /// A bit rots in a synced batch of `node`'s log (not the last); it restarts, finds the
+    /// damage and is repaired from the cluster.
+    BitRot { node: NodeId },
 }
 
 impl fmt::Display for Fault {
@@ -149,6 +165,25 @@ impl fmt::Display for Fault {
             Fault::AddMember { node } => write!(f, "add n{node} (it joins)"),
             Fault::RemoveMember { node } => write!(f, "remove n{node} (it keeps running)"),
             Fault::TransferLeader => write!(f, "transfer leadership"),
+            Fault::SlowDisk {
+                node,
+                extra_ms,
+                for_ms,
+            } => write!(f, "n{node}'s fsyncs take {extra_ms} ms longer for {for_ms} ms"),
+            Fault::DiskFull { node, for_ms } => write!(f, "n{node}'s disk is full for {for_ms} ms"),
+            Fault::FsyncError {
+                node,
+                restart_after_ms,
+            } => write!(
+                f,
+                "n{node}'s next fsync fails (it stops, and starts again {restart_after_ms} ms later)"
+            ),
+            Fault::TornCrash { node } => {
+                write!(f, "power loss at n{node}: its unsynced batch lands in pieces")
+            }
+            Fault::BitRot { node } => {
+                write!(f, "a bit rots in n{node}'s log; it restarts and is repaired")
+            }
         }
     }
 }
@@ -387,6 +422,42 @@ impl Schedule {
                 88..=91 => {
                     let node = *ids.choose(&mut rng).unwrap_or(&1);
                     random_clock(&mut rng, node)
+                }
+                // Disk faults. A failing fsync and a power loss take the node down until the
+                // restart that follows (like a reboot); rot costs the node its data dir, so it
+                // counts as a lost disk for the rest of the run.
+                92..=96 => {
+                    let up: Vec<NodeId> =
+                        ids.iter().copied().filter(|n| !down.contains(n)).collect();
+                    let node = *up.choose(&mut rng).unwrap_or(&1);
+                    match rng.gen_range(0..10) {
+                        0..=2 => Fault::SlowDisk {
+                            node,
+                            extra_ms: *[20, 100, 400, 1000].choose(&mut rng).unwrap_or(&100),
+                            for_ms: rng.gen_range(100..2_000),
+                        },
+                        3..=4 => Fault::DiskFull {
+                            node,
+                            for_ms: rng.gen_range(50..2_000),
+                        },
+                        5..=6 if budget => Fault::FsyncError {
+                            node,
+                            restart_after_ms: rng.gen_range(1..300),
+                        },
+                        7..=8 if budget => {
+                            push(at + rng.gen_range(1..100) * MS, Fault::Restart { node });
+                            Fault::TornCrash { node }
+                        }
+                        9 if budget && rng.gen_bool(0.5) => {
+                            lost += 1;
+                            Fault::BitRot { node }
+                        }
+                        _ => Fault::SlowDisk {
+                            node,
+                            extra_ms: 50,
+                            for_ms: 500,
+                        },
+                    }
                 }
                 _ => Fault::Home {
                     client: rng.gen_range(0..clients),
@@ -783,6 +854,22 @@ fn apply_fault(c: &mut Cluster, fault: &Fault, trace: bool) {
         Fault::TransferLeader => {
             note = admin_note(c, |id| ClientRequest::TransferLeader { id, node_id: None });
         }
+        Fault::SlowDisk {
+            node,
+            extra_ms,
+            for_ms,
+        } => c.slow_disk(*node, extra_ms * MS, for_ms * MS),
+        Fault::DiskFull { node, for_ms } => c.disk_full(*node, for_ms * MS),
+        Fault::FsyncError {
+            node,
+            restart_after_ms,
+        } => c.fsync_error(*node, restart_after_ms * MS),
+        Fault::TornCrash { node } => c.torn_crash(*node),
+        Fault::BitRot { node } => {
+            if c.ever_started(*node) {
+                c.bit_rot(*node);
+            }
+        }
     }
     if trace {
         println!("  {t:>9}  ! {fault}{note}");
@@ -859,6 +946,7 @@ fn run_inner(
                 }
             }
         }
+        restarts.extend(c.take_disk_stops());
         let t = c.now;
         let due: Vec<(Micros, NodeId)> = restarts.extract_if(.., |(at, _)| *at <= t).collect();
         for (_, node) in due {
@@ -890,11 +978,12 @@ fn run_inner(
     // ----- recovery: faults stop -----
     if opts.trace {
         println!(
-            "  {:>9}  ! faults stop: heal, restart every crashed node, reliable network, true clocks",
+            "  {:>9}  ! faults stop: heal, restart every crashed node, reliable network, true clocks and disks",
             fmt_time(c.now)
         );
     }
     c.heal();
+    c.clear_disk_faults();
     for id in c.ids() {
         if !c.node(id).is_up() && c.ever_started(id) {
             c.restart(id);

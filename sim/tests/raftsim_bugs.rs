@@ -11,18 +11,21 @@ use std::time::Instant;
 /// Each bug, and the number of seeds (from seed 1) within which the checks must catch it; the
 /// comment names the first seed that does and the check that fires.
 const BUGS: &[(Bug, u64)] = &[
-    // Seed 386: an unsafe commit (a node without the entry could still win an election). The
+    // Seed 556: an unsafe commit (a node without the entry could still win an election). The
     // Figure 8 situation needs a deposed leader's entry replicated late, which is rare.
-    (Bug::CommitOldTerm, 500),
-    // Seed 24: a node votes twice in one term after a crash.
+    (Bug::CommitOldTerm, 700),
+    // Seed 54: a node votes twice in one term after a crash.
     (Bug::VoteWithoutPersist, 80),
     // Seed 1: a follower drops acknowledged entries, so a committed entry is on too few nodes
     // (an unsafe commit; other seeds fail leader completeness or liveness).
     (Bug::TruncateStaleAppend, 10),
-    // Seed 6: a deposed leader's read makes a history non-linearizable.
+    // Seed 4: a deposed leader's read makes a history non-linearizable.
     (Bug::StaleRead, 40),
     // Seed 2: a retried write applied twice makes a history non-linearizable.
     (Bug::DoubleApply, 10),
+    // Seed 1: an unsafe commit: acknowledgements counted for entries the followers' disks do
+    // not hold yet (the disk-fault bug: a log writer that reports durable before the fsync).
+    (Bug::AckBeforeFsync, 10),
 ];
 
 fn opts(bugs: BugSet) -> RunOpts {

@@ -209,10 +209,10 @@ fn acknowledgements_wait_for_their_write_and_every_write_before_it() {
             }]
         )
     );
-    // A heartbeat while they are in flight: nothing to write, yet its acknowledgement vouches
-    // for entries 1..=2, so it waits for write 1 as well.
+    // A heartbeat while they are in flight: answered at once, vouching only for what is
+    // durable (nothing yet), so a slow disk does not hold the leader's check-quorum up.
     d.step(append(2, vec![], 0));
-    assert_eq!(d.drive().unwrap(), Output::default());
+    assert_eq!(d.drive().unwrap(), out(vec![reply(0)], vec![]));
     // Entry 3 is a second write behind the first.
     d.step(append(2, vec![put_entry(1, 3, "b", "2")], 0));
     assert_eq!(
@@ -226,9 +226,9 @@ fn acknowledgements_wait_for_their_write_and_every_write_before_it() {
             }]
         )
     );
-    // Write 1 durable: the two acknowledgements that waited for it, in order; not the third.
+    // Write 1 durable: the acknowledgement that waited for it; not the second.
     d.durable(1);
-    assert_eq!(d.drive().unwrap(), out(vec![reply(2), reply(2)], vec![]));
+    assert_eq!(d.drive().unwrap(), out(vec![reply(2)], vec![]));
     // Write 2 durable: the third.
     d.durable(2);
     assert_eq!(d.drive().unwrap(), out(vec![reply(3)], vec![]));

@@ -21,6 +21,7 @@
 pub mod batch;
 pub mod error;
 mod identity;
+pub mod image;
 pub mod record;
 mod snapshot;
 mod wal;
@@ -252,46 +253,8 @@ impl Storage {
         writes: impl IntoIterator<Item = (Option<HardState>, &'a [Entry])>,
     ) -> Result<(), StorageError> {
         let snapshot_index = self.snapshot.map_or(0, |m| m.index);
-        // What the log will be after each write, as the records are encoded.
-        let (mut hard_state, mut last_index) = (self.hard_state, self.last_index);
-        // Any prefix of these records is a safe state to recover (nothing in this call has been
-        // acknowledged until the fsync below returns), so their order within the write only
-        // has to make each prefix meaningful on its own.
-        let mut buf = batch::start();
-        for (hs, entries) in writes {
-            check_contiguous(last_index, entries)?;
-            if let Some(first) = entries.first().filter(|e| e.index <= snapshot_index) {
-                return Err(StorageError::CompactedIndex {
-                    index: first.index,
-                    snapshot_index,
-                });
-            }
-            // An unchanged hard state is already durable; writing it again would only cost
-            // bytes.
-            if let Some(hs) = hs.filter(|hs| *hs != hard_state) {
-                encode(
-                    &RecordRef::HardState {
-                        term: hs.term,
-                        vote: hs.vote,
-                    },
-                    &mut buf,
-                )?;
-                hard_state = hs;
-            }
-            if let Some(first) = entries.first() {
-                if first.index <= last_index {
-                    // Replacing a suffix: say so by appending, rather than truncating the file
-                    // or rewriting it. Cutting the file would make the recovery depend on a
-                    // metadata update reaching the disk in the right order relative to the new
-                    // records, and rewriting could lose durable data if we crash midway.
-                    encode(&RecordRef::Truncate { from: first.index }, &mut buf)?;
-                }
-                encode_entries(entries, &mut buf)?;
-            }
-            if let Some(last) = entries.last() {
-                last_index = last.index;
-            }
-        }
+        let (mut buf, hard_state, last_index) =
+            encode_saves(self.hard_state, self.last_index, snapshot_index, writes)?;
         if batch::is_empty(&buf) {
             return Ok(());
         }
@@ -474,6 +437,57 @@ impl Storage {
     pub fn recovery(&self) -> &RecoveryInfo {
         &self.recovery
     }
+}
+
+/// Encodes several saves (as `save_batch` takes them) into one batch buffer (made by
+/// `batch::start`, not sealed yet), for a log whose hard state is `hard_state`, whose last
+/// index is `last_index` and whose snapshot covers `snapshot_index`. Returns the buffer and
+/// the hard state and last index after it. Checks each save as `save` would; if one is
+/// refused, nothing is returned.
+fn encode_saves<'a>(
+    mut hard_state: HardState,
+    mut last_index: u64,
+    snapshot_index: u64,
+    writes: impl IntoIterator<Item = (Option<HardState>, &'a [Entry])>,
+) -> Result<(Vec<u8>, HardState, u64), StorageError> {
+    // Any prefix of these records is a safe state to recover (nothing in this call has been
+    // acknowledged until the fsync returns), so their order within the write only has to make
+    // each prefix meaningful on its own.
+    let mut buf = batch::start();
+    for (hs, entries) in writes {
+        check_contiguous(last_index, entries)?;
+        if let Some(first) = entries.first().filter(|e| e.index <= snapshot_index) {
+            return Err(StorageError::CompactedIndex {
+                index: first.index,
+                snapshot_index,
+            });
+        }
+        // An unchanged hard state is already durable; writing it again would only cost bytes.
+        if let Some(hs) = hs.filter(|hs| *hs != hard_state) {
+            encode(
+                &RecordRef::HardState {
+                    term: hs.term,
+                    vote: hs.vote,
+                },
+                &mut buf,
+            )?;
+            hard_state = hs;
+        }
+        if let Some(first) = entries.first() {
+            if first.index <= last_index {
+                // Replacing a suffix: say so by appending, rather than truncating the file or
+                // rewriting it. Cutting the file would make the recovery depend on a metadata
+                // update reaching the disk in the right order relative to the new records, and
+                // rewriting could lose durable data if we crash midway.
+                encode(&RecordRef::Truncate { from: first.index }, &mut buf)?;
+            }
+            encode_entries(entries, &mut buf)?;
+        }
+        if let Some(last) = entries.last() {
+            last_index = last.index;
+        }
+    }
+    Ok((buf, hard_state, last_index))
 }
 
 /// A whole log file (the file magic and one batch): the hard state, the marker saying the log
