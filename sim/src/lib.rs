@@ -91,6 +91,10 @@ pub struct SimConfig {
     /// Nodes 1..=founders found the cluster (all of them by default); the others are spares,
     /// down until `add_node` starts them to join.
     pub founders: Option<usize>,
+    /// The consistency check's interval (every 25 entries by default, far more often than
+    /// the daemon's 10,000, so simulated runs exercise it). Every check must match: a
+    /// `Corrupt` alarm fails the run.
+    pub hash_every: u64,
 }
 
 /// Core settings a simulation may change; None keeps the core's default.
@@ -134,6 +138,7 @@ impl SimConfig {
             core: CoreTuning::default(),
             bugs: BugSet::none(),
             founders: None,
+            hash_every: 25,
         }
     }
 
@@ -322,6 +327,8 @@ pub struct Cluster {
     pub disk_stats: disk_faults::DiskFaultStats,
     /// Nodes a failed fsync stopped, with when to start them again (for the schedule).
     disk_stops: Vec<(Micros, NodeId)>,
+    /// A test corrupted a store on purpose: consistency mismatches are expected.
+    corrupted: bool,
     /// index -> the entry every node must apply there.
     applied_anywhere: BTreeMap<u64, Entry>,
     /// The (node, data dir) that applied the founding entry (index 1). It is committed by
@@ -371,6 +378,7 @@ impl Cluster {
             stats: NetStats::default(),
             disk_stats: disk_faults::DiskFaultStats::default(),
             disk_stops: Vec::new(),
+            corrupted: false,
             applied_anywhere: BTreeMap::new(),
             founding_appliers: Default::default(),
             committed_by_term: BTreeMap::new(),
@@ -527,6 +535,7 @@ impl Cluster {
                 None => SnapshotPolicy::never(),
             },
             bugs: self.cfg.bugs.kv(),
+            hash_every: self.cfg.hash_every,
             ..DriverConfig::default()
         };
         let node = self.node_mut(id);
@@ -723,10 +732,19 @@ impl Cluster {
             compacted: _,
             // Every node can reach every other in the simulation: nothing to connect.
             peers: _,
+            hash_states,
         } = out;
         for env in messages {
             self.send(env);
         }
+        // The daemon hashes on a blocking thread; here at once (virtual time does not move).
+        for task in hash_states {
+            let hash = task.hash();
+            if let Some(driver) = self.driver_mut(id) {
+                driver.state_hashed(task.index, hash);
+            }
+        }
+        self.check_consistency(id);
         for applied in applied {
             match applied {
                 Applied::Entry(entry) => self.apply(id, &entry),
@@ -873,6 +891,33 @@ impl Cluster {
             }
         }
         Some(seq)
+    }
+
+    /// No node's consistency check may find a mismatch, unless a test corrupted a store on
+    /// purpose (`corrupted`).
+    fn check_consistency(&self, id: NodeId) {
+        if self.corrupted {
+            return;
+        }
+        if let Some(m) = self
+            .node(id)
+            .driver()
+            .and_then(|d| d.consistency_mismatch())
+        {
+            panic!(
+                "[seed {}] node {id}: consistency check failed: {m}",
+                self.cfg.seed
+            );
+        }
+    }
+
+    /// Test hook: changes node `id`'s store behind the log's back (as memory or disk damage
+    /// would), so the consistency check must raise `Corrupt`.
+    pub fn corrupt_store(&mut self, id: NodeId, key: &str, value: &str) {
+        self.corrupted = true;
+        if let Some(d) = self.driver_mut(id) {
+            d.corrupt_store_for_test(key, value);
+        }
     }
 
     fn check_applied(&self, id: NodeId) {

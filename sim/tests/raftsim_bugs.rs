@@ -21,7 +21,7 @@ const BUGS: &[(Bug, u64)] = &[
     (Bug::TruncateStaleAppend, 10),
     // Seed 4: a deposed leader's read makes a history non-linearizable.
     (Bug::StaleRead, 40),
-    // Seed 2: a retried write applied twice makes a history non-linearizable.
+    // Seed 1: a retried write applied twice makes a history non-linearizable.
     (Bug::DoubleApply, 10),
     // Seed 1: an unsafe commit: acknowledgements counted for entries the followers' disks do
     // not hold yet (the disk-fault bug: a log writer that reports durable before the fsync).

@@ -159,3 +159,34 @@ fn a_failed_fsync_stops_the_node_and_a_restart_recovers_it() {
     let index = c.one(b"c", 3, AGREE);
     assert_eq!(c.applied_at(index).0, 3);
 }
+
+#[test]
+fn a_replica_whose_state_was_damaged_behind_the_log_raises_the_corrupt_alarm() {
+    let mut c = cluster(3, 999);
+    let all = c.ids();
+    for i in 0..30 {
+        c.one(&cmd("w", i), 3, AGREE);
+    }
+    for id in &all {
+        let alarms = c.node(*id).driver().map(|d| d.alarms()).unwrap_or_default();
+        assert!(alarms.is_empty(), "node {id}: {alarms:?} before any damage");
+    }
+    let leader = check_one_leader(&mut c, &all, ELECTION);
+    let follower = leader % 3 + 1;
+    c.corrupt_store(follower, "k", "damaged");
+    for i in 0..30 {
+        c.one(&cmd("x", i), 3, AGREE);
+    }
+    // Every node compares with every other: all of them see the mismatch.
+    for id in &all {
+        let alarms = c.node(*id).driver().map(|d| d.alarms()).unwrap_or_default();
+        assert_eq!(alarms, vec!["Corrupt".to_string()], "node {id}");
+    }
+    let m = c
+        .node(leader)
+        .driver()
+        .and_then(|d| d.consistency_mismatch())
+        .unwrap_or_default()
+        .to_string();
+    assert!(m.contains(&format!("node {follower}")), "{m}");
+}

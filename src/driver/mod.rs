@@ -21,21 +21,22 @@
 //! * Every answer carries the reply token `R` of its request (a connection's sender in the
 //!   daemon, a client's route in the simulation); the driver keeps no table of its own.
 
+mod consistency;
 mod membership;
 mod output;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use output::{Applied, DiskJob, Output, SnapshotTask};
+pub use output::{Applied, DiskJob, HashTask, Output, SnapshotTask};
 pub use snapshot::SnapshotPolicy;
 
 #[cfg(feature = "bugs")]
 use crate::kv::KvBugs;
 use crate::kv::{KvService, KvStore};
 use crate::rpc::types::{
-    ClientRequest, ClientResponse, Envelope, ErrorCode, NodeId, Role, Snapshot, SnapshotMeta,
-    StatusResponse,
+    ClientRequest, ClientResponse, Envelope, ErrorCode, NodeId, RaftMessage, Role, Snapshot,
+    SnapshotMeta, StatusResponse,
 };
 use membership::{Asked, PendingChange, PendingTransfer};
 use raftd_core::{MembershipChange, Persisting, Raft, SnapshotCheck};
@@ -84,6 +85,10 @@ pub struct DriverConfig {
     pub max_command_bytes: usize,
     /// Requests pending longer than this many ticks are answered `Timeout`.
     pub request_timeout_ticks: u64,
+    /// The consistency check hashes the applied state at every multiple of this index (0:
+    /// off). Nodes compare hashes only at indexes they all hash, so every node of a cluster
+    /// should use the same interval.
+    pub hash_every: u64,
     /// The service's injected bugs (only with the `bugs` feature).
     #[cfg(feature = "bugs")]
     pub bugs: KvBugs,
@@ -95,11 +100,15 @@ impl Default for DriverConfig {
             snapshots: SnapshotPolicy::never(),
             max_command_bytes: usize::MAX,
             request_timeout_ticks: crate::kv::DEFAULT_REQUEST_TIMEOUT_TICKS,
+            hash_every: DEFAULT_HASH_EVERY,
             #[cfg(feature = "bugs")]
             bugs: KvBugs::default(),
         }
     }
 }
+
+/// The consistency check's default interval: every 10,000 log entries.
+pub const DEFAULT_HASH_EVERY: u64 = 10_000;
 
 /// A handed-off `Ready` waiting for its disk job (and every job before it) to be durable.
 #[derive(Debug)]
@@ -132,6 +141,7 @@ pub struct Driver<R> {
     peers_key: PeersKey,
     ticks: u64,
     request_timeout_ticks: u64,
+    consistency: consistency::Consistency,
 }
 
 impl<R> Driver<R> {
@@ -155,6 +165,7 @@ impl<R> Driver<R> {
         let mut service = KvService::new(raft.id(), store, addrs);
         service.set_max_command_bytes(cfg.max_command_bytes);
         service.set_request_timeout_ticks(cfg.request_timeout_ticks);
+        service.set_hash_every(cfg.hash_every);
         #[cfg(feature = "bugs")]
         service.set_bugs(cfg.bugs);
         let mut driver = Driver {
@@ -174,6 +185,7 @@ impl<R> Driver<R> {
             peers_key: PeersKey::default(),
             ticks: 0,
             request_timeout_ticks: cfg.request_timeout_ticks.max(1),
+            consistency: consistency::Consistency::default(),
         };
         // The shell starts out talking to the configuration's members (`member_addrs`).
         driver.connected = driver.peer_addrs();
@@ -237,6 +249,11 @@ impl<R> Driver<R> {
 
     /// A message from a peer (the shell has checked which peer's connection it came on).
     pub fn step(&mut self, env: Envelope) {
+        if let RaftMessage::StateHash { index, hash, .. } = env.msg {
+            self.consistency
+                .peer_hash(self.raft.id(), env.from, index, hash);
+            return;
+        }
         self.raft.step(env);
     }
 
@@ -502,6 +519,12 @@ impl<R> Driver<R> {
             }
             let answers = self.service.on_ready(&self.raft, &rd);
             self.out.answers.extend(answers);
+            self.out.hash_states.extend(
+                self.service
+                    .take_hash_points()
+                    .into_iter()
+                    .map(|(index, store)| HashTask { index, store }),
+            );
             self.out
                 .applied
                 .extend(rd.committed_entries.drain(..).map(Applied::Entry));
@@ -603,7 +626,39 @@ impl<R> Driver<R> {
         if self.service.no_space() {
             alarms.push("NoSpace".to_string());
         }
+        if self.consistency.mismatch().is_some() {
+            alarms.push("Corrupt".to_string());
+        }
         alarms
+    }
+
+    /// The shell hashed the state of a `HashTask`: compare it with the peers' and tell them.
+    pub fn state_hashed(&mut self, index: u64, hash: u64) {
+        let id = self.raft.id();
+        self.consistency.own_hash(id, index, hash);
+        for &peer in self.connected.keys() {
+            self.out.messages.push(Envelope {
+                from: id,
+                to: peer,
+                incarnation: self.raft.incarnation(),
+                msg: RaftMessage::StateHash {
+                    term: self.raft.term(),
+                    index,
+                    hash,
+                },
+            });
+        }
+    }
+
+    /// Test hook (see `KvStore::corrupt_for_test`).
+    #[cfg(feature = "bugs")]
+    pub fn corrupt_store_for_test(&mut self, key: &str, value: &str) {
+        self.service.corrupt_for_test(key, value);
+    }
+
+    /// The first consistency-check mismatch this node saw, if any.
+    pub fn consistency_mismatch(&self) -> Option<&str> {
+        self.consistency.mismatch()
     }
 
     /// The log writer says the disk is full (`true`) or has space again. While it is full,

@@ -81,6 +81,22 @@ impl SnapshotTask {
     }
 }
 
+/// The state machine as of a check point of the consistency check (`index` a multiple of its
+/// interval), to hash off the node's thread (an O(1) copy of a persistent map). Report the
+/// result with `Driver::state_hashed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashTask {
+    pub index: u64,
+    pub store: KvStore,
+}
+
+impl HashTask {
+    /// The hash (the slow part: the whole state is read).
+    pub fn hash(&self) -> u64 {
+        self.store.state_hash()
+    }
+}
+
 /// Everything the driver produced since the last `Driver::take_output`. The shell does it all,
 /// in any order except that `disk` jobs are queued in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +118,8 @@ pub struct Output<R> {
     /// change not yet committed is still talked to, so that a leader removing itself hears
     /// that its removal is committed.
     pub peers: Option<BTreeMap<NodeId, String>>,
+    /// Hash these states in the background (the consistency check).
+    pub hash_states: Vec<HashTask>,
 }
 
 impl<R> Default for Output<R> {
@@ -114,6 +132,7 @@ impl<R> Default for Output<R> {
             prepare_snapshot: None,
             compacted: None,
             peers: None,
+            hash_states: Vec::new(),
         }
     }
 }
@@ -127,5 +146,6 @@ impl<R> Output<R> {
             && self.prepare_snapshot.is_none()
             && self.compacted.is_none()
             && self.peers.is_none()
+            && self.hash_states.is_empty()
     }
 }

@@ -87,6 +87,11 @@ pub struct KvService<R> {
     now_ms: u64,
     /// The node's disk is full: writes are refused with `NoSpace`.
     no_space: bool,
+    /// The consistency check's interval (0: off): the store is copied for hashing after
+    /// applying every index that is a multiple of it.
+    hash_every: u64,
+    /// Copies taken for the consistency check, for the driver to collect.
+    hash_points: Vec<(u64, KvStore)>,
     #[cfg(feature = "bugs")]
     bugs: KvBugs,
 }
@@ -118,6 +123,8 @@ impl<R> KvService<R> {
             max_command_bytes: usize::MAX,
             now_ms: 0,
             no_space: false,
+            hash_every: 0,
+            hash_points: Vec::new(),
             #[cfg(feature = "bugs")]
             bugs: KvBugs::default(),
         }
@@ -158,6 +165,22 @@ impl<R> KvService<R> {
 
     pub fn no_space(&self) -> bool {
         self.no_space
+    }
+
+    /// Copies the store for the consistency check after every `every`th index (0: never).
+    pub fn set_hash_every(&mut self, every: u64) {
+        self.hash_every = every;
+    }
+
+    /// The copies taken since the last call: (index, the store as of it).
+    pub fn take_hash_points(&mut self) -> Vec<(u64, KvStore)> {
+        std::mem::take(&mut self.hash_points)
+    }
+
+    /// Test hook (see `KvStore::corrupt_for_test`).
+    #[cfg(feature = "bugs")]
+    pub fn corrupt_for_test(&mut self, key: &str, value: &str) {
+        self.store.corrupt_for_test(key, value);
     }
 
     /// Answers requests with `Timeout` after this many ticks (default 500: 5 s at 10 ms).
@@ -443,6 +466,9 @@ impl<R> KvService<R> {
         let outcome = self.store.apply_with_bugs(entry, self.bugs.double_apply);
         #[cfg(not(feature = "bugs"))]
         let outcome = self.store.apply(entry);
+        if self.hash_every > 0 && entry.index % self.hash_every == 0 {
+            self.hash_points.push((entry.index, self.store.clone()));
+        }
         let Some(waiting) = self.writes.remove(&entry.index) else {
             return;
         };

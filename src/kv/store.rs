@@ -99,6 +99,31 @@ impl KvStore {
         self.applied
     }
 
+    /// A 64-bit hash of the data (every key and value, in key order) for the consistency
+    /// check: replicas that applied the same log must give the same hash. FNV-1a over each
+    /// key and value with its length, so that ("ab","c") and ("a","bc") differ; stable across
+    /// builds and machines.
+    pub fn state_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in (bytes.len() as u64).to_le_bytes().iter().chain(bytes) {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for (k, v) in &self.data {
+            eat(k.as_bytes());
+            eat(v.as_bytes());
+        }
+        h
+    }
+
+    /// Test hook: changes the data behind the log's back, as memory or disk corruption would.
+    #[cfg(feature = "bugs")]
+    pub fn corrupt_for_test(&mut self, key: &str, value: &str) {
+        self.data.insert(key.to_string(), value.to_string());
+    }
+
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
     }

@@ -198,6 +198,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     tcfg.security = security;
     let (transport, events) = Transport::start(tcfg, listener, handler);
 
+    let (hashes_tx, hashes_rx) = tokio::sync::mpsc::unbounded_channel();
     let node = NodeLoop {
         driver,
         wal: LogWriter::start(storage, cfg.id).map_err(|e| ServerError::Writer(e.to_string()))?,
@@ -215,6 +216,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
             Duration::from_millis(cfg.election_timeout_ms.1 * 2)
         },
         snapshot_job: None,
+        hashes_tx,
+        hashes_rx,
         prepared: None,
     };
     let node_cancel = cancel.clone();

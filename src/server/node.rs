@@ -55,6 +55,10 @@ pub struct NodeLoop {
     pub handover: Duration,
     /// A snapshot being encoded in the background.
     pub snapshot_job: Option<oneshot::Receiver<Prepared>>,
+    /// Hashes of the applied state computed in the background (index, hash), for the
+    /// consistency check.
+    pub hashes_tx: mpsc::UnboundedSender<(u64, u64)>,
+    pub hashes_rx: mpsc::UnboundedReceiver<(u64, u64)>,
     /// The file of the snapshot the driver queued as a `SaveSnapshot` job, until the job is
     /// handed to the log writer.
     pub prepared: Option<PreparedSnapshot>,
@@ -108,6 +112,7 @@ impl NodeLoop {
                 // a leader commit.
                 report = self.wal.report() => self.on_report(report?),
                 _ = ticker.tick() => self.driver.tick(wall_clock_ms()),
+                Some((index, hash)) = self.hashes_rx.recv() => self.driver.state_hashed(index, hash),
                 Some(event) = self.events.recv() => self.on_peer_event(event),
                 Some(request) = self.requests.recv() => self.on_request(request),
             }
@@ -288,7 +293,15 @@ impl NodeLoop {
             prepare_snapshot,
             compacted: _,
             peers,
+            hash_states,
         } = out;
+        for task in hash_states {
+            // Reads the whole state: off the node's thread, like a snapshot.
+            let tx = self.hashes_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send((task.index, task.hash()));
+            });
+        }
         if let Some(peers) = peers {
             self.connect(peers);
         }

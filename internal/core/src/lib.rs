@@ -312,6 +312,11 @@ impl Raft {
         self.id
     }
 
+    /// The identity of this node's data dir, as its messages carry it.
+    pub fn incarnation(&self) -> u64 {
+        self.cfg.incarnation
+    }
+
     pub fn term(&self) -> u64 {
         self.term
     }
@@ -369,6 +374,10 @@ impl Raft {
             return;
         }
         ::log::trace!("node {}: recv {env}", self.id);
+        if matches!(env.msg, RaftMessage::StateHash { .. }) {
+            // For the shell's consistency check; nothing of Raft's.
+            return;
+        }
         if self.bootstrap_message(&env) {
             return;
         }
@@ -455,7 +464,9 @@ impl Raft {
             } => self.handle_snapshot_reply(from, snapshot, received, done),
             RaftMessage::TimeoutNow { term } => self.handle_timeout_now(from, term),
             // Answered by `bootstrap_message` before anything else.
-            RaftMessage::Bootstrap { .. } | RaftMessage::BootstrapReply { .. } => {}
+            RaftMessage::Bootstrap { .. }
+            | RaftMessage::BootstrapReply { .. }
+            | RaftMessage::StateHash { .. } => {}
         }
     }
 

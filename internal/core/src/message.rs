@@ -187,6 +187,10 @@ pub enum RaftMessage {
     /// From a leader handing leadership over (thesis §3.10): the target starts an election at
     /// once, without waiting for its timer or asking for pre-votes.
     TimeoutNow { term: u64 },
+    /// The hash of the sender's applied state at log index `index` (a multiple of the
+    /// consistency check's interval), for the shell's consistency check: replicas that applied
+    /// the same log must hold the same state. The core ignores it.
+    StateHash { term: u64, index: u64, hash: u64 },
     /// From a node whose data dir is empty, asking whether the cluster is still to be founded
     /// (every founding member empty) or exists already (then the asker waits to be caught up).
     Bootstrap { term: u64 },
@@ -233,6 +237,7 @@ impl RaftMessage {
             | RaftMessage::InstallSnapshot { term, .. }
             | RaftMessage::InstallSnapshotReply { term, .. }
             | RaftMessage::TimeoutNow { term }
+            | RaftMessage::StateHash { term, .. }
             | RaftMessage::Bootstrap { term }
             | RaftMessage::BootstrapReply { term, .. } => *term,
         }
@@ -250,6 +255,7 @@ impl RaftMessage {
             RaftMessage::InstallSnapshot { .. } => "InstallSnapshot",
             RaftMessage::InstallSnapshotReply { .. } => "InstallSnapshotReply",
             RaftMessage::TimeoutNow { .. } => "TimeoutNow",
+            RaftMessage::StateHash { .. } => "StateHash",
             RaftMessage::Bootstrap { .. } => "Bootstrap",
             RaftMessage::BootstrapReply { .. } => "BootstrapReply",
         }
@@ -356,6 +362,11 @@ impl fmt::Display for Envelope {
             RaftMessage::TimeoutNow { term } => {
                 write!(f, "{}->{} TimeoutNow(term={term})", self.from, self.to)
             }
+            RaftMessage::StateHash { term, index, hash } => write!(
+                f,
+                "{}->{} StateHash(term={term}, index={index}, hash={hash:016x})",
+                self.from, self.to
+            ),
             RaftMessage::Bootstrap { term } => write!(
                 f,
                 "{}->{} Bootstrap(term={term}, incarnation={})",
