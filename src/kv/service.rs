@@ -466,7 +466,7 @@ impl<R> KvService<R> {
         let outcome = self.store.apply_with_bugs(entry, self.bugs.double_apply);
         #[cfg(not(feature = "bugs"))]
         let outcome = self.store.apply(entry);
-        if self.hash_every > 0 && entry.index % self.hash_every == 0 {
+        if self.hash_every > 0 && entry.index.is_multiple_of(self.hash_every) {
             self.hash_points.push((entry.index, self.store.clone()));
         }
         let Some(waiting) = self.writes.remove(&entry.index) else {

@@ -186,7 +186,7 @@ mod tests {
             .unwrap();
         let tail = img.encode([(None, &e[..0])]).unwrap();
         assert!(tail.is_empty());
-        let more = vec![Entry::command(1, 4, b"y".to_vec())];
+        let more = [Entry::command(1, 4, b"y".to_vec())];
         let torn = img.encode([(None, &more[..])]).unwrap();
         // A torn second batch: its first half zeros, its second half there.
         let mut bytes = torn.clone();
