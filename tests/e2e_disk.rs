@@ -235,7 +235,7 @@ fn followers_with_a_stalled_fsync_do_not_cost_the_leader_its_quorum() {
 }
 
 #[test]
-fn zeros_and_garbage_after_the_last_batch_are_dropped_and_a_flipped_byte_mid_log_refuses_to_start()
+fn zeros_and_garbage_after_the_last_batch_are_dropped_and_damage_mid_log_is_refused_then_repaired()
 {
     let mut cluster = Cluster::start(3);
     let leader = cluster.leader(TEN_S);
@@ -285,4 +285,55 @@ fn zeros_and_garbage_after_the_last_batch_are_dropped_and_a_flipped_byte_mid_log
         bad,
         "the damaged log was changed"
     );
+    assert!(log.contains("--repair"), "{log}");
+
+    // `--repair`: the damaged dir is moved aside (kept), and the node is repaired from the
+    // cluster: caught up, and re-admitted as a voter with its new data dir.
+    cluster.node(follower).kill(); // reaps the process that refused to start
+    cluster.node(follower).extra_args.push("--repair".into());
+    cluster.node(follower).start();
+    process::wait_for(TEN_S, || {
+        let s = status_of(&mut cluster, follower)?;
+        (s["last_applied"].as_u64()? >= 21).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the repaired node did not catch up\n{}", cluster.logs()));
+    let data_dir = cluster.node(follower).data_dir.clone();
+    let parent = data_dir.parent().expect("parent").to_path_buf();
+    let name = data_dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let aside: Vec<_> = std::fs::read_dir(&parent)
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.damaged-"))
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged dir was not kept aside");
+    assert_eq!(
+        std::fs::read(aside[0].path().join("raft.wal")).expect("read"),
+        bad,
+        "the damaged log was changed"
+    );
+    let leader = cluster.leader(TEN_S);
+    let mut conn = RawConn::connect(cluster.node(leader).addr());
+    process::wait_for(TEN_S, || {
+        let r = conn.call(&json!({"type":"MemberList","id":99}));
+        let members = r["members"].as_array()?.clone();
+        members
+            .iter()
+            .any(|m| {
+                m["id"].as_u64() == Some(follower)
+                    && m["role"] == "Voter"
+                    && m["readmitting"] != true
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the repaired node was not re-admitted\n{}", cluster.logs()));
+    let w = conn.call(&json!({"type":"Put","id":100,"key":"after","value":"repair"}));
+    assert_eq!(w["type"], "Ok", "{w}");
 }

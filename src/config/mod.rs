@@ -76,6 +76,12 @@ pub struct Cli {
     /// configuration, from this node's own data. See README, "Disaster recovery".
     #[arg(long)]
     pub force_new_cluster: bool,
+    /// If the data dir is damaged (the node would refuse to start), move it aside to
+    /// DIR.damaged-<unix time> and rejoin the cluster with an empty one: the leader catches it
+    /// up as a learner and re-admits it as a voter. A healthy majority must be up; this never
+    /// founds a cluster.
+    #[arg(long)]
+    pub repair: bool,
     /// Stop (SIGTERM) without first handing leadership over: the cluster then waits an
     /// election timeout for a new leader. For comparison (scripts/bench-rolling-restart.sh).
     #[arg(long)]
@@ -123,6 +129,8 @@ pub struct NodeConfig {
     /// `--join`: members to ask for the configuration when the data dir is empty.
     pub join: Vec<SocketAddr>,
     pub force_new_cluster: bool,
+    /// `--repair`: a damaged data dir is moved aside and the node repaired from the cluster.
+    pub repair: bool,
     /// `--no-handover`: a stopping leader does not transfer leadership first.
     pub no_handover: bool,
 }
@@ -258,6 +266,7 @@ impl NodeConfig {
         let cfg = NodeConfig {
             join,
             force_new_cluster: cli.force_new_cluster,
+            repair: cli.repair,
             no_handover: cli.no_handover,
             security,
             snapshot_entries,

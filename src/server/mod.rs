@@ -5,6 +5,7 @@ mod connection;
 mod join;
 mod log_writer;
 mod node;
+mod repair;
 
 pub use connection::NodeRequest;
 pub use node::NodeError;
@@ -42,6 +43,12 @@ pub enum ServerError {
     Join(String),
     #[error("--force-new-cluster: the data dir {0} is empty, so there is nothing to recover from; start the node without it")]
     NothingToRecover(std::path::PathBuf),
+    #[error("--repair: cannot move the damaged data dir {} aside: {source}", .dir.display())]
+    Repair {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source} (is another process using the port?)")]
     Listen {
         addr: std::net::SocketAddr,
@@ -64,8 +71,23 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     let timing = cfg.timing()?;
     // Certificates and secret first: a node that cannot authenticate must not touch its data.
     let security = cfg.security.load(cfg.id)?;
-    let (storage, recovered) =
-        tokio::task::block_in_place(|| Storage::open(&cfg.data_dir, cfg.id))?;
+    let mut cfg = cfg;
+    let (storage, recovered) = match tokio::task::block_in_place(|| {
+        Storage::open(&cfg.data_dir, cfg.id)
+    }) {
+        Err(e @ StorageError::Corrupt { .. }) if cfg.repair => {
+            let aside = repair::move_aside(&cfg.data_dir, &e)?;
+            ::log::warn!(
+                "node {}: --repair: moved the damaged data dir to {}; rejoining the cluster with an empty one (the leader catches this node up and re-admits it)",
+                cfg.id,
+                aside.display()
+            );
+            // Never found a cluster from an empty dir: join the members the command line names.
+            cfg.join = cfg.peers.values().copied().collect();
+            tokio::task::block_in_place(|| Storage::open(&cfg.data_dir, cfg.id))?
+        }
+        other => other?,
+    };
     let mut recovered = recovered;
     let store = match &mut recovered.snapshot {
         Some(snap) => {

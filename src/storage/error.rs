@@ -53,7 +53,8 @@ pub enum StorageError {
     #[error(
         "{}: damaged at byte offset {offset}: {reason}. The node refuses to start, because \
          skipping damaged records could lose data it already acknowledged to the cluster; \
-         restore the data dir from a peer or a backup",
+         start it with --repair to have the data dir moved aside and the node repaired from the \
+         cluster (a healthy majority must be up), or restore the data dir from a backup",
         .path.display()
     )]
     Corrupt {

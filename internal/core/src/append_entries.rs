@@ -93,11 +93,15 @@ impl Raft {
             };
             match pr.state {
                 ProgressState::Probe => {
+                    // The last probe is still unanswered a heartbeat later: it carries entries,
+                    // and its answer waits for the follower's disk. An empty heartbeat next to
+                    // the new probe is answered at once, so a follower whose fsync stalls still
+                    // shows it is there (check-quorum, ReadIndex).
+                    let unanswered = pr.probe_sent;
                     pr.probe_sent = false;
-                    // The probe carries entries, and its answer waits for the follower's
-                    // disk; the empty heartbeat's answer does not, so a follower whose fsync
-                    // stalls still shows it is there (check-quorum, ReadIndex).
-                    self.send_heartbeat(peer);
+                    if unanswered {
+                        self.send_heartbeat(peer);
+                    }
                     self.send_append(peer);
                 }
                 ProgressState::Snapshot => {

@@ -110,9 +110,11 @@ impl Progress {
             self.stalled_heartbeats = 0;
             self.next = self.next.max(index + 1);
         }
-        // Any accepted probe, even one that carried nothing new, proves where the logs match:
-        // start streaming.
-        if self.state == ProgressState::Probe {
+        // An accepted probe, even one that carried nothing new, proves the logs match where
+        // the probe was anchored (`next - 1`): start streaming. A heartbeat anchored lower (at
+        // what is known to match, sent next to the probe so a follower with a slow disk can
+        // answer at once) proves nothing new: keep probing.
+        if self.state == ProgressState::Probe && index + 1 >= self.next {
             self.become_replicate();
         }
         grew
