@@ -38,8 +38,9 @@ pub enum NodeError {
     Driver(#[from] DriverError),
 }
 
-/// A snapshot encoded and written under a temporary name in the background.
-type Prepared = Result<(Snapshot, PreparedSnapshot), String>;
+/// A snapshot encoded and written under a temporary name in the background, or why not: a
+/// message, or the storage error (an fsync that failed stops the node, as anywhere else).
+type Prepared = Result<(Snapshot, PreparedSnapshot), (String, Option<StorageError>)>;
 
 pub struct NodeLoop {
     pub driver: Driver<Reply>,
@@ -106,7 +107,7 @@ impl NodeLoop {
                 // and the log grow, until the load stops.
                 done = wait_job(&mut self.snapshot_job), if self.snapshot_job.is_some() => {
                     self.snapshot_job = None;
-                    self.on_snapshot_prepared(done);
+                    self.on_snapshot_prepared(done)?;
                 }
                 // Also ahead of the inputs: a durable write releases acknowledgements and lets
                 // a leader commit.
@@ -364,10 +365,10 @@ impl NodeLoop {
         tokio::task::spawn_blocking(move || {
             let result = task
                 .encode()
-                .map_err(|e| format!("cannot serialize the state machine: {e}"))
+                .map_err(|e| (format!("cannot serialize the state machine: {e}"), None))
                 .and_then(|snapshot| {
                     let prepared = prepare_snapshot(&dir, snapshot.meta, &snapshot.data)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| (e.to_string(), Some(e)))?;
                     Ok((snapshot, prepared))
                 });
             let _ = tx.send(result);
@@ -375,7 +376,10 @@ impl NodeLoop {
         self.snapshot_job = Some(rx);
     }
 
-    fn on_snapshot_prepared(&mut self, done: Result<Prepared, oneshot::error::RecvError>) {
+    fn on_snapshot_prepared(
+        &mut self,
+        done: Result<Prepared, oneshot::error::RecvError>,
+    ) -> Result<(), NodeError> {
         match done {
             Ok(Ok((snapshot, prepared))) => {
                 if self.driver.snapshot_prepared(snapshot) {
@@ -384,11 +388,14 @@ impl NodeLoop {
                     self.wal.queue(WriteJob::DiscardPrepared(prepared));
                 }
             }
-            Ok(Err(e)) => self.driver.snapshot_failed(&e),
+            // Never retried as if the data were safe: the page cache can no longer be trusted.
+            Ok(Err((_, Some(e @ StorageError::SyncFailed { .. })))) => return Err(e.into()),
+            Ok(Err((e, _))) => self.driver.snapshot_failed(&e),
             Err(_) => self
                 .driver
                 .snapshot_failed("the snapshot task ended without an answer"),
         }
+        Ok(())
     }
 
     fn send(&self, env: Envelope) {
