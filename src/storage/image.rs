@@ -3,7 +3,7 @@
 //! a disk would, and recovers it with the daemon's own replay, so what the simulation shows
 //! about torn writes and damage is what the daemon does with them.
 
-use super::record::{Reader, Step};
+use super::record::Reader;
 use super::wal::DroppedTail;
 use super::{batch, encode_saves, log_image, Replay, StorageError};
 use crate::rpc::types::{Entry, HardState, SnapshotMeta};
@@ -125,37 +125,9 @@ impl LogImage {
         let len = self.bytes.len() as u64;
         let mut reader = Reader::new(Cursor::new(&self.bytes[..]), len);
         let mut replay = Replay::default();
-        let dropped_tail = loop {
-            let step = reader
-                .next_step()
-                .map_err(super::error::io_err(path, "read"))?;
-            match step {
-                Step::Record { offset, record, .. } => {
-                    replay
-                        .apply(offset, record)
-                        .map_err(|reason| StorageError::Corrupt {
-                            path: path.to_path_buf(),
-                            offset,
-                            reason,
-                        })?
-                }
-                Step::End => break None,
-                Step::TornTail { offset, reason } => {
-                    break Some(DroppedTail {
-                        offset,
-                        bytes: len - offset,
-                        reason,
-                    })
-                }
-                Step::Damaged { offset, reason } => {
-                    return Err(StorageError::Corrupt {
-                        path: path.to_path_buf(),
-                        offset,
-                        reason,
-                    })
-                }
-            }
-        };
+        let dropped_tail = super::wal::replay(&mut reader, path, len, |offset, record| {
+            replay.apply(offset, record)
+        })?;
         let (hard_state, entries, _) = replay.finish(snapshot, path, Path::new("snapshot"))?;
         if let Some(tail) = &dropped_tail {
             self.bytes.truncate(tail.offset as usize);

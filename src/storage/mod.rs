@@ -321,15 +321,7 @@ impl Storage {
         let Some(meta) = self.snapshot else {
             return Ok(());
         };
-        if let Some(first) = tail.first() {
-            if first.index != meta.index + 1 {
-                return Err(StorageError::NonContiguous {
-                    expected: meta.index + 1,
-                    got: first.index,
-                });
-            }
-        }
-        check_contiguous(meta.index, tail)?;
+        check_tail(meta, tail)?;
         let image = log_image(&self.hard_state, Some(meta), tail)?;
         self.wal.rewrite(&image)?;
         self.last_index = meta.index + tail.len() as u64;
@@ -359,15 +351,7 @@ impl Storage {
                 });
             }
         }
-        if let Some(first) = tail.first() {
-            if first.index != meta.index + 1 {
-                return Err(StorageError::NonContiguous {
-                    expected: meta.index + 1,
-                    got: first.index,
-                });
-            }
-        }
-        check_contiguous(meta.index, tail)?;
+        check_tail(meta, tail)?;
         // Encode first: an entry too large to encode must fail before anything is written.
         let compacted = log_image(&hard_state, Some(meta), tail)?;
 
@@ -524,6 +508,19 @@ fn log_image(
     file.extend_from_slice(&batch::FILE_MAGIC);
     file.extend_from_slice(&buf);
     Ok(file)
+}
+
+/// Checks that `tail` is contiguous from the snapshot at `meta` (the log kept after it).
+fn check_tail(meta: SnapshotMeta, tail: &[Entry]) -> Result<(), StorageError> {
+    if let Some(first) = tail.first() {
+        if first.index != meta.index + 1 {
+            return Err(StorageError::NonContiguous {
+                expected: meta.index + 1,
+                got: first.index,
+            });
+        }
+    }
+    check_contiguous(meta.index, tail)
 }
 
 /// Checks that `entries` can follow a log ending at `last_index`.

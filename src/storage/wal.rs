@@ -15,6 +15,38 @@ use super::batch;
 use super::error::{io_err, StorageError};
 use super::record::{Format, Reader, Step, WalRecord};
 
+/// Feeds every good record `reader` finds to `apply`, in order, until the end or a torn tail
+/// (returned). Damage, or an `Err` from `apply` (the log contradicts itself), is
+/// `StorageError::Corrupt` at that offset of `path`.
+pub(crate) fn replay<R: std::io::Read + std::io::Seek>(
+    reader: &mut Reader<R>,
+    path: &Path,
+    file_len: u64,
+    mut apply: impl FnMut(u64, WalRecord) -> Result<(), String>,
+) -> Result<Option<DroppedTail>, StorageError> {
+    let corrupt = |offset, reason| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
+    loop {
+        match reader.next_step().map_err(io_err(path, "read"))? {
+            Step::Record { offset, record, .. } => {
+                apply(offset, record).map_err(|reason| corrupt(offset, reason))?
+            }
+            Step::End => return Ok(None),
+            Step::TornTail { offset, reason } => {
+                return Ok(Some(DroppedTail {
+                    offset,
+                    bytes: file_len - offset,
+                    reason,
+                }))
+            }
+            Step::Damaged { offset, reason } => return Err(corrupt(offset, reason)),
+        }
+    }
+}
+
 /// File name of the log inside the data dir.
 pub const WAL_FILE_NAME: &str = "raft.wal";
 
@@ -64,33 +96,7 @@ impl Wal {
 
         let file_len = file.metadata().map_err(io_err(path, "stat"))?.len();
         let mut reader = Reader::new(BufReader::with_capacity(1 << 20, &file), file_len);
-        let dropped = loop {
-            let step = reader.next_step().map_err(io_err(path, "read"))?;
-            match step {
-                Step::Record { offset, record, .. } => {
-                    apply(offset, record).map_err(|reason| StorageError::Corrupt {
-                        path: path.to_path_buf(),
-                        offset,
-                        reason,
-                    })?;
-                }
-                Step::End => break None,
-                Step::TornTail { offset, reason } => {
-                    break Some(DroppedTail {
-                        offset,
-                        bytes: file_len - offset,
-                        reason,
-                    })
-                }
-                Step::Damaged { offset, reason } => {
-                    return Err(StorageError::Corrupt {
-                        path: path.to_path_buf(),
-                        offset,
-                        reason,
-                    })
-                }
-            }
-        };
+        let dropped = replay(&mut reader, path, file_len, &mut apply)?;
 
         let legacy = reader.format() == Format::Legacy;
         drop(reader);
