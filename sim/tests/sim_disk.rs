@@ -190,3 +190,18 @@ fn a_replica_whose_state_was_damaged_behind_the_log_raises_the_corrupt_alarm() {
         .to_string();
     assert!(m.contains(&format!("node {follower}")), "{m}");
 }
+
+/// raftsim seed 64132, shrunk: the founding member that wrote the founding entry applied it,
+/// then its first fsync failed (it stopped before the write was durable); another node lost
+/// its disk, and the cluster was founded again with another entry 1, so two nodes applied
+/// different entries at index 1. The founding entry now counts as committed only once it is
+/// on the author's disk.
+#[test]
+fn a_founding_entry_lost_to_a_failed_fsync_was_never_applied() {
+    use raftd_sim::nemesis::{run_schedule, RunOpts, Schedule};
+    let json = r#"{"seed":64132,"nodes":5,"clients":4,"snapshot_entries":11,"core":{"election_ticks":[10,13],"max_entries_per_message":1,"pre_vote":false,"check_quorum":null},"duration_us":4151500,"events":[{"at_us":0,"fault":"net","drop_pct":17,"dup_pct":10,"min_delay_us":809,"max_delay_us":16000,"long_delay_pct":4,"long_delay_ms":731},{"at_us":27000,"fault":"one_way","from":5,"to":1},{"at_us":1015000,"fault":"fsync_error","node":1,"restart_after_ms":278},{"at_us":1703000,"fault":"one_way","from":1,"to":3},{"at_us":4017000,"fault":"heal"},{"at_us":4059000,"fault":"lose_disk","node":3}],"spares":0}"#;
+    let schedule: Schedule = serde_json::from_str(json).expect("schedule");
+    if let Err(f) = run_schedule(&schedule, &RunOpts::default()) {
+        panic!("{f}");
+    }
+}

@@ -245,9 +245,12 @@ impl Raft {
             self.term = 1;
             self.vote = 0;
         }
-        // Every founding member writes this same entry: it is committed by construction.
+        // Every founding member writes this same entry: it is committed by construction, once
+        // it is on this node's disk (`persisted`). Applied before that, a crash of this write
+        // would leave the node having applied an entry it no longer has, and the cluster could
+        // be founded again with another.
         self.log.append(Entry::config(1, 1, &founding));
-        self.log.commit_to(1);
+        self.founding_unsynced = true;
         self.configs.push((1, founding));
         self.refresh_membership();
     }

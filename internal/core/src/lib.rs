@@ -176,6 +176,9 @@ pub struct Raft {
     membership_changed: bool,
     /// While the log is empty and the cluster may still have to be founded.
     bootstrap: Option<bootstrap::Probe>,
+    /// The founding entry was written here and counts as committed once it is durable (not
+    /// before: a crash before its write completed would forget an entry this node applied).
+    founding_unsynced: bool,
     /// A leadership transfer in progress (leader only).
     transfer: Option<transfer::Transfer>,
     term: u64,
@@ -253,6 +256,7 @@ impl Raft {
             configs,
             membership_changed: false,
             bootstrap: probing.then(bootstrap::Probe::default),
+            founding_unsynced: false,
             transfer: None,
             term: hard_state.term,
             vote: hard_state.vote,
@@ -579,6 +583,12 @@ impl Raft {
     pub fn persisted(&mut self, persisting: Persisting) {
         if let Some((index, term)) = persisting.stable_to {
             self.log.stable_to(index, term);
+        }
+        if self.founding_unsynced && self.log.stable() >= 1 {
+            self.founding_unsynced = false;
+            if self.log.term(1) == Some(1) {
+                self.log.commit_to(1);
+            }
         }
         if self.role == Role::Leader {
             self.maybe_commit();
