@@ -555,12 +555,23 @@ fn checker_catches_a_stale_read_and_a_wrong_value_in_a_real_history() {
     assert!(history.iter().all(|o| o.output != Output::Unknown));
     let end = history.iter().map(|o| o.ret).max().unwrap_or(0);
     assert_stores_agree(&mut c);
-    // A stale read: after everything finished, a Get returns a value the key held earlier.
+    // A stale read: after everything finished, a Get returns a value the key held earlier. The
+    // value is one a later write replaced for certain: that write was called after the Put
+    // returned (a Put concurrent with the last write could still be ordered last).
     let store = c.node(1).store().cloned().expect("node 1 is up");
+    // (Puts and Deletes always take effect; a Cas may not.)
+    let is_write = |o: &Operation| matches!(o.input, Input::Put(_) | Input::Delete);
     let (key, stale) = history
         .iter()
         .filter_map(|o| match &o.input {
-            Input::Put(v) if store.get(&o.key) != Some(v) => Some((o.key.clone(), v.clone())),
+            Input::Put(v)
+                if store.get(&o.key) != Some(v)
+                    && history
+                        .iter()
+                        .any(|w| w.key == o.key && is_write(w) && w.call > o.ret) =>
+            {
+                Some((o.key.clone(), v.clone()))
+            }
             _ => None,
         })
         .next_back()
