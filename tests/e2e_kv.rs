@@ -2,6 +2,7 @@
 //! through the library `Client`, through `raftctl`, and through raw frames.
 
 use raftd_testkit::process;
+use raftd_testkit::runtime;
 
 use process::{Cluster, RawConn};
 use raftd::client::{Client, ClientError, ClientOptions};
@@ -17,14 +18,6 @@ use std::time::{Duration, Instant};
 const TEN_S: Duration = Duration::from_secs(10);
 const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
 const LIN: Consistency = Consistency::Linearizable;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn opts() -> ClientOptions {
     ClientOptions {

@@ -8,6 +8,7 @@ use raftd::rpc::types::{Consistency, MemberStatus};
 use raftd_testkit::check::{check_history, Operation};
 use raftd_testkit::nemesis::{spawn_clients, ClientReport, WorkloadConfig, WorkloadCtl};
 use raftd_testkit::process::{self, Cluster};
+use raftd_testkit::runtime;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,14 +16,6 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 const TEN_S: Duration = Duration::from_secs(10);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn admin(addrs: Vec<SocketAddr>) -> Client {
     Client::new(

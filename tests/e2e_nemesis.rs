@@ -12,6 +12,7 @@
 
 use raftd_testkit::nemesis;
 use raftd_testkit::proxy;
+use raftd_testkit::runtime;
 
 use nemesis::{
     run_schedule, spawn_clients, FaultReport, HistoryStats, NemesisCluster, ScheduleConfig,
@@ -47,14 +48,6 @@ struct Outcome {
     ok_after_heal: u64,
     wall: Duration,
     cluster: NemesisCluster,
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 async fn drive(spec: &Spec) -> Outcome {

@@ -11,3 +11,13 @@ pub mod proxy;
 
 /// The linearizability checker the nemesis histories go through (the simulation's own).
 pub use raftd_sim::check;
+
+/// The tokio runtime the end-to-end tests drive their clients on: two workers, like the
+/// machine's two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
