@@ -227,7 +227,7 @@ fn followers_with_a_stalled_fsync_do_not_cost_the_leader_its_quorum() {
     assert_eq!(st["role"], "Leader", "{}", cluster.logs());
     assert_eq!(st["term"], term, "an election happened\n{}", cluster.logs());
     let log = cluster.node(leader).log();
-    assert!(!log.contains("stepping down"), "{log}");
+    assert!(!log.contains("leader -> follower"), "{log}");
     for f in &followers {
         let fsyncs = cluster.node(*f).faults.as_ref().expect("faults").fsyncs();
         assert!(fsyncs >= 3, "node {f} made {fsyncs} fsyncs");
@@ -336,4 +336,24 @@ fn zeros_and_garbage_after_the_last_batch_are_dropped_and_damage_mid_log_is_refu
     .unwrap_or_else(|| panic!("the repaired node was not re-admitted\n{}", cluster.logs()));
     let w = conn.call(&json!({"type":"Put","id":100,"key":"after","value":"repair"}));
     assert_eq!(w["type"], "Ok", "{w}");
+}
+
+#[test]
+fn the_fault_shim_passes_its_selftest() {
+    // The shim the tests above rely on: its own checks (tests/support/faultfs/selftest.sh).
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/faultfs/selftest.sh"
+    );
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("run the faultfs selftest");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("faultfs selftest: ok"), "{text}");
 }

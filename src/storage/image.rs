@@ -52,42 +52,47 @@ impl LogImage {
         &self.batches
     }
 
+    /// The batch `Storage::save_batch` would append for these saves (sealed), with the hard
+    /// state and last index after it; None if there is nothing to write.
+    fn batch<'a>(
+        &self,
+        writes: impl IntoIterator<Item = (Option<HardState>, &'a [Entry])>,
+    ) -> Result<Option<(Vec<u8>, HardState, u64)>, StorageError> {
+        let snapshot_index = self.snapshot.map_or(0, |m| m.index);
+        let (mut buf, hard_state, last_index) =
+            encode_saves(self.hard_state, self.last_index, snapshot_index, writes)?;
+        if batch::is_empty(&buf) {
+            return Ok(None);
+        }
+        batch::seal(&mut buf).map_err(|e| StorageError::Encode {
+            reason: e.to_string(),
+        })?;
+        Ok(Some((buf, hard_state, last_index)))
+    }
+
     /// The batch `Storage::save_batch` would append for these saves (sealed), without
     /// appending it. Empty if there is nothing to write.
     pub fn encode<'a>(
         &self,
         writes: impl IntoIterator<Item = (Option<HardState>, &'a [Entry])>,
     ) -> Result<Vec<u8>, StorageError> {
-        let snapshot_index = self.snapshot.map_or(0, |m| m.index);
-        let (mut buf, _, _) =
-            encode_saves(self.hard_state, self.last_index, snapshot_index, writes)?;
-        if batch::is_empty(&buf) {
-            return Ok(Vec::new());
-        }
-        batch::seal(&mut buf).map_err(|e| StorageError::Encode {
-            reason: e.to_string(),
-        })?;
-        Ok(buf)
+        Ok(self
+            .batch(writes)?
+            .map(|(buf, _, _)| buf)
+            .unwrap_or_default())
     }
 
     /// Appends saves as one batch, as `Storage::save_batch` does.
     pub fn save<'a>(
         &mut self,
-        writes: impl IntoIterator<Item = (Option<HardState>, &'a [Entry])> + Clone,
+        writes: impl IntoIterator<Item = (Option<HardState>, &'a [Entry])>,
     ) -> Result<(), StorageError> {
-        let snapshot_index = self.snapshot.map_or(0, |m| m.index);
-        let (mut buf, hard_state, last_index) =
-            encode_saves(self.hard_state, self.last_index, snapshot_index, writes)?;
-        if batch::is_empty(&buf) {
-            return Ok(());
+        if let Some((buf, hard_state, last_index)) = self.batch(writes)? {
+            self.batches.push(self.bytes.len());
+            self.bytes.extend_from_slice(&buf);
+            self.hard_state = hard_state;
+            self.last_index = last_index;
         }
-        batch::seal(&mut buf).map_err(|e| StorageError::Encode {
-            reason: e.to_string(),
-        })?;
-        self.batches.push(self.bytes.len());
-        self.bytes.extend_from_slice(&buf);
-        self.hard_state = hard_state;
-        self.last_index = last_index;
         Ok(())
     }
 
