@@ -357,3 +357,42 @@ fn force_new_cluster_recovers_from_a_lost_majority() {
         c.put("after", "2").await.expect("write on the new cluster");
     });
 }
+
+#[test]
+fn a_leader_killed_in_the_middle_of_a_change_leaves_one_configuration_and_the_change_completes() {
+    // The change is sent to the leader and the leader is SIGKILLed at once, under load: the
+    // entry may or may not have reached the others. After the restart the cluster has one
+    // configuration (the old one, or the new one with node 4), and asking again completes it.
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(TEN_S);
+    let rt = runtime();
+    rt.block_on(async {
+        let load = Load::start(cluster.addrs(), 1205);
+        wait_for_progress(&load, 0, &cluster).await;
+        let id = cluster.add_node();
+        let addr = cluster.node(id).addr().to_string();
+        let mut raw = process::RawConn::connect(cluster.node(leader).addr());
+        raw.send_json(&serde_json::json!({"type":"MemberAdd","id":1,"node_id":id,
+                                          "addr":addr,"learner":false}));
+        cluster.node(leader).kill();
+        let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|n| *n != leader).collect();
+        cluster.leader_among(&rest, TEN_S);
+        cluster.node(leader).start();
+        let mut c = admin(cluster.addrs());
+        // Whatever survived the crash, the members agree on one list, with node 4 in it or not.
+        let members = c.member_list().await.expect("member list");
+        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        assert!(
+            ids == vec![1, 2, 3] || ids == vec![1, 2, 3, id],
+            "{members:?}\n{}",
+            cluster.logs()
+        );
+        c.member_add(id, &addr, false, false)
+            .await
+            .expect("the change asked again");
+        wait_for_voters(&mut c, &[1, 2, 3, id], &cluster).await;
+        let before = load.ok();
+        wait_for_progress(&load, before, &cluster).await;
+        load.finish("crash mid-change", &cluster).await;
+    });
+}

@@ -212,16 +212,13 @@ impl Sessions {
         }
         self.clock_ms = at_ms;
         let horizon = self.clock_ms.saturating_sub(self.limits.ttl_ms);
-        loop {
-            // The oldest session of either segment (looked at without copying its id: this
-            // runs for nearly every command, and usually finds nothing to expire).
-            let Some((_, client)) = [self.lru.get_min(), self.protected.get_min()]
-                .into_iter()
-                .flatten()
-                .min()
-            else {
-                break;
-            };
+        // The oldest session of either segment (looked at without copying its id: this runs
+        // for nearly every command, and usually finds nothing to expire).
+        while let Some((_, client)) = [self.lru.get_min(), self.protected.get_min()]
+            .into_iter()
+            .flatten()
+            .min()
+        {
             // Sessions from before the log had a clock count from when it started.
             let idle_since = self
                 .by_client
