@@ -589,9 +589,7 @@ fn thousands_of_idle_connections_do_not_stop_the_cluster() {
     let quiet: Vec<_> = (0..QUIET)
         .map(|i| {
             std::thread::spawn(move || {
-                let mut c = RawConn {
-                    stream: patient_connect(addr),
-                };
+                let mut c = RawConn::over(patient_connect(addr));
                 c.send_frame(json!({"type":"Status","id":i}).to_string().as_bytes());
                 c
             })
@@ -603,9 +601,7 @@ fn thousands_of_idle_connections_do_not_stop_the_cluster() {
     let t1 = Instant::now();
     let put = std::thread::spawn(move || {
         let t = Instant::now();
-        let mut c = RawConn {
-            stream: patient_connect(addr),
-        };
+        let mut c = RawConn::over(patient_connect(addr));
         let connected = t.elapsed();
         c.send_json(&json!({"type":"Put","id":1,"key":"after-flood","value":"v"}));
         let r = match c.read(Duration::from_secs(45)) {

@@ -217,6 +217,13 @@ pub struct Route {
     pub request_id: u64,
 }
 
+impl raftd::driver::ReplyTo for Route {
+    /// Each simulated client is one connection.
+    fn connection(&self) -> u64 {
+        self.client as u64
+    }
+}
+
 impl Cluster {
     /// Adds clients; random ones start at once (each at a random moment of its think time).
     pub fn add_clients(&mut self, cfg: ClientConfig) -> Vec<ClientId> {
@@ -628,13 +635,19 @@ impl Cluster {
                     ErrorCode::BadRequest
                     | ErrorCode::TooLarge
                     | ErrorCode::Unsafe
-                    | ErrorCode::Busy => {
+                    | ErrorCode::Busy
+                    | ErrorCode::Compacted
+                    | ErrorCode::LeaseNotFound
+                    | ErrorCode::WatchCancelled => {
                         self.clients.stats.bad_answers += 1;
                         self.finish(client, op, Output::Unknown, None);
                     }
                 }
             }
-            ClientResponse::Status(_) => {
+            // These clients neither ask for status nor watch.
+            ClientResponse::Status(_)
+            | ClientResponse::Watching { .. }
+            | ClientResponse::Events { .. } => {
                 self.clients.stats.bad_answers += 1;
             }
         }
@@ -685,6 +698,7 @@ fn request(rec: &OpRecord, id: u64, client: ClientId) -> ClientRequest {
             id,
             key,
             value: value.clone(),
+            lease: 0,
             client_id,
             seq: rec.seq,
         },

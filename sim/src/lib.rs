@@ -536,6 +536,9 @@ impl Cluster {
             },
             bugs: self.cfg.bugs.kv(),
             hash_every: self.cfg.hash_every,
+            tick_ms: (tick_us / MS).max(1),
+            // Small, so that compactions run under every fault the simulation has.
+            auto_compact_revisions: 64,
             ..DriverConfig::default()
         };
         let node = self.node_mut(id);
@@ -733,6 +736,7 @@ impl Cluster {
             // Every node can reach every other in the simulation: nothing to connect.
             peers: _,
             hash_states,
+            watch_events,
         } = out;
         for env in messages {
             self.send(env);
@@ -754,7 +758,7 @@ impl Cluster {
         for job in disk {
             self.queue_write(id, job);
         }
-        for (route, resp) in answers {
+        for (route, resp) in answers.into_iter().chain(watch_events) {
             self.answer(id, route, resp);
         }
         if let Some(task) = prepare_snapshot {

@@ -100,11 +100,7 @@ impl Connection {
             self.send(req).await?;
             loop {
                 let resp = self.recv().await?;
-                let rid = match &resp {
-                    ClientResponse::Ok(ok) => Some(ok.id),
-                    ClientResponse::Status(s) => Some(s.id),
-                    ClientResponse::Error(e) => e.id,
-                };
+                let rid = resp.id();
                 // An error without an id answers the frame itself (too large, not JSON, or
                 // plaintext to a TLS node); the node closes the connection after it.
                 if rid == Some(id) || rid.is_none() {

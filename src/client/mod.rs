@@ -6,8 +6,11 @@
 //! `Client`; use several for concurrency.
 
 mod conn;
+pub mod store;
+mod watch;
 
 pub use conn::Connection;
+pub use watch::{WatchEvent, Watcher};
 
 use crate::rpc::types::{
     ClientRequest, ClientResponse, Consistency, ErrorCode, ErrorResponse, MemberStatus, NodeId,
@@ -32,6 +35,14 @@ pub enum ClientError {
     /// this client, so nothing was applied now, and it may or may not have been before.
     #[error("outcome unknown, the client's session expired: {0}")]
     SessionExpired(String),
+    /// The revision asked for is older than the history kept.
+    #[error("revision compacted: history starts at revision {compact_revision}")]
+    Compacted { compact_revision: u64 },
+    #[error("{0}")]
+    LeaseNotFound(String),
+    /// A watch was ended by the node (a reader too slow, or the node stopping).
+    #[error("watch cancelled: {0}")]
+    WatchCancelled(String),
     #[error("unexpected answer from {addr}: {what}")]
     Protocol { addr: SocketAddr, what: String },
 }
@@ -140,6 +151,7 @@ impl Client {
             id,
             key: key.clone(),
             value: value.clone(),
+            lease: 0,
             client_id: client_id.clone(),
             seq: Some(seq),
         })
@@ -384,9 +396,9 @@ impl Client {
                 }
                 self.on_error(addr, err, tried)
             }
-            ClientResponse::Status(_) => Attempt::Fatal(ClientError::Protocol {
+            other => Attempt::Fatal(ClientError::Protocol {
                 addr,
-                what: "a Status answer to a key-value request".into(),
+                what: format!("an answer of another kind to a key-value request: {other:?}"),
             }),
         }
     }
@@ -439,6 +451,11 @@ impl Client {
             ErrorCode::Unsafe => Attempt::Fatal(ClientError::Unsafe(err.message)),
             ErrorCode::BadRequest => Attempt::Fatal(ClientError::BadRequest(err.message)),
             ErrorCode::TooLarge => Attempt::Fatal(ClientError::TooLarge(err.message)),
+            ErrorCode::Compacted => Attempt::Fatal(ClientError::Compacted {
+                compact_revision: err.compact_revision.unwrap_or(0),
+            }),
+            ErrorCode::LeaseNotFound => Attempt::Fatal(ClientError::LeaseNotFound(err.message)),
+            ErrorCode::WatchCancelled => Attempt::Fatal(ClientError::WatchCancelled(err.message)),
         }
     }
 }

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// Command line of `raftd` (see docs/CLIENT_PROTOCOL.md).
+/// Revisions of history kept by default.
+pub const DEFAULT_AUTO_COMPACT_REVISIONS: u64 = 10_000;
+
 #[derive(Parser, Debug, Default, Clone)]
 #[command(name = "raftd", version, about = "A Raft consensus daemon")]
 pub struct Cli {
@@ -49,6 +52,10 @@ pub struct Cli {
     /// ... or once the log holds this many bytes of commands (default 64 MiB).
     #[arg(long, value_name = "BYTES")]
     pub snapshot_bytes: Option<u64>,
+    /// Keep this many revisions of history (reads of the past, watches that resume); the
+    /// leader compacts older ones away (default 10000; 0 keeps all until a `Compact`).
+    #[arg(long, value_name = "N")]
+    pub auto_compact_revisions: Option<u64>,
     /// A file of at least 32 secret bytes that every member has: peers prove they know it
     /// before their messages count.
     #[arg(long, value_name = "FILE")]
@@ -101,6 +108,7 @@ struct FileConfig {
     max_frame_bytes: Option<usize>,
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
+    auto_compact_revisions: Option<u64>,
     cluster_secret_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -125,6 +133,8 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// ... or when the log holds this many command bytes.
     pub snapshot_bytes: u64,
+    /// Revisions of history the leader keeps (0: all).
+    pub auto_compact_revisions: u64,
     pub security: SecurityConfig,
     /// `--join`: members to ask for the configuration when the data dir is empty.
     pub join: Vec<SocketAddr>,
@@ -270,6 +280,10 @@ impl NodeConfig {
             no_handover: cli.no_handover,
             security,
             snapshot_entries,
+            auto_compact_revisions: cli
+                .auto_compact_revisions
+                .or(file.auto_compact_revisions)
+                .unwrap_or(DEFAULT_AUTO_COMPACT_REVISIONS),
             snapshot_bytes,
             id,
             listen,

@@ -27,9 +27,11 @@ mod output;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 pub use output::{Applied, DiskJob, HashTask, Output, SnapshotTask};
 pub use snapshot::SnapshotPolicy;
+pub use watch::{ReplyTo, MAX_WATCHES};
 
 #[cfg(feature = "bugs")]
 use crate::kv::KvBugs;
@@ -89,6 +91,10 @@ pub struct DriverConfig {
     /// off). Nodes compare hashes only at indexes they all hash, so every node of a cluster
     /// should use the same interval.
     pub hash_every: u64,
+    /// Milliseconds per tick (lease ttls are counted in ticks).
+    pub tick_ms: u64,
+    /// Revisions of history a leader keeps before it proposes a compaction (0: all).
+    pub auto_compact_revisions: u64,
     /// The service's injected bugs (only with the `bugs` feature).
     #[cfg(feature = "bugs")]
     pub bugs: KvBugs,
@@ -101,6 +107,8 @@ impl Default for DriverConfig {
             max_command_bytes: usize::MAX,
             request_timeout_ticks: crate::kv::DEFAULT_REQUEST_TIMEOUT_TICKS,
             hash_every: DEFAULT_HASH_EVERY,
+            tick_ms: 10,
+            auto_compact_revisions: 0,
             #[cfg(feature = "bugs")]
             bugs: KvBugs::default(),
         }
@@ -142,9 +150,10 @@ pub struct Driver<R> {
     ticks: u64,
     request_timeout_ticks: u64,
     consistency: consistency::Consistency,
+    watches: watch::WatchHub<R>,
 }
 
-impl<R> Driver<R> {
+impl<R: ReplyTo> Driver<R> {
     /// A driver for `raft` (restored from the disk) and `store` (restored from the disk's
     /// snapshot, or empty). `addrs` says where each member listens.
     pub fn new(
@@ -166,6 +175,8 @@ impl<R> Driver<R> {
         service.set_max_command_bytes(cfg.max_command_bytes);
         service.set_request_timeout_ticks(cfg.request_timeout_ticks);
         service.set_hash_every(cfg.hash_every);
+        service.set_tick_ms(cfg.tick_ms);
+        service.set_auto_compact(cfg.auto_compact_revisions);
         #[cfg(feature = "bugs")]
         service.set_bugs(cfg.bugs);
         let mut driver = Driver {
@@ -186,6 +197,9 @@ impl<R> Driver<R> {
             ticks: 0,
             request_timeout_ticks: cfg.request_timeout_ticks.max(1),
             consistency: consistency::Consistency::default(),
+            watches: watch::WatchHub::new(
+                (1000 / cfg.tick_ms.max(1)).max(1),
+            ),
         };
         // The shell starts out talking to the configuration's members (`member_addrs`).
         driver.connected = driver.peer_addrs();
@@ -245,6 +259,31 @@ impl<R> Driver<R> {
         self.ticks += 1;
         let answers = self.service.tick();
         self.out.answers.extend(answers);
+        self.service.leader_tick(&mut self.raft);
+        let revision = self.service.store().revision();
+        self.watches.tick(revision, &mut self.out.watch_events);
+    }
+
+    /// A client connection closed: the watches on it end.
+    pub fn connection_closed(&mut self, connection: u64) {
+        self.watches
+            .connection_closed(self.service.store_mut(), connection);
+    }
+
+    /// The shell found watch `watch_id`'s connection too far behind: the watch ends with
+    /// `WatchCancelled`.
+    pub fn cancel_slow_watch(&mut self, connection: u64, watch_id: u64) {
+        if let Some(answer) =
+            self.watches
+                .cancel_slow(self.service.store_mut(), connection, watch_id)
+        {
+            self.out.watch_events.push(answer);
+        }
+    }
+
+    /// Watches this node serves.
+    pub fn watch_count(&self) -> usize {
+        self.watches.len()
     }
 
     /// A message from a peer (the shell has checked which peer's connection it came on).
@@ -268,6 +307,39 @@ impl<R> Driver<R> {
         }
         let id = req.id();
         let asked = match req {
+            ClientRequest::Watch {
+                id,
+                key,
+                end,
+                prefix,
+                start_revision,
+            } => {
+                match crate::kv::mvcc::KeyRange::from_fields(key, end, prefix) {
+                    Ok(range) => self.watches.watch(
+                        self.service.store_mut(),
+                        id,
+                        range,
+                        start_revision,
+                        reply,
+                        &mut self.out,
+                    ),
+                    Err(msg) => self.out.answers.push((
+                        reply,
+                        ClientResponse::error(Some(id), ErrorCode::BadRequest, msg),
+                    )),
+                }
+                return;
+            }
+            ClientRequest::CancelWatch { id, watch_id } => {
+                let connection = reply.connection();
+                self.watches
+                    .cancel(self.service.store_mut(), connection, watch_id);
+                self.out.answers.push((
+                    reply,
+                    ClientResponse::Ok(crate::rpc::types::OkResponse::bare(id)),
+                ));
+                return;
+            }
             ClientRequest::MemberList { .. } => {
                 let answer = if self.raft.role() == Role::Leader {
                     membership::ok_members(
@@ -440,6 +512,7 @@ impl<R> Driver<R> {
     pub fn shutdown(&mut self) {
         let answers = self.service.shutdown();
         self.out.answers.extend(answers);
+        self.watches.shutdown(&mut self.out.watch_events);
         let pending = std::mem::take(&mut self.changes)
             .into_iter()
             .map(|p| (p.reply, p.id))
@@ -494,6 +567,8 @@ impl<R> Driver<R> {
                     }
                 };
                 self.service.restore(store);
+                self.watches
+                    .restored(self.service.store_mut(), &mut self.out.watch_events);
                 self.out.applied.push(Applied::Snapshot(snapshot.meta));
                 // The entries after the snapshot that earlier jobs wrote (this Ready's own
                 // entries follow in the next job).
@@ -519,6 +594,12 @@ impl<R> Driver<R> {
             }
             let answers = self.service.on_ready(&self.raft, &rd);
             self.out.answers.extend(answers);
+            if !self.watches.is_empty() {
+                let events = self.service.store_mut().take_events();
+                let revision = self.service.store().revision();
+                self.watches
+                    .deliver(&events, revision, &mut self.out.watch_events);
+            }
             self.out.hash_states.extend(
                 self.service
                     .take_hash_points()

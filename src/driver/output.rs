@@ -120,6 +120,10 @@ pub struct Output<R> {
     pub peers: Option<BTreeMap<NodeId, String>>,
     /// Hash these states in the background (the consistency check).
     pub hash_states: Vec<HashTask>,
+    /// What running watches stream (`Events`, and the error that ends a watch after its
+    /// `Watching`): not answers to a request, so a connection does not count them against its
+    /// requests in flight.
+    pub watch_events: Vec<(R, ClientResponse)>,
 }
 
 impl<R> Default for Output<R> {
@@ -133,6 +137,7 @@ impl<R> Default for Output<R> {
             compacted: None,
             peers: None,
             hash_states: Vec::new(),
+            watch_events: Vec::new(),
         }
     }
 }
@@ -147,5 +152,6 @@ impl<R> Output<R> {
             && self.compacted.is_none()
             && self.peers.is_none()
             && self.hash_states.is_empty()
+            && self.watch_events.is_empty()
     }
 }

@@ -53,6 +53,7 @@ fn put(id: u64, key: &str, value: &str) -> ClientRequest {
         id,
         key: key.into(),
         value: value.into(),
+        lease: 0,
         client_id: None,
         seq: None,
     }
@@ -66,13 +67,18 @@ fn put_entry(term: u64, index: u64, key: &str, value: &str) -> Entry {
         op: Op::Put {
             key: key.into(),
             value: value.into(),
+            lease: 0,
         },
     };
     Entry::command(term, index, cmd.encode().unwrap())
 }
 
-fn ok(id: u64) -> ClientResponse {
-    ClientResponse::Ok(OkResponse::bare(id))
+/// The answer to a Put that left the store at `revision`.
+fn put_ok(id: u64, revision: u64) -> ClientResponse {
+    ClientResponse::Ok(OkResponse {
+        revision: Some(revision),
+        ..OkResponse::bare(id)
+    })
 }
 
 /// A single-voter node that has elected itself and made its term, vote and no-op durable.
@@ -128,7 +134,7 @@ fn a_write_is_answered_once_its_entry_is_durable_committed_and_applied() {
     assert_eq!(
         d.drive().unwrap(),
         Output {
-            answers: vec![(70, ok(7))],
+            answers: vec![(70, put_ok(7, 1))],
             applied: vec![Applied::Entry(put_entry(1, 2, "k", "v"))],
             ..Output::default()
         }
@@ -428,7 +434,7 @@ fn the_own_snapshot_is_encoded_by_the_shell_saved_in_order_then_compacts_the_log
     assert_eq!(
         applied,
         Output {
-            answers: vec![(10, ok(1))],
+            answers: vec![(10, put_ok(1, 1))],
             applied: vec![Applied::Entry(put_entry(1, 2, "k", "v"))],
             prepare_snapshot: Some(SnapshotTask {
                 // The copy records the configuration at its index.
@@ -481,7 +487,7 @@ fn the_own_snapshot_is_encoded_by_the_shell_saved_in_order_then_compacts_the_log
     assert_eq!(
         d.drive().unwrap(),
         Output {
-            answers: vec![(20, ok(2))],
+            answers: vec![(20, put_ok(2, 2))],
             applied: vec![Applied::Entry(put_entry(1, 3, "k2", "v2"))],
             compacted: Some(snapshot.meta),
             ..Output::default()

@@ -17,8 +17,11 @@
 //! the read arrived (Raft thesis §6.4). A leader that loses leadership answers everything
 //! pending with `Timeout`.
 
-use super::command::{Command, Op, Outcome};
+use super::command::{Command, Op, Outcome, Refusal};
+use super::lease_clock::LeaseClock;
+use super::mvcc::{KeyRange, RangeOptions, RevisionError};
 use super::store::KvStore;
+use super::txn::Txn;
 use crate::rpc::types::{
     ClientRequest, ClientResponse, Consistency, Entry, ErrorCode, ErrorResponse, NodeId,
     OkResponse, Role,
@@ -44,8 +47,20 @@ struct PendingRead<R> {
     term: u64,
     request: R,
     id: u64,
-    key: String,
+    query: Query,
     since: u64,
+}
+
+/// What a read asks, answered once the leader confirmed it leads and applied what was
+/// committed when the read arrived.
+enum Query {
+    Get(String),
+    Range { range: KeyRange, opts: RangeOptions },
+    /// A keep-alive is a read: the leader confirms it still leads before it promises the
+    /// lease another ttl, and logs nothing (its clock is restarted when the keep-alive
+    /// arrived).
+    KeepAlive(u64),
+    TimeToLive(u64),
 }
 
 /// The service's injected bugs (only with the `bugs` feature; all off by default).
@@ -87,6 +102,15 @@ pub struct KvService<R> {
     now_ms: u64,
     /// The node's disk is full: writes are refused with `NoSpace`.
     no_space: bool,
+    /// When each lease expires, by this node's clock while it leads.
+    lease_clock: LeaseClock,
+    /// Milliseconds per tick (the daemon's tick; the simulation's virtual one).
+    tick_ms: u64,
+    /// Revisions of history to keep (0: all); see `leader_tick`.
+    auto_compact: u64,
+    /// The compaction this node proposed last, and when (its clock): not proposed again
+    /// until applied or lost.
+    compact_proposed: Option<(u64, u64)>,
     /// The consistency check's interval (0: off): the store is copied for hashing after
     /// applying every index that is a multiple of it.
     hash_every: u64,
@@ -99,7 +123,7 @@ pub struct KvService<R> {
 /// A request the service keeps until it can answer it.
 enum Admitted {
     /// A linearizable read, for the next ReadIndex round.
-    Read { id: u64, key: String },
+    Read { id: u64, query: Query },
     /// A write proposed at `index` in `term`.
     Write { id: u64, index: u64, term: u64 },
 }
@@ -123,6 +147,10 @@ impl<R> KvService<R> {
             max_command_bytes: usize::MAX,
             now_ms: 0,
             no_space: false,
+            lease_clock: LeaseClock::default(),
+            tick_ms: 10,
+            auto_compact: 0,
+            compact_proposed: None,
             hash_every: 0,
             hash_points: Vec::new(),
             #[cfg(feature = "bugs")]
@@ -156,6 +184,98 @@ impl<R> KvService<R> {
     /// simulation's virtual time).
     pub fn set_now_ms(&mut self, ms: u64) {
         self.now_ms = ms;
+    }
+
+    /// How long a tick is, in ms (for lease ttls).
+    pub fn set_tick_ms(&mut self, ms: u64) {
+        self.tick_ms = ms.max(1);
+    }
+
+    /// This node's monotonic clock in ms: its ticks.
+    fn mono_ms(&self) -> u64 {
+        self.ticks * self.tick_ms
+    }
+
+    /// The store, to change what the driver owns of it (event recording for watches).
+    pub fn store_mut(&mut self) -> &mut KvStore {
+        &mut self.store
+    }
+
+    /// Keeps `revisions` revisions of history: the leader compacts older ones (0: never).
+    pub fn set_auto_compact(&mut self, revisions: u64) {
+        self.auto_compact = revisions;
+    }
+
+    /// What a leader does on its own each tick: expire leases, compact history.
+    pub fn leader_tick(&mut self, raft: &mut Raft) {
+        if raft.role() != Role::Leader {
+            self.lease_clock.not_leading();
+            self.compact_proposed = None;
+            return;
+        }
+        self.expire_leases(raft);
+        self.auto_compact(raft);
+    }
+
+    /// Proposes a compaction that keeps the last `auto_compact` revisions, once a tenth of that
+    /// has accumulated beyond them (so compactions are batched). Through the log: every node
+    /// forgets the same history at the same index.
+    fn auto_compact(&mut self, raft: &mut Raft) {
+        if self.auto_compact == 0 {
+            return;
+        }
+        let mvcc = self.store.mvcc();
+        let target = mvcc.revision().saturating_sub(self.auto_compact);
+        let step = (self.auto_compact / 10).max(1);
+        if target < mvcc.compact_revision() + step {
+            return;
+        }
+        let now = self.mono_ms();
+        if let Some((proposed, at)) = self.compact_proposed {
+            if proposed > mvcc.compact_revision() && now < at + 2_000 {
+                return; // still on its way through the log
+            }
+        }
+        let cmd = Command {
+            client_id: None,
+            seq: 0,
+            op: Op::Compact { revision: target },
+            at_ms: self.now_ms,
+        };
+        if let Ok(data) = cmd.encode() {
+            if raft.propose(data).is_ok() {
+                ::log::debug!("compacting history before revision {target}");
+                self.compact_proposed = Some((target, now));
+            }
+        }
+    }
+
+    /// Proposes the revocation of every lease whose ttl ran out by this leader's clock
+    /// (through the log, so every node deletes the keys at the same revision). A node that has
+    /// just become leader first gives every lease its full ttl again: it cannot know when the
+    /// last keep-alive reached the old leader.
+    fn expire_leases(&mut self, raft: &mut Raft) {
+        let now = self.mono_ms();
+        let due = self
+            .lease_clock
+            .due(raft.term(), now, self.store.leases());
+        for lease_id in due {
+            let cmd = Command {
+                client_id: None,
+                seq: 0,
+                op: Op::LeaseRevoke {
+                    lease_id,
+                    expired: true,
+                },
+                at_ms: self.now_ms,
+            };
+            if let Ok(data) = cmd.encode() {
+                if let Ok((index, _)) = raft.propose(data) {
+                    ::log::info!("lease {lease_id} expired; revoking it at index {index}");
+                    self.lease_clock.revoking(lease_id, now);
+                }
+            }
+        }
     }
 
     /// The node's disk is full (or has space again): refuse writes with `NoSpace` meanwhile.
@@ -266,12 +386,21 @@ impl<R> KvService<R> {
     ) -> Option<Answer<R>> {
         match self.admit(raft, req) {
             Err(resp) => Some((request, resp)),
-            Ok(Admitted::Read { id, key }) => {
+            Ok(Admitted::Read { id, query }) => {
+                if let Query::KeepAlive(lease) = query {
+                    // The lease's clock restarts when the keep-alive arrives: a client that
+                    // counts its ttl from when it sent it never expects more than this node
+                    // (or the next leader, which restarts every clock) gives.
+                    if let Some(l) = self.store.leases().get(lease) {
+                        let (ttl, now) = (l.ttl, self.mono_ms());
+                        self.lease_clock.keep_alive(lease, ttl, now);
+                    }
+                }
                 self.new_reads.push(PendingRead {
                     term: raft.term(),
                     request,
                     id,
-                    key,
+                    query,
                     since: self.ticks,
                 });
                 None
@@ -301,9 +430,11 @@ impl<R> KvService<R> {
             | ClientRequest::MemberAdd { id, .. }
             | ClientRequest::MemberPromote { id, .. }
             | ClientRequest::MemberRemove { id, .. }
-            | ClientRequest::TransferLeader { id, .. } => Err(bad_request(
+            | ClientRequest::TransferLeader { id, .. }
+            | ClientRequest::Watch { id, .. }
+            | ClientRequest::CancelWatch { id, .. } => Err(bad_request(
                 Some(id),
-                "Status and membership requests are answered by the node, not the store",
+                "Status, membership and watch requests are answered by the node, not the store",
             )),
             ClientRequest::Get {
                 id,
@@ -311,35 +442,58 @@ impl<R> KvService<R> {
                 consistency,
             } => {
                 check_key(&key).map_err(|msg| bad_request(Some(id), msg))?;
-                match consistency {
-                    Consistency::Stale => Err(ok_value(id, self.store.get(&key).cloned())),
-                    Consistency::Linearizable => {
-                        if raft.role() != Role::Leader {
-                            return Err(self.not_leader(id, raft.leader()));
-                        }
-                        // BUG (stale_read): trust that we still lead and answer from the local
-                        // store, without a ReadIndex round.
-                        #[cfg(feature = "bugs")]
-                        if self.bugs.stale_read {
-                            return Err(ok_value(id, self.store.get(&key).cloned()));
-                        }
-                        Ok(Admitted::Read { id, key })
-                    }
-                }
+                self.read(raft, id, consistency, Query::Get(key))
             }
+            ClientRequest::Range {
+                id,
+                key,
+                end,
+                prefix,
+                limit,
+                keys_only,
+                count_only,
+                revision,
+                consistency,
+            } => {
+                let range = KeyRange::from_fields(key, end, prefix)
+                    .map_err(|msg| bad_request(Some(id), msg))?;
+                let opts = RangeOptions {
+                    limit,
+                    keys_only,
+                    count_only,
+                    revision,
+                };
+                self.read(raft, id, consistency, Query::Range { range, opts })
+            }
+            ClientRequest::LeaseKeepAlive { id, lease_id } => {
+                self.read(raft, id, Consistency::Linearizable, Query::KeepAlive(lease_id))
+            }
+            ClientRequest::LeaseTimeToLive { id, lease_id } => self.read(
+                raft,
+                id,
+                Consistency::Linearizable,
+                Query::TimeToLive(lease_id),
+            ),
             ClientRequest::Put {
                 id,
                 key,
                 value,
+                lease,
                 client_id,
                 seq,
-            } => self.write(raft, id, client_id, seq, Op::Put { key, value }),
+            } => {
+                check_key(&key).map_err(|msg| bad_request(Some(id), msg))?;
+                self.write(raft, id, client_id, seq, Op::Put { key, value, lease })
+            }
             ClientRequest::Delete {
                 id,
                 key,
                 client_id,
                 seq,
-            } => self.write(raft, id, client_id, seq, Op::Delete { key }),
+            } => {
+                check_key(&key).map_err(|msg| bad_request(Some(id), msg))?;
+                self.write(raft, id, client_id, seq, Op::Delete { key })
+            }
             ClientRequest::Cas {
                 id,
                 key,
@@ -347,17 +501,180 @@ impl<R> KvService<R> {
                 value,
                 client_id,
                 seq,
+            } => {
+                check_key(&key).map_err(|msg| bad_request(Some(id), msg))?;
+                self.write(
+                    raft,
+                    id,
+                    client_id,
+                    seq,
+                    Op::Cas {
+                        key,
+                        expected,
+                        value,
+                    },
+                )
+            }
+            ClientRequest::DeleteRange {
+                id,
+                key,
+                end,
+                prefix,
+                client_id,
+                seq,
+            } => {
+                KeyRange::from_fields(key.clone(), end.clone(), prefix)
+                    .map_err(|msg| bad_request(Some(id), msg))?;
+                self.write(raft, id, client_id, seq, Op::DeleteRange { key, end, prefix })
+            }
+            ClientRequest::Txn {
+                id,
+                compare,
+                success,
+                failure,
+                client_id,
+                seq,
+            } => {
+                let txn = Txn {
+                    compare,
+                    success,
+                    failure,
+                };
+                txn.validate().map_err(|msg| bad_request(Some(id), &msg))?;
+                self.write(raft, id, client_id, seq, Op::Txn(txn))
+            }
+            ClientRequest::Compact { id, revision } => {
+                // Checked here to answer at once; checked again when applied, against the
+                // store as it is then.
+                match self.store.mvcc().check_revision(revision) {
+                    Err(RevisionError::Future { revision: now }) => {
+                        return Err(bad_request(
+                            Some(id),
+                            &format!("cannot compact at {revision}: the store is at revision {now}"),
+                        ))
+                    }
+                    _ if revision <= self.store.mvcc().compact_revision() => {
+                        return Err(compacted(id, self.store.mvcc().compact_revision()))
+                    }
+                    _ => {}
+                }
+                self.write(raft, id, None, None, Op::Compact { revision })
+            }
+            ClientRequest::LeaseGrant {
+                id,
+                ttl,
+                client_id,
+                seq,
+            } => {
+                if ttl == 0 {
+                    return Err(bad_request(Some(id), "ttl must be at least 1 second"));
+                }
+                self.write(raft, id, client_id, seq, Op::LeaseGrant { ttl })
+            }
+            ClientRequest::LeaseRevoke {
+                id,
+                lease_id,
+                client_id,
+                seq,
             } => self.write(
                 raft,
                 id,
                 client_id,
                 seq,
-                Op::Cas {
-                    key,
-                    expected,
-                    value,
+                Op::LeaseRevoke {
+                    lease_id,
+                    expired: false,
                 },
             ),
+        }
+    }
+
+    /// A read: stale ones are answered from this node's store at once; linearizable ones wait
+    /// for the next ReadIndex round on the leader.
+    #[allow(clippy::result_large_err)]
+    fn read(
+        &mut self,
+        raft: &Raft,
+        id: u64,
+        consistency: Consistency,
+        query: Query,
+    ) -> Result<Admitted, ClientResponse> {
+        let stale = consistency == Consistency::Stale
+            && !matches!(query, Query::KeepAlive(_) | Query::TimeToLive(_));
+        if stale {
+            return Err(self.answer_query(id, &query));
+        }
+        if raft.role() != Role::Leader {
+            return Err(self.not_leader(id, raft.leader()));
+        }
+        // BUG (stale_read): trust that we still lead and answer from the local store, without
+        // a ReadIndex round.
+        #[cfg(feature = "bugs")]
+        if self.bugs.stale_read && matches!(query, Query::Get(_) | Query::Range { .. }) {
+            return Err(self.answer_query(id, &query));
+        }
+        Ok(Admitted::Read { id, query })
+    }
+
+    /// Answers a read from this node's store as it is now.
+    fn answer_query(&self, id: u64, query: &Query) -> ClientResponse {
+        let store = &self.store;
+        let revision = Some(store.revision());
+        match query {
+            Query::Get(key) => {
+                let kv = store.mvcc().get(key);
+                ClientResponse::Ok(OkResponse {
+                    value: Some(kv.as_ref().and_then(|kv| kv.value.clone())),
+                    revision,
+                    mod_revision: kv.as_ref().map(|kv| kv.mod_revision),
+                    create_revision: kv.as_ref().map(|kv| kv.create_revision),
+                    version: kv.as_ref().map(|kv| kv.version),
+                    lease: kv.as_ref().map(|kv| kv.lease).filter(|l| *l != 0),
+                    ..OkResponse::bare(id)
+                })
+            }
+            Query::Range { range, opts } => match store.mvcc().range(range, opts) {
+                Ok(r) => ClientResponse::Ok(OkResponse {
+                    kvs: Some(r.kvs),
+                    more: Some(r.more),
+                    count: Some(r.count),
+                    revision,
+                    ..OkResponse::bare(id)
+                }),
+                Err(RevisionError::Compacted { compact_revision }) => {
+                    compacted(id, compact_revision)
+                }
+                Err(RevisionError::Future { revision }) => bad_request(
+                    Some(id),
+                    &format!("that revision is in the future: this node's store is at {revision}"),
+                ),
+            },
+            Query::KeepAlive(lease_id) => match store.leases().get(*lease_id) {
+                Some(lease) if !self.lease_clock.is_revoking(*lease_id) => {
+                    ClientResponse::Ok(OkResponse {
+                        lease_id: Some(*lease_id),
+                        ttl: Some(lease.ttl),
+                        ..OkResponse::bare(id)
+                    })
+                }
+                _ => lease_not_found(id, *lease_id),
+            },
+            Query::TimeToLive(lease_id) => match store.leases().get(*lease_id) {
+                Some(lease) if !self.lease_clock.is_revoking(*lease_id) => {
+                    let left_ms = self
+                        .lease_clock
+                        .remaining_ms(*lease_id, self.mono_ms())
+                        .unwrap_or(lease.ttl * 1000);
+                    ClientResponse::Ok(OkResponse {
+                        lease_id: Some(*lease_id),
+                        ttl: Some(left_ms.div_ceil(1000)),
+                        granted_ttl: Some(lease.ttl),
+                        keys: Some(lease.keys.iter().cloned().collect()),
+                        ..OkResponse::bare(id)
+                    })
+                }
+                _ => lease_not_found(id, *lease_id),
+            },
         }
     }
 
@@ -370,7 +687,6 @@ impl<R> KvService<R> {
         seq: Option<u64>,
         op: Op,
     ) -> Result<Admitted, ClientResponse> {
-        check_key(op.key()).map_err(|msg| bad_request(Some(id), msg))?;
         let seq = match (&client_id, seq) {
             (Some(_), None) => {
                 return Err(bad_request(Some(id), "a write with client_id needs seq"))
@@ -482,19 +798,8 @@ impl<R> KvService<R> {
             return;
         }
         let resp = match outcome {
-            Some(Outcome::Done) | None => ClientResponse::Ok(OkResponse::bare(waiting.id)),
-            Some(Outcome::Cas { succeeded, value }) => ClientResponse::Ok(OkResponse {
-                value: Some(value),
-                succeeded: Some(succeeded),
-                ..OkResponse::bare(waiting.id)
-            }),
-            Some(Outcome::SessionExpired) => ClientResponse::error(
-                Some(waiting.id),
-                ErrorCode::SessionExpired,
-                "this client_id/seq is older than what the cluster remembers: nothing was applied \
-                 now, and whether it was applied before is unknown; read the key to find out, \
-                 and use a new seq",
-            ),
+            None => ClientResponse::Ok(OkResponse::bare(waiting.id)),
+            Some(outcome) => outcome_answer(waiting.id, outcome),
         };
         answers.push((waiting.request, resp));
     }
@@ -506,10 +811,8 @@ impl<R> KvService<R> {
                 break;
             }
             for read in entry.remove() {
-                answers.push((
-                    read.request,
-                    ok_value(read.id, self.store.get(&read.key).cloned()),
-                ));
+                let answer = self.answer_query(read.id, &read.query);
+                answers.push((read.request, answer));
             }
         }
     }
@@ -606,8 +909,86 @@ impl<R> KvService<R> {
             },
             leader_id: Some(leader),
             leader_addr: Some(addr),
+            compact_revision: None,
         })
     }
+}
+
+/// The answer to a write, from what applying it gave.
+fn outcome_answer(id: u64, outcome: Outcome) -> ClientResponse {
+    let ok = |fill: OkResponse| ClientResponse::Ok(OkResponse { id, ..fill });
+    match outcome {
+        Outcome::Done => ok(OkResponse::default()),
+        Outcome::Cas {
+            succeeded,
+            value,
+            revision,
+        } => ok(OkResponse {
+            value: Some(value),
+            succeeded: Some(succeeded),
+            revision: (revision > 0).then_some(revision),
+            ..OkResponse::default()
+        }),
+        Outcome::Written { revision } => ok(OkResponse {
+            revision: Some(revision),
+            ..OkResponse::default()
+        }),
+        Outcome::Deleted { deleted, revision } => ok(OkResponse {
+            deleted: Some(deleted),
+            revision: Some(revision),
+            ..OkResponse::default()
+        }),
+        Outcome::Txn(t) => ok(OkResponse {
+            succeeded: Some(t.succeeded),
+            responses: Some(t.responses),
+            revision: Some(t.revision),
+            ..OkResponse::default()
+        }),
+        Outcome::LeaseGranted { lease_id, ttl } => ok(OkResponse {
+            lease_id: Some(lease_id),
+            ttl: Some(ttl),
+            ..OkResponse::default()
+        }),
+        Outcome::SessionExpired => ClientResponse::error(
+            Some(id),
+            ErrorCode::SessionExpired,
+            "this client_id/seq is older than what the cluster remembers: nothing was applied \
+             now, and whether it was applied before is unknown; read the key to find out, \
+             and use a new seq",
+        ),
+        Outcome::Refused(Refusal::LeaseNotFound { lease_id }) => lease_not_found(id, lease_id),
+        Outcome::Refused(Refusal::Compacted { compact_revision }) => {
+            compacted(id, compact_revision)
+        }
+        Outcome::Refused(Refusal::FutureRevision { revision }) => bad_request(
+            Some(id),
+            &format!("cannot compact past the store's revision {revision}"),
+        ),
+    }
+}
+
+fn compacted(id: u64, compact_revision: u64) -> ClientResponse {
+    ClientResponse::Error(ErrorResponse {
+        compact_revision: Some(compact_revision),
+        ..match ClientResponse::error(
+            Some(id),
+            ErrorCode::Compacted,
+            format!(
+                "that revision was compacted: history starts at revision {compact_revision}"
+            ),
+        ) {
+            ClientResponse::Error(e) => e,
+            _ => unreachable!("ClientResponse::error builds an Error"),
+        }
+    })
+}
+
+fn lease_not_found(id: u64, lease_id: u64) -> ClientResponse {
+    ClientResponse::error(
+        Some(id),
+        ErrorCode::LeaseNotFound,
+        format!("lease {lease_id} does not exist (it expired or was revoked); grant a new one"),
+    )
 }
 
 fn check_key(key: &str) -> Result<(), &'static str> {
@@ -626,9 +1007,4 @@ fn timeout(id: u64, msg: &str) -> ClientResponse {
     ClientResponse::error(Some(id), ErrorCode::Timeout, msg)
 }
 
-fn ok_value(id: u64, value: Option<String>) -> ClientResponse {
-    ClientResponse::Ok(OkResponse {
-        value: Some(value),
-        ..OkResponse::bare(id)
-    })
-}
+

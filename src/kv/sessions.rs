@@ -345,13 +345,15 @@ mod tests {
             Outcome::Cas {
                 succeeded: true,
                 value: Some("x".into()),
+                revision: 1,
             },
         );
         assert_eq!(
             s.check("a", 1),
             Check::Duplicate(Outcome::Cas {
                 succeeded: true,
-                value: Some("x".into())
+                value: Some("x".into()),
+                revision: 1
             })
         );
         assert_eq!(s.check("a", 2), Check::Fresh);

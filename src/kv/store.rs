@@ -1,11 +1,14 @@
 //! The replicated key-value state machine: applies committed commands in log order.
 
-use super::command::{Command, Op, Outcome};
+use super::command::{Command, Op, Outcome, Refusal};
+use super::leases::Leases;
+use super::mvcc::{Event, KeyRange, Mvcc, RevisionError};
 use super::sessions::{Check, SessionLimits, Sessions};
+use super::txn::{range_options, Txn, TxnOp, TxnOutcome, TxnResponse};
 use crate::rpc::types::{Entry, EntryKind, Snapshot, SnapshotMeta};
 use raftd_core::Membership;
 use serde::{Deserialize, Serialize};
-// A persistent map: cloning it for a snapshot is O(1) (the copy shares structure), so the
+// Persistent maps: cloning the store for a snapshot is O(1) (the copy shares structure), so the
 // node loop is not held up while the snapshot is serialized in the background.
 use imbl::OrdMap;
 
@@ -13,14 +16,58 @@ use imbl::OrdMap;
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(from = "StoreImage")]
 pub struct KvStore {
-    data: OrdMap<String, String>,
+    /// The keys, their versions and history (revisions).
+    mvcc: Mvcc,
+    #[serde(default)]
+    leases: Leases,
     sessions: Sessions,
     applied: u64,
     /// The configuration as of `applied`, so a snapshot of the store carries it (the core
     /// needs it to restart from the snapshot). Empty in snapshots of older versions.
     #[serde(default, skip_serializing_if = "Membership::is_empty")]
     membership: Membership,
+    /// The changes applied since the driver last took them (for watches); recorded only
+    /// while `record_events` is on, so a node nobody watches pays nothing for it.
+    #[serde(skip)]
+    events: Vec<Event>,
+    #[serde(skip)]
+    record_events: bool,
+}
+
+/// A store as snapshots hold it: `mvcc` since revisions, `data` (plain key -> value) before.
+#[derive(Deserialize)]
+struct StoreImage {
+    #[serde(default)]
+    mvcc: Option<Mvcc>,
+    #[serde(default)]
+    data: Option<OrdMap<String, String>>,
+    #[serde(default)]
+    leases: Leases,
+    sessions: Sessions,
+    applied: u64,
+    #[serde(default)]
+    membership: Membership,
+}
+
+impl From<StoreImage> for KvStore {
+    fn from(img: StoreImage) -> Self {
+        let mvcc = match (img.mvcc, img.data) {
+            (Some(m), _) => m,
+            (None, Some(data)) => Mvcc::from_plain(data),
+            (None, None) => Mvcc::new(),
+        };
+        KvStore {
+            mvcc,
+            leases: img.leases,
+            sessions: img.sessions,
+            applied: img.applied,
+            membership: img.membership,
+            events: Vec::new(),
+            record_events: false,
+        }
+    }
 }
 
 impl Default for KvStore {
@@ -36,23 +83,54 @@ impl KvStore {
 
     pub fn with_limits(limits: SessionLimits) -> KvStore {
         KvStore {
-            data: OrdMap::new(),
+            mvcc: Mvcc::new(),
+            leases: Leases::default(),
             sessions: Sessions::new(limits),
             applied: 0,
             membership: Membership::default(),
+            events: Vec::new(),
+            record_events: false,
         }
     }
 
+    /// The key's current value.
     pub fn get(&self, key: &str) -> Option<&String> {
-        self.data.get(key)
+        self.mvcc.value(key)
+    }
+
+    /// The keyspace with its revisions and history.
+    pub fn mvcc(&self) -> &Mvcc {
+        &self.mvcc
+    }
+
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// The store revision (of the latest change).
+    pub fn revision(&self) -> u64 {
+        self.mvcc.revision()
     }
 
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.mvcc.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.mvcc.is_empty()
+    }
+
+    /// Records the changes applied from now on, for `take_events` (watches).
+    pub fn set_record_events(&mut self, on: bool) {
+        self.record_events = on;
+        if !on {
+            self.events.clear();
+        }
+    }
+
+    /// The changes applied since the last call, in revision order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
     }
 
     /// Rebuilds a store from a snapshot's bytes: the one place a state machine is made from a
@@ -111,7 +189,7 @@ impl KvStore {
                 h = h.wrapping_mul(0x0000_0100_0000_01b3);
             }
         };
-        for (k, v) in &self.data {
+        for (k, v) in self.mvcc.live_pairs() {
             eat(k.as_bytes());
             eat(v.as_bytes());
         }
@@ -121,7 +199,8 @@ impl KvStore {
     /// Test hook: changes the data behind the log's back, as memory or disk corruption would.
     #[cfg(feature = "bugs")]
     pub fn corrupt_for_test(&mut self, key: &str, value: &str) {
-        self.data.insert(key.to_string(), value.to_string());
+        self.mvcc.put(key, value.to_string(), 0);
+        self.mvcc.finish_write();
     }
 
     pub fn sessions(&self) -> &Sessions {
@@ -195,41 +274,202 @@ impl KvStore {
     }
 
     fn execute(&mut self, op: &Op) -> Outcome {
+        let outcome = self.execute_write(op);
+        let revision = self.mvcc.finish_write();
+        match outcome {
+            Outcome::Written { .. } => Outcome::Written { revision },
+            Outcome::Deleted { deleted, .. } => Outcome::Deleted { deleted, revision },
+            Outcome::Cas {
+                succeeded, value, ..
+            } => Outcome::Cas {
+                succeeded,
+                value,
+                revision,
+            },
+            Outcome::Txn(t) => Outcome::Txn(TxnOutcome { revision, ..t }),
+            other => other,
+        }
+    }
+
+    /// Applies one write; every key it changes changes at the revision after the store's
+    /// (the caller finishes the write, and fills in the revision of the outcome).
+    fn execute_write(&mut self, op: &Op) -> Outcome {
         match op {
-            Op::Put { key, value } => {
-                self.data.insert(key.clone(), value.clone());
-                Outcome::Done
+            Op::Put { key, value, lease } => {
+                if *lease != 0 && !self.leases.contains(*lease) {
+                    return Outcome::Refused(Refusal::LeaseNotFound { lease_id: *lease });
+                }
+                self.put(key, value, *lease);
+                Outcome::Written { revision: 0 }
             }
-            Op::Delete { key } => {
-                self.data.remove(key);
-                Outcome::Done
-            }
+            Op::Delete { key } => Outcome::Deleted {
+                deleted: u64::from(self.delete(key)),
+                revision: 0,
+            },
             Op::Cas {
                 key,
                 expected,
                 value,
             } => {
-                let current = self.data.get(key);
+                let current = self.mvcc.value(key);
                 if current != expected.as_ref() {
                     return Outcome::Cas {
                         succeeded: false,
                         value: current.cloned(),
+                        revision: 0,
                     };
                 }
                 match value {
-                    Some(v) => {
-                        self.data.insert(key.clone(), v.clone());
-                    }
+                    Some(v) => self.put(key, v, 0),
                     None => {
-                        self.data.remove(key);
+                        self.delete(key);
                     }
                 }
                 Outcome::Cas {
                     succeeded: true,
                     value: value.clone(),
+                    revision: 0,
+                }
+            }
+            Op::DeleteRange { key, end, prefix } => {
+                // Checked when proposed; an entry logged by a buggy leader deletes nothing.
+                let Ok(range) = KeyRange::from_fields(key.clone(), end.clone(), *prefix) else {
+                    return Outcome::Deleted {
+                        deleted: 0,
+                        revision: 0,
+                    };
+                };
+                Outcome::Deleted {
+                    deleted: self.delete_range(&range),
+                    revision: 0,
+                }
+            }
+            Op::Txn(txn) => self.txn(txn),
+            Op::Compact { revision } => match self.mvcc.compact(*revision) {
+                Ok(()) => Outcome::Written { revision: 0 },
+                Err(RevisionError::Compacted { compact_revision }) => {
+                    Outcome::Refused(Refusal::Compacted { compact_revision })
+                }
+                Err(RevisionError::Future { revision }) => {
+                    Outcome::Refused(Refusal::FutureRevision { revision })
+                }
+            },
+            Op::LeaseGrant { ttl } => {
+                let (lease_id, ttl) = self.leases.grant(*ttl);
+                Outcome::LeaseGranted { lease_id, ttl }
+            }
+            Op::LeaseRevoke { lease_id, .. } => match self.leases.remove(*lease_id) {
+                None => Outcome::Refused(Refusal::LeaseNotFound {
+                    lease_id: *lease_id,
+                }),
+                Some(lease) => {
+                    let mut deleted = 0;
+                    for key in &lease.keys {
+                        deleted += u64::from(self.delete(key));
+                    }
+                    Outcome::Deleted {
+                        deleted,
+                        revision: 0,
+                    }
+                }
+            },
+        }
+    }
+
+    fn put(&mut self, key: &str, value: &str, lease: u64) {
+        let (prev_lease, event) = self.mvcc.put(key, value.to_string(), lease);
+        self.leases.attach(key, prev_lease, lease);
+        if self.record_events {
+            self.events.push(event);
+        }
+    }
+
+    /// Deletes `key`; false if it was not there.
+    fn delete(&mut self, key: &str) -> bool {
+        let Some((lease, event)) = self.mvcc.delete(key) else {
+            return false;
+        };
+        self.leases.detach(key, lease);
+        if self.record_events {
+            self.events.push(event);
+        }
+        true
+    }
+
+    fn delete_range(&mut self, range: &KeyRange) -> u64 {
+        let mut deleted = 0;
+        for key in self.mvcc.live_keys(range) {
+            deleted += u64::from(self.delete(&key));
+        }
+        deleted
+    }
+
+    fn txn(&mut self, txn: &Txn) -> Outcome {
+        let succeeded = txn.holds(&self.mvcc);
+        let ops = if succeeded { &txn.success } else { &txn.failure };
+        // Every lease a Put names must exist, or nothing runs.
+        for op in ops {
+            if let TxnOp::Put { lease, .. } = op {
+                if *lease != 0 && !self.leases.contains(*lease) {
+                    return Outcome::Refused(Refusal::LeaseNotFound { lease_id: *lease });
                 }
             }
         }
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                TxnOp::Put { key, value, lease } => {
+                    self.put(key, value, *lease);
+                    TxnResponse::Put {}
+                }
+                TxnOp::Get { key } => match self.mvcc.get(key) {
+                    Some(kv) => TxnResponse::Get {
+                        value: kv.value,
+                        mod_revision: kv.mod_revision,
+                        create_revision: kv.create_revision,
+                        version: kv.version,
+                        lease: kv.lease,
+                    },
+                    None => TxnResponse::Get {
+                        value: None,
+                        mod_revision: 0,
+                        create_revision: 0,
+                        version: 0,
+                        lease: 0,
+                    },
+                },
+                TxnOp::Range {
+                    key,
+                    end,
+                    prefix,
+                    limit,
+                    keys_only,
+                    count_only,
+                } => {
+                    let result = KeyRange::from_fields(key.clone(), end.clone(), *prefix)
+                        .ok()
+                        .and_then(|range| {
+                            self.mvcc
+                                .range(&range, &range_options(*limit, *keys_only, *count_only))
+                                .ok()
+                        });
+                    TxnResponse::Range(result.unwrap_or_default())
+                }
+                TxnOp::Delete { key } => TxnResponse::Delete {
+                    deleted: u64::from(self.delete(key)),
+                },
+                TxnOp::DeleteRange { key, end, prefix } => {
+                    let deleted = KeyRange::from_fields(key.clone(), end.clone(), *prefix)
+                        .map_or(0, |range| self.delete_range(&range));
+                    TxnResponse::DeleteRange { deleted }
+                }
+            });
+        }
+        Outcome::Txn(TxnOutcome {
+            succeeded,
+            responses,
+            revision: 0,
+        })
     }
 }
 
@@ -251,6 +491,7 @@ mod tests {
         Op::Put {
             key: k.into(),
             value: v.into(),
+            lease: 0,
         }
     }
 
@@ -260,7 +501,7 @@ mod tests {
         assert_eq!(kv.apply(&Entry::noop(1, 1)), None);
         assert_eq!(
             kv.apply(&entry(2, None, 0, put("a", "1"))),
-            Some(Outcome::Done)
+            Some(Outcome::Written { revision: 1 })
         );
         assert_eq!(kv.get("a").map(String::as_str), Some("1"));
         let cas = |expected: Option<&str>, value: Option<&str>| Op::Cas {
@@ -272,14 +513,16 @@ mod tests {
             kv.apply(&entry(3, None, 0, cas(Some("2"), Some("3")))),
             Some(Outcome::Cas {
                 succeeded: false,
-                value: Some("1".into())
+                value: Some("1".into()),
+                revision: 1
             })
         );
         assert_eq!(
             kv.apply(&entry(4, None, 0, cas(Some("1"), None))),
             Some(Outcome::Cas {
                 succeeded: true,
-                value: None
+                value: None,
+                revision: 2
             })
         );
         assert_eq!(kv.get("a"), None);
@@ -287,12 +530,16 @@ mod tests {
             kv.apply(&entry(5, None, 0, cas(None, Some("9")))),
             Some(Outcome::Cas {
                 succeeded: true,
-                value: Some("9".into())
+                value: Some("9".into()),
+                revision: 3
             })
         );
         assert_eq!(
             kv.apply(&entry(6, None, 0, Op::Delete { key: "a".into() })),
-            Some(Outcome::Done)
+            Some(Outcome::Deleted {
+                deleted: 1,
+                revision: 4
+            })
         );
         assert!(kv.is_empty());
     }

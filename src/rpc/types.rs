@@ -7,6 +7,8 @@
 
 pub use raftd_core::message::*;
 
+use crate::kv::mvcc::{Event, KeyValue};
+use crate::kv::txn::{Compare, TxnOp, TxnResponse};
 use serde::{Deserialize, Serialize};
 
 // ----- client protocol v1 (docs/CLIENT_PROTOCOL.md) -----
@@ -21,6 +23,9 @@ pub enum ClientRequest {
         id: u64,
         key: String,
         value: String,
+        /// Attach the key to this lease (0 or absent: none).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        lease: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +95,101 @@ pub enum ClientRequest {
         #[serde(default)]
         node_id: Option<NodeId>,
     },
+    // ----- v2: revisions, ranges, transactions (docs/CLIENT_PROTOCOL.md, "Revisions") -----
+    Range {
+        id: u64,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        prefix: bool,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        limit: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keys_only: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        count_only: bool,
+        /// Read the store as it was at this revision (absent or 0: now).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<u64>,
+        #[serde(default)]
+        consistency: Consistency,
+    },
+    DeleteRange {
+        id: u64,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        prefix: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    Txn {
+        id: u64,
+        #[serde(default)]
+        compare: Vec<Compare>,
+        #[serde(default)]
+        success: Vec<TxnOp>,
+        #[serde(default)]
+        failure: Vec<TxnOp>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    Compact {
+        id: u64,
+        revision: u64,
+    },
+    // ----- v2: watches -----
+    /// Streams every change of a key, range or prefix from `start_revision` (absent: from the
+    /// next change) as `Events` answers with this request's id.
+    Watch {
+        id: u64,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        prefix: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start_revision: Option<u64>,
+    },
+    CancelWatch {
+        id: u64,
+        watch_id: u64,
+    },
+    // ----- v2: leases -----
+    LeaseGrant {
+        id: u64,
+        ttl: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    LeaseKeepAlive {
+        id: u64,
+        lease_id: u64,
+    },
+    LeaseRevoke {
+        id: u64,
+        lease_id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    LeaseTimeToLive {
+        id: u64,
+        lease_id: u64,
+    },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A field that must be present but may be null: without a `default`, serde reports a missing
@@ -120,13 +220,24 @@ impl ClientRequest {
             | ClientRequest::MemberAdd { id, .. }
             | ClientRequest::MemberPromote { id, .. }
             | ClientRequest::MemberRemove { id, .. }
-            | ClientRequest::TransferLeader { id, .. } => *id,
+            | ClientRequest::TransferLeader { id, .. }
+            | ClientRequest::Range { id, .. }
+            | ClientRequest::DeleteRange { id, .. }
+            | ClientRequest::Txn { id, .. }
+            | ClientRequest::Compact { id, .. }
+            | ClientRequest::Watch { id, .. }
+            | ClientRequest::CancelWatch { id, .. }
+            | ClientRequest::LeaseGrant { id, .. }
+            | ClientRequest::LeaseKeepAlive { id, .. }
+            | ClientRequest::LeaseRevoke { id, .. }
+            | ClientRequest::LeaseTimeToLive { id, .. } => *id,
         }
     }
 }
 
-/// A successful answer to `Put`, `Get`, `Delete` or `Cas`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+/// A successful answer. Each request fills in its own fields (docs/CLIENT_PROTOCOL.md); the
+/// others are left out of the JSON.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct OkResponse {
     pub id: u64,
     /// `Get` and `Cas`: the value (null when absent). Omitted for `Put` and `Delete`.
@@ -136,7 +247,7 @@ pub struct OkResponse {
         deserialize_with = "present_nullable"
     )]
     pub value: Option<Option<String>>,
-    /// `Cas` only.
+    /// `Cas` and `Txn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub succeeded: Option<bool>,
     /// Membership requests: every member after the change.
@@ -145,6 +256,44 @@ pub struct OkResponse {
     /// `TransferLeader`: the node that now leads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_id: Option<NodeId>,
+    /// Writes: the store revision after the write; reads: the store revision read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// `Get` of a present key: its revisions, version and lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mod_revision: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_revision: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<u64>,
+    /// `Range`: the keys, in key order; `more` when `limit` cut them; `count` of all matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kvs: Option<Vec<KeyValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub more: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// `Delete`, `DeleteRange`, `LeaseRevoke`: keys deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u64>,
+    /// `Txn`: one answer per op run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses: Option<Vec<TxnResponse>>,
+    /// Lease requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<u64>,
+    /// `LeaseGrant`, `LeaseKeepAlive`: the ttl granted (seconds); `LeaseTimeToLive`: what is
+    /// left of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+    /// `LeaseTimeToLive`: the ttl the lease was granted with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_ttl: Option<u64>,
+    /// `LeaseTimeToLive`: the keys attached to the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
 }
 
 impl OkResponse {
@@ -152,10 +301,7 @@ impl OkResponse {
     pub fn bare(id: u64) -> OkResponse {
         OkResponse {
             id,
-            value: None,
-            succeeded: None,
-            members: None,
-            leader_id: None,
+            ..OkResponse::default()
         }
     }
 }
@@ -233,6 +379,13 @@ pub enum ErrorCode {
     SessionExpired,
     /// The node's disk is full: writes are refused, reads still served.
     NoSpace,
+    /// The revision asked for was compacted away (`compact_revision` says up to where).
+    Compacted,
+    /// No such lease (it expired or was revoked).
+    LeaseNotFound,
+    /// The watch ended: its reader was too slow, or the node is stopping. Watch again from
+    /// the last revision seen + 1.
+    WatchCancelled,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -246,6 +399,9 @@ pub struct ErrorResponse {
     pub leader_id: Option<Option<NodeId>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_addr: Option<Option<String>>,
+    /// With `Compacted`: the oldest revision still kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact_revision: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -254,6 +410,16 @@ pub enum ClientResponse {
     Ok(OkResponse),
     Status(StatusResponse),
     Error(ErrorResponse),
+    /// A watch was set up; its events follow with the same id. `revision` is the store
+    /// revision of the node serving it.
+    Watching { id: u64, revision: u64 },
+    /// Changes a watch covers, in revision order (empty: a progress notification). `revision`
+    /// is the store revision of the node serving the watch when it sent them.
+    Events {
+        id: u64,
+        events: Vec<Event>,
+        revision: u64,
+    },
 }
 
 impl ClientResponse {
@@ -264,7 +430,18 @@ impl ClientResponse {
             message: message.into(),
             leader_id: None,
             leader_addr: None,
+            compact_revision: None,
         })
+    }
+
+    /// The id of the request this answers (None for an answer to a frame that was not one).
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            ClientResponse::Ok(ok) => Some(ok.id),
+            ClientResponse::Status(s) => Some(s.id),
+            ClientResponse::Error(e) => e.id,
+            ClientResponse::Watching { id, .. } | ClientResponse::Events { id, .. } => Some(*id),
+        }
     }
 }
 

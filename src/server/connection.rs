@@ -28,8 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Inputs a connection task can give the node loop.
 pub enum NodeRequest {
-    /// A client request; its answer goes to `reply` (sized so `try_send` cannot fail).
+    /// A client request; its answer goes to `reply`.
     Client { req: ClientRequest, reply: Reply },
+    /// The connection closed: its watches end.
+    Closed { connection: u64 },
 }
 
 /// Requests one connection may have awaiting an answer.
@@ -39,29 +41,62 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// read.
 const MAX_QUEUED_BYTES: usize = 64 << 20;
 
+/// Bytes of watch events a connection may have queued but unwritten: past this, the watch
+/// being sent to is cancelled (`WatchCancelled`) rather than let the node's memory grow.
+pub const MAX_WATCH_BACKLOG_BYTES: usize = 16 << 20;
+
 /// Where a request's answer goes: the connection's writer, with a count of the bytes queued
-/// for it. `send` never blocks (the channel has room for every answer that can be owed).
+/// for it. `send` never blocks. Answers are bounded by the requests a connection may have in
+/// flight and by its byte budget; watch events by `MAX_WATCH_BACKLOG_BYTES`, which the node
+/// loop checks before it queues more.
 #[derive(Clone)]
 pub struct Reply {
-    tx: mpsc::Sender<ClientResponse>,
+    tx: mpsc::UnboundedSender<(ClientResponse, bool)>,
     budget: Arc<ByteBudget>,
+    connection: u64,
 }
 
 impl Reply {
+    /// Queues the answer to a request (it gives back the request's slot when written).
     pub fn send(&self, resp: ClientResponse) {
+        self.queue(resp, true);
+    }
+
+    /// Queues a message of a running watch (not an answer to a request).
+    pub fn send_stream(&self, resp: ClientResponse) {
+        self.queue(resp, false);
+    }
+
+    fn queue(&self, resp: ClientResponse, answer: bool) {
         let w = weight(&resp);
         self.budget.queued.fetch_add(w, Ordering::AcqRel);
-        if self.tx.try_send(resp).is_err() {
+        if self.tx.send((resp, answer)).is_err() {
             // The connection is gone; nothing will be written.
             self.budget.release(w);
         }
     }
+
+    /// Bytes queued for this connection and not written yet.
+    pub fn backlog(&self) -> usize {
+        self.budget.queued.load(Ordering::Acquire)
+    }
 }
+
+impl crate::driver::ReplyTo for Reply {
+    fn connection(&self) -> u64 {
+        self.connection
+    }
+}
+
+/// Numbers client connections, so a watch is named by (connection, id).
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[derive(Default)]
 struct ByteBudget {
     queued: AtomicUsize,
     drained: Notify,
+    /// Frames written: a connection whose watches are streaming is not idle.
+    written: std::sync::atomic::AtomicU64,
 }
 
 impl ByteBudget {
@@ -84,13 +119,37 @@ impl ByteBudget {
 /// Roughly the bytes an answer takes in memory and on the wire.
 fn weight(resp: &ClientResponse) -> usize {
     64 + match resp {
-        ClientResponse::Ok(ok) => ok
-            .value
-            .as_ref()
-            .and_then(|v| v.as_ref())
-            .map_or(0, String::len),
+        ClientResponse::Ok(ok) => {
+            let kv_bytes = |kvs: &[crate::kv::mvcc::KeyValue]| -> usize {
+                kvs.iter()
+                    .map(|kv| 96 + kv.key.len() + kv.value.as_ref().map_or(0, String::len))
+                    .sum()
+            };
+            let responses = ok.responses.as_ref().map_or(0, |rs| {
+                rs.iter()
+                    .map(|r| match r {
+                        crate::kv::txn::TxnResponse::Range(r) => 64 + kv_bytes(&r.kvs),
+                        crate::kv::txn::TxnResponse::Get { value, .. } => {
+                            96 + value.as_ref().map_or(0, String::len)
+                        }
+                        _ => 32,
+                    })
+                    .sum()
+            });
+            ok.value
+                .as_ref()
+                .and_then(|v| v.as_ref())
+                .map_or(0, String::len)
+                + ok.kvs.as_deref().map_or(0, kv_bytes)
+                + responses
+        }
         ClientResponse::Error(e) => e.message.len(),
         ClientResponse::Status(s) => 256 + 48 * s.members.len(),
+        ClientResponse::Watching { .. } => 0,
+        ClientResponse::Events { events, .. } => events
+            .iter()
+            .map(|e| 96 + e.key.len() + e.value.as_ref().map_or(0, String::len))
+            .sum(),
     }
 }
 
@@ -109,27 +168,32 @@ pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: 
         framed,
     } = conn;
     let (mut sink, stream) = framed.split();
-    // Capacity covers every answer that can be owed, so the node loop's `try_send` never fails
-    // for lack of room.
-    let (tx, mut rx) = mpsc::channel::<ClientResponse>(MAX_IN_FLIGHT + 1);
+    // Unbounded in messages, bounded in bytes: see `Reply`.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(ClientResponse, bool)>();
     let budget = Arc::new(ByteBudget::default());
+    let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let tx = Reply {
         tx,
         budget: budget.clone(),
+        connection,
     };
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
 
     let writer_permits = permits.clone();
     let writer = async move {
-        while let Some(resp) = rx.recv().await {
+        while let Some((resp, answer)) = rx.recv().await {
             let written = sink.send(encode(&resp)).await;
             budget.release(weight(&resp));
+            budget.written.fetch_add(1, Ordering::Relaxed);
             if written.is_err() {
                 return;
             }
-            writer_permits.add_permits(1);
+            if answer {
+                writer_permits.add_permits(1);
+            }
         }
     };
+    let closed_tx = node.clone();
     let reader = read_requests(peer_addr, first_frame, stream, tx, node, permits);
     tokio::pin!(writer);
     tokio::pin!(reader);
@@ -145,6 +209,8 @@ pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: 
             }
         }
     }
+    // The node ends this connection's watches (if it is still running).
+    let _ = closed_tx.try_send(NodeRequest::Closed { connection });
 }
 
 async fn read_requests(
@@ -167,7 +233,7 @@ async fn read_requests(
         permit.forget();
         let frame = match pending.take() {
             Some(frame) => frame,
-            None => match next_frame(&mut stream, &permits).await {
+            None => match next_frame(&mut stream, &permits, &tx.budget).await {
                 None => return,
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => {
@@ -221,12 +287,23 @@ async fn read_requests(
 
 /// The next frame, or None at end of stream or after `IDLE_TIMEOUT` with nothing sent and
 /// nothing owed: an idle connection gives its slot back (connections are capped).
-async fn next_frame(stream: &mut Reader, permits: &Semaphore) -> Option<std::io::Result<BytesMut>> {
+async fn next_frame(
+    stream: &mut Reader,
+    permits: &Semaphore,
+    budget: &ByteBudget,
+) -> Option<std::io::Result<BytesMut>> {
     loop {
+        let written = budget.written.load(Ordering::Relaxed);
         match tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await {
             Ok(next) => return next,
-            // One permit is held for the frame being awaited; all others free means idle.
-            Err(_) if permits.available_permits() + 1 >= MAX_IN_FLIGHT => return None,
+            // One permit is held for the frame being awaited; all others free, and nothing
+            // written (a watch sends progress every second), means idle.
+            Err(_)
+                if permits.available_permits() + 1 >= MAX_IN_FLIGHT
+                    && budget.written.load(Ordering::Relaxed) == written =>
+            {
+                return None
+            }
             Err(_) => continue,
         }
     }

@@ -188,6 +188,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
                 bytes: cfg.snapshot_bytes,
             },
             max_command_bytes: ReplicationLimits::for_frame(cfg.max_frame_bytes).max_command_bytes,
+            tick_ms: timing.tick_ms,
+            auto_compact_revisions: cfg.auto_compact_revisions,
             ..DriverConfig::default()
         },
     );

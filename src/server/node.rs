@@ -272,8 +272,40 @@ impl NodeLoop {
     }
 
     fn on_request(&mut self, request: NodeRequest) {
-        let NodeRequest::Client { req, reply } = request;
-        self.driver.request(req, reply);
+        match request {
+            NodeRequest::Client { req, reply } => self.driver.request(req, reply),
+            NodeRequest::Closed { connection } => self.driver.connection_closed(connection),
+        }
+    }
+
+    /// Queues what running watches stream. A watch whose connection has more than
+    /// `MAX_WATCH_BACKLOG_BYTES` unwritten is cancelled instead: its reader is too slow, and
+    /// the node will not hold its events for it.
+    fn stream_watch_events(&mut self, events: Vec<(Reply, crate::rpc::types::ClientResponse)>) {
+        use crate::driver::ReplyTo;
+        let mut cancelled: Vec<(u64, u64)> = Vec::new();
+        for (reply, resp) in events {
+            let key = (reply.connection(), resp.id().unwrap_or(0));
+            if cancelled.contains(&key) {
+                continue;
+            }
+            let is_events = matches!(resp, crate::rpc::types::ClientResponse::Events { .. });
+            if is_events && reply.backlog() > super::connection::MAX_WATCH_BACKLOG_BYTES {
+                ::log::warn!(
+                    "node {}: cancelling watch {} of a client that reads too slowly ({} bytes unwritten)",
+                    self.id(),
+                    key.1,
+                    reply.backlog()
+                );
+                cancelled.push(key);
+                continue;
+            }
+            reply.send_stream(resp);
+        }
+        // Their `WatchCancelled` goes out with the next turn's output.
+        for (connection, watch_id) in cancelled {
+            self.driver.cancel_slow_watch(connection, watch_id);
+        }
     }
 
     /// Runs the driver and does what its output says.
@@ -295,6 +327,7 @@ impl NodeLoop {
             compacted: _,
             peers,
             hash_states,
+            watch_events,
         } = out;
         for task in hash_states {
             // Reads the whole state: off the node's thread, like a snapshot.
@@ -340,6 +373,7 @@ impl NodeLoop {
             // The connection may be gone; its answers are simply dropped.
             reply.send(resp);
         }
+        self.stream_watch_events(watch_events);
         if let Some(Applied::Entry(last)) = applied
             .iter()
             .rev()

@@ -7,12 +7,17 @@
 //! raftctl cert ca|node ID|client NAME --dir DIR               (make certificates)
 //! raftctl … member list | member add ID ADDR [--learner] | member promote ID | member remove ID
 //! raftctl … leader transfer [ID]
+//! raftctl … get KEY --prefix [--limit N] [--keys-only] [--rev N] | del KEY --prefix
+//! raftctl … watch KEY [--prefix] [--rev N] | txn (JSON on stdin) | compact REV
+//! raftctl … lease grant TTL | lease keepalive ID | lease revoke ID | lease ttl ID
+//! raftctl … put KEY VALUE --lease ID
 //! ```
 //! Exit status: 0 on success; 1 when `get` finds no value or a `cas` does not match; 2 on
 //! usage errors; 3 when the cluster cannot be reached or refuses the request.
 
 mod cert;
 mod members;
+mod store;
 
 use clap::{Parser, Subcommand};
 use raftd::client::{tls_config, Client, ClientError, ClientOptions};
@@ -68,17 +73,59 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Set KEY to VALUE.
-    Put { key: String, value: String },
-    /// Print KEY's value (exit 1 if absent).
+    Put {
+        key: String,
+        value: String,
+        /// Attach the key to this lease: it is deleted when the lease expires or is revoked.
+        #[arg(long)]
+        lease: Option<u64>,
+    },
+    /// Print KEY's value (exit 1 if absent), or with --prefix every key and value under KEY.
     Get {
         key: String,
         /// Read from whichever node answers, without confirming with the leader (may be behind).
         #[arg(long)]
         stale: bool,
+        /// Every key starting with KEY, in key order (a key line, then a value line).
+        #[arg(long)]
+        prefix: bool,
+        /// At most this many keys.
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+        /// Print only how many keys match.
+        #[arg(long)]
+        count_only: bool,
+        /// Read the store as it was at this revision.
+        #[arg(long)]
+        rev: Option<u64>,
     },
-    /// Delete KEY.
+    /// Delete KEY, or with --prefix every key starting with KEY (prints how many).
     #[command(alias = "delete")]
-    Del { key: String },
+    Del {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// Print every change of KEY (or of every key under it, with --prefix), one line each,
+    /// from revision --rev (default: from now) until interrupted.
+    Watch {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+        #[arg(long)]
+        rev: Option<u64>,
+    },
+    /// Run a transaction read as JSON from stdin: {"compare":[…],"success":[…],"failure":[…]}
+    /// (exit 1 when the failure branch ran).
+    Txn,
+    /// Forget the history before revision REV.
+    Compact { rev: u64 },
+    /// Grant, keep alive, revoke or inspect leases.
+    #[command(subcommand)]
+    Lease(store::LeaseCmd),
     /// Set KEY to NEW only if its value is EXPECTED (exit 1 if it is not).
     Cas {
         key: String,
@@ -175,17 +222,49 @@ fn parse_cluster(text: &str) -> Result<Vec<SocketAddr>, String> {
 }
 
 async fn run(cli: Cli, nodes: Vec<SocketAddr>, opts: ClientOptions) -> ExitCode {
-    let mut client = Client::new(nodes.clone(), opts);
+    let mut client = Client::new(nodes.clone(), opts.clone());
     let json_out = cli.json;
     let result: Result<(serde_json::Value, String, u8), ClientError> = match cli.command {
-        Cmd::Put { key, value } => client.put(&key, &value).await.map(|()| {
+        Cmd::Put {
+            key,
+            value,
+            lease: Some(lease),
+        } => store::put_with_lease(&mut client, &key, &value, lease).await,
+        Cmd::Put {
+            key,
+            value,
+            lease: None,
+        } => client.put(&key, &value).await.map(|()| {
             (
                 json!({"ok": true, "key": key, "value": value}),
                 "OK".to_string(),
                 0,
             )
         }),
-        Cmd::Get { key, stale } => {
+        Cmd::Get {
+            key,
+            stale,
+            prefix,
+            limit,
+            keys_only,
+            count_only,
+            rev,
+        } if prefix || limit > 0 || keys_only || count_only || rev.is_some() => {
+            store::get(
+                &mut client,
+                store::GetArgs {
+                    key,
+                    prefix,
+                    limit,
+                    keys_only,
+                    count_only,
+                    rev,
+                    stale,
+                },
+            )
+            .await
+        }
+        Cmd::Get { key, stale, .. } => {
             let consistency = if stale {
                 Consistency::Stale
             } else {
@@ -199,10 +278,17 @@ async fn run(cli: Cli, nodes: Vec<SocketAddr>, opts: ClientOptions) -> ExitCode 
                 (json!({"key": key, "value": value}), text, code)
             })
         }
-        Cmd::Del { key } => client
+        Cmd::Del { key, prefix: true } => store::del_prefix(&mut client, &key).await,
+        Cmd::Del { key, prefix: false } => client
             .delete(&key)
             .await
             .map(|()| (json!({"ok": true, "key": key}), "OK".to_string(), 0)),
+        Cmd::Watch { key, prefix, rev } => {
+            store::watch(nodes.clone(), opts, &key, prefix, rev, json_out).await
+        }
+        Cmd::Txn => store::txn(&mut client).await,
+        Cmd::Compact { rev } => store::compact(&mut client, rev).await,
+        Cmd::Lease(cmd) => store::lease(&mut client, cmd, json_out).await,
         Cmd::Cas {
             key,
             expected,
