@@ -16,6 +16,7 @@
 //! usage errors; 3 when the cluster cannot be reached or refuses the request.
 
 mod cert;
+mod elect;
 mod members;
 mod store;
 
@@ -126,6 +127,15 @@ enum Cmd {
     /// Grant, keep alive, revoke or inspect leases.
     #[command(subcommand)]
     Lease(store::LeaseCmd),
+    /// Campaign to lead election NAME as PROPOSAL; lead until interrupted (see
+    /// docs/CLIENT_PROTOCOL.md, "Leader election").
+    Elect {
+        name: String,
+        proposal: String,
+        /// The lease's ttl in seconds: how long a dead leader holds the election.
+        #[arg(long, default_value_t = 5)]
+        ttl: u64,
+    },
     /// Set KEY to NEW only if its value is EXPECTED (exit 1 if it is not).
     Cas {
         key: String,
@@ -289,6 +299,11 @@ async fn run(cli: Cli, nodes: Vec<SocketAddr>, opts: ClientOptions) -> ExitCode 
         Cmd::Txn => store::txn(&mut client).await,
         Cmd::Compact { rev } => store::compact(&mut client, rev).await,
         Cmd::Lease(cmd) => store::lease(&mut client, cmd, json_out).await,
+        Cmd::Elect {
+            name,
+            proposal,
+            ttl,
+        } => elect::elect(nodes.clone(), opts, &name, &proposal, ttl, json_out).await,
         Cmd::Cas {
             key,
             expected,
@@ -359,6 +374,8 @@ async fn run(cli: Cli, nodes: Vec<SocketAddr>, opts: ClientOptions) -> ExitCode 
         }
     };
     match result {
+        // Streaming commands (watch, elect) printed as they went.
+        Ok((serde_json::Value::Null, text, code)) if text.is_empty() => ExitCode::from(code),
         Ok((value, text, code)) => {
             if json_out {
                 println!("{value}");

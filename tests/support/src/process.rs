@@ -560,6 +560,14 @@ pub fn data_dir_exists(p: &Path) -> bool {
     p.join("raft.wal").exists()
 }
 
+/// Sends SIGTERM to a child process the test started.
+pub fn sigterm(child: &std::process::Child) {
+    // SAFETY: plain kill(2) on a child pid we own.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
 /// Encodes one frame: the 4-byte big-endian length, then `body`.
 pub fn frame(body: &[u8]) -> Vec<u8> {
     let mut f = (body.len() as u32).to_be_bytes().to_vec();
