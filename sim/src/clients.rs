@@ -124,6 +124,24 @@ pub struct OpRecord {
     /// Error answers received (NotLeader, Timeout, …), with the node and time.
     pub errors: Vec<(Micros, NodeId, ErrorCode)>,
     pub done: bool,
+    /// How the operation goes over the wire: a Get may be sent as a `Range` over every key,
+    /// a Cas as a single-key `Txn` (protocol v2), so the checker covers those requests too.
+    pub wire: Wire,
+    /// A Get sent as a `Range`: what it read of every key of the keyspace (absent ones as
+    /// None), each checked as a read of that key over the same interval.
+    pub range_reads: Vec<(String, Option<String>)>,
+}
+
+/// The request an operation is sent as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// v1: `Get`, `Put`, `Delete`, `Cas`.
+    Plain,
+    /// A Get as a `Range` over the prefix "k" (every key), read back per key.
+    Range,
+    /// A Cas as a `Txn`: compare the value (or `version == 0` for absent), then Put or
+    /// Delete, else Get.
+    Txn,
 }
 
 impl OpRecord {
@@ -141,6 +159,24 @@ impl OpRecord {
             call: self.call,
             ret: self.ret.unwrap_or(0),
         }
+    }
+
+    /// As operations for the checker: a `Range` is one read per key it covers, all over its
+    /// interval. (A weaker check than one model over every key: each key's reads must be
+    /// linearizable, not the whole range as one snapshot; the store reads a range from one
+    /// applied state, which `Mvcc::range` tests against a model.)
+    pub fn operations(&self) -> Vec<Operation> {
+        if self.wire != Wire::Range || self.range_reads.is_empty() {
+            return vec![self.operation()];
+        }
+        self.range_reads
+            .iter()
+            .map(|(key, value)| Operation {
+                key: key.clone(),
+                output: Output::Value(value.clone()),
+                ..self.operation()
+            })
+            .collect()
     }
 }
 
@@ -218,9 +254,9 @@ pub struct Route {
 }
 
 impl raftd::driver::ReplyTo for Route {
-    /// Each simulated client is one connection.
+    /// Each operation (or watch stream, for watchers) is a connection of its own.
     fn connection(&self) -> u64 {
-        self.client as u64
+        (self.client as u64).rotate_left(32) ^ self.op as u64
     }
 }
 
@@ -314,7 +350,7 @@ impl Cluster {
         self.clients
             .records
             .iter()
-            .map(OpRecord::operation)
+            .flat_map(OpRecord::operations)
             .collect()
     }
 
@@ -395,7 +431,16 @@ impl Cluster {
             s
         });
         let op = self.clients.records.len();
+        // Every fourth Get goes as a Range and every other Cas as a Txn, by the record's
+        // number, so no seed's random draws change.
+        let wire = match &input {
+            OpInput::Get if op % 4 == 1 => Wire::Range,
+            OpInput::Cas { .. } if op % 2 == 1 => Wire::Txn,
+            _ => Wire::Plain,
+        };
         self.clients.records.push(OpRecord {
+            wire,
+            range_reads: Vec::new(),
             client,
             key,
             input,
@@ -521,7 +566,7 @@ impl Cluster {
 
     /// The KV service is about to see this request: note what the node was at that moment.
     pub(super) fn note_arrival(&mut self, node: NodeId, route: Route) {
-        if route.client == ADMIN {
+        if route.client == ADMIN || route.client >= crate::watchers::WATCHER_BASE {
             return;
         }
         let Some(raft) = self.raft(node) else { return };
@@ -541,6 +586,10 @@ impl Cluster {
     pub(super) fn answer(&mut self, node: NodeId, route: Route, resp: ClientResponse) {
         if route.client == ADMIN {
             self.admin_answers.push((node, resp));
+            return;
+        }
+        if route.client >= crate::watchers::WATCHER_BASE {
+            self.watch_answer(node, route, resp);
             return;
         }
         let fate = match self.clients.hook.as_mut() {
@@ -591,6 +640,42 @@ impl Cluster {
                     route.request_id, ok.id
                 );
                 let output = match &rec.input {
+                    OpInput::Get if rec.wire == Wire::Range => {
+                        let kvs = ok.kvs.clone().unwrap_or_else(|| {
+                            panic!("[seed {seed}] a Range answer without kvs: {ok:?}")
+                        });
+                        let keys = self.clients.clients[client].cfg.keys.max(1);
+                        let reads: Vec<(String, Option<String>)> = (0..keys)
+                            .map(|i| {
+                                let k = format!("k{i}");
+                                let v = kvs.iter().find(|kv| kv.key == k).and_then(|kv| kv.value.clone());
+                                (k, v)
+                            })
+                            .collect();
+                        let mine = reads
+                            .iter()
+                            .find(|(k, _)| *k == rec.key)
+                            .and_then(|(_, v)| v.clone());
+                        self.clients.records[op].range_reads = reads;
+                        Output::Value(mine)
+                    }
+                    OpInput::Cas { value, .. } if rec.wire == Wire::Txn => {
+                        let succeeded = ok.succeeded.unwrap_or_else(|| {
+                            panic!("[seed {seed}] a Txn answer without succeeded: {ok:?}")
+                        });
+                        let after = if succeeded {
+                            value.clone()
+                        } else {
+                            match ok.responses.as_deref() {
+                                Some([raftd::kv::txn::TxnResponse::Get { value, .. }]) => value.clone(),
+                                other => panic!("[seed {seed}] a failed Txn without its Get: {other:?}"),
+                            }
+                        };
+                        Output::Cas {
+                            succeeded,
+                            value: after,
+                        }
+                    }
                     OpInput::Get => Output::Value(ok.value.clone().unwrap_or_else(|| {
                         panic!("[seed {seed}] a Get answer without a value: {ok:?}")
                     })),
@@ -689,6 +774,50 @@ fn request(rec: &OpRecord, id: u64, client: ClientId) -> ClientRequest {
     let key = rec.key.clone();
     let client_id = rec.seq.map(|_| client_name(client));
     match &rec.input {
+        OpInput::Get if rec.wire == Wire::Range => ClientRequest::Range {
+            id,
+            key: "k".into(),
+            end: None,
+            prefix: true,
+            limit: 0,
+            keys_only: false,
+            count_only: false,
+            revision: None,
+            consistency: Consistency::Linearizable,
+        },
+        OpInput::Cas { expected, value } if rec.wire == Wire::Txn => {
+            use raftd::kv::txn::{CmpOp, Compare, CompareValue, Target, TxnOp};
+            let compare = match expected {
+                Some(e) => Compare {
+                    key: key.clone(),
+                    target: Target::Value,
+                    op: CmpOp::Eq,
+                    value: CompareValue::Str(e.clone()),
+                },
+                None => Compare {
+                    key: key.clone(),
+                    target: Target::Version,
+                    op: CmpOp::Eq,
+                    value: CompareValue::Int(0),
+                },
+            };
+            let success = match value {
+                Some(v) => TxnOp::Put {
+                    key: key.clone(),
+                    value: v.clone(),
+                    lease: 0,
+                },
+                None => TxnOp::Delete { key: key.clone() },
+            };
+            ClientRequest::Txn {
+                id,
+                compare: vec![compare],
+                success: vec![success],
+                failure: vec![TxnOp::Get { key }],
+                client_id,
+                seq: rec.seq,
+            }
+        }
         OpInput::Get => ClientRequest::Get {
             id,
             key,

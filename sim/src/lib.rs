@@ -38,6 +38,7 @@ mod membership;
 pub mod nemesis;
 mod network;
 pub mod scenario;
+mod watchers;
 
 pub use clients::{
     client_name, AnswerFate, AnswerHook, Arrival, Attempt, ClientConfig, ClientId, ClientStats,
@@ -212,6 +213,10 @@ enum Event {
         client: clients::ClientId,
         token: u64,
     },
+    /// A watcher (re)opens its watch stream.
+    WatcherTimer {
+        watcher: usize,
+    },
 }
 
 struct Scheduled {
@@ -362,6 +367,7 @@ pub struct Cluster {
     pub admin_answers: Vec<(NodeId, ClientResponse)>,
     /// Nodes that were started to join (spares added with `add_node`).
     joined: std::collections::BTreeSet<NodeId>,
+    watchers: watchers::Watchers,
 }
 
 impl Cluster {
@@ -393,6 +399,7 @@ impl Cluster {
             clients: Clients::default(),
             admin_answers: Vec::new(),
             joined: Default::default(),
+            watchers: Default::default(),
             rng: StdRng::seed_from_u64(rng.gen()),
             cfg,
         };
@@ -571,6 +578,7 @@ impl Cluster {
         node.applied.clear();
         node.applied_base = 0;
         node.incarnation += 1;
+        self.watchers_node_down(id);
     }
 
     /// Starts a crashed node again from its disk.
@@ -680,6 +688,7 @@ impl Cluster {
             Event::ClientArrive { node, route, req } => self.client_arrive(node, route, req),
             Event::ClientAnswer { node, route, resp } => self.client_answer(node, route, resp),
             Event::ClientTimer { client, token } => self.client_timer(client, token),
+            Event::WatcherTimer { watcher } => self.watcher_timer(watcher),
         }
     }
 

@@ -613,6 +613,8 @@ pub enum FailureKind {
     LogMatching,
     LeaderCompleteness,
     Monotonicity,
+    /// A watcher delivered something other than its prefix's history.
+    Watch,
     Snapshot,
     Linearizability,
     Liveness,
@@ -637,6 +639,8 @@ impl FailureKind {
             FailureKind::StateMachineSafety
         } else if has("went backwards") || has("move back") {
             FailureKind::Monotonicity
+        } else if has("watcher") {
+            FailureKind::Watch
         } else if has("snapshot") {
             FailureKind::Snapshot
         } else if has("linearizab") {
@@ -911,6 +915,9 @@ fn run_inner(
     clients.op_deadline = 2 * SEC;
     clients.think = (0, 30 * MS);
     c.add_clients(clients);
+    // Watchers of every key and of one key's prefix, resuming across every fault.
+    c.add_watchers(1, "k");
+    c.add_watchers(1, "k1");
     let ids = c.ids();
 
     // ----- the fault phase -----
@@ -1067,6 +1074,7 @@ fn run_inner(
     if let Err(v) = check_history(&history) {
         return Err(format!("[seed {seed}] history not linearizable: {v}"));
     }
+    c.check_watchers()?;
     if c.client_stats().bad_answers > 0 {
         return Err(format!(
             "[seed {seed}] {} bad answers to clients",
