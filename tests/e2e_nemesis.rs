@@ -18,8 +18,9 @@ use nemesis::{
     run_schedule, spawn_clients, FaultReport, HistoryStats, NemesisCluster, ScheduleConfig,
     WorkloadConfig, WorkloadCtl,
 };
-use raftd::client::{Client, ClientOptions};
-use raftd_testkit::check::{check_history, Operation};
+use raftd::client::{Client, ClientOptions, WatchEvent, Watcher};
+use raftd::kv::mvcc::Event;
+use raftd_testkit::check::{check_history, Input, Operation, Output};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::sync::atomic::Ordering;
@@ -72,6 +73,15 @@ async fn drive(spec: &Spec) -> Outcome {
     }
 
     let ctl = Arc::new(WorkloadCtl::default());
+    // A watcher of every workload key from the first revision, resuming through every fault.
+    let watched: Arc<std::sync::Mutex<Vec<Event>>> = Arc::default();
+    let watch_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_all(
+        cluster.addrs(),
+        1,
+        watched.clone(),
+        watch_stop.clone(),
+    ));
     let clients = spawn_clients(cluster.addrs(), &spec.workload, start, ctl.clone());
     // Let the clients get going before the first fault.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -154,6 +164,9 @@ async fn drive(spec: &Spec) -> Outcome {
     for id in cluster.unexpected_exits(&none_killed) {
         problems.push(format!("node {id} is not running at the end"));
     }
+    problems.extend(
+        check_watch(&cluster, &history, watcher, watched, watch_stop).await,
+    );
 
     Outcome {
         history,
@@ -164,6 +177,124 @@ async fn drive(spec: &Spec) -> Outcome {
         wall: start.elapsed(),
         cluster,
     }
+}
+
+/// Watches every key starting with "k" from `from`, collecting what it delivers until `stop`.
+async fn watch_all(
+    addrs: Vec<std::net::SocketAddr>,
+    from: u64,
+    out: Arc<std::sync::Mutex<Vec<Event>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    let opts = ClientOptions {
+        deadline: Duration::from_secs(60),
+        attempt_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
+    let mut w = Watcher::new(addrs, opts, "k", None, true, Some(from)).map_err(|e| e.to_string())?;
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(200), w.next()).await {
+            Ok(Ok(WatchEvent::Change(e))) => out.lock().expect("events").push(e),
+            Ok(Ok(WatchEvent::Progress(_))) | Err(_) => {}
+            Ok(Err(e)) => return Err(format!("the watch failed: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// The watch that ran through the faults delivered exactly what a fresh watch from revision 1
+/// at another node delivers once the cluster is quiet: the history of the workload's keys, in
+/// revision order, once each. And every acknowledged write is in it.
+async fn check_watch(
+    cluster: &NemesisCluster,
+    history: &[Operation],
+    watcher: tokio::task::JoinHandle<Result<(), String>>,
+    watched: Arc<std::sync::Mutex<Vec<Event>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut probe = Client::new(cluster.addrs(), ClientOptions::default());
+    let last = match probe
+        .range(&raftd::client::store::RangeRequest::prefix("k"))
+        .await
+    {
+        // The latest write of a key still there: the watch must get at least that far.
+        Ok(r) => r.kvs.iter().map(|kv| kv.mod_revision).max().unwrap_or(0),
+        Err(e) => return vec![format!("cannot read the keys: {e}")],
+    };
+    let reached = |events: &[Event]| events.last().map_or(0, |e| e.mod_revision) >= last;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let fresh: Arc<std::sync::Mutex<Vec<Event>>> = Arc::default();
+    let fresh_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut addrs = cluster.addrs();
+    addrs.rotate_left(1);
+    let fresh_task = tokio::spawn(watch_all(addrs, 1, fresh.clone(), fresh_stop.clone()));
+    let mut quiet_since = None;
+    while Instant::now() < deadline {
+        let (a, b) = (watched.lock().expect("events").clone(), fresh.lock().expect("events").clone());
+        if reached(&a) && a.len() == b.len() {
+            // Equal lengths twice, 300 ms apart: both are done.
+            match quiet_since {
+                Some(t) if Instant::now() >= t + Duration::from_millis(300) => break,
+                None => quiet_since = Some(Instant::now()),
+                _ => {}
+            }
+        } else {
+            quiet_since = None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    fresh_stop.store(true, Ordering::Relaxed);
+    for (what, task) in [("the watch", watcher), ("the fresh watch", fresh_task)] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("{what}: {e}")),
+            Err(e) => problems.push(format!("{what} panicked: {e}")),
+        }
+    }
+    let (got, want) = (watched.lock().expect("events").clone(), fresh.lock().expect("events").clone());
+    if got != want {
+        let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        problems.push(format!(
+            "the watch that ran through the faults delivered {} events, a fresh one {}; first difference at {at}: {:?} vs {:?}",
+            got.len(),
+            want.len(),
+            got.get(at),
+            want.get(at)
+        ));
+    }
+    if got.windows(2).any(|w| (w[0].mod_revision, &w[0].key) >= (w[1].mod_revision, &w[1].key)) {
+        problems.push("the watch delivered events out of order or twice".into());
+    }
+    // Every acknowledged write of a value is one of the events (values are unique per op).
+    let puts: std::collections::HashSet<(&str, &str)> = got
+        .iter()
+        .filter_map(|e| Some((e.key.as_str(), e.value.as_deref()?)))
+        .collect();
+    for op in history {
+        let written = match (&op.input, &op.output) {
+            (Input::Put(v), Output::Done) => Some(v),
+            (Input::Cas { value: Some(v), .. }, Output::Cas { succeeded: true, .. }) => Some(v),
+            _ => None,
+        };
+        if let Some(v) = written {
+            if !puts.contains(&(op.key.as_str(), v.as_str())) {
+                problems.push(format!(
+                    "the acknowledged write {}={v} is missing from the watch",
+                    op.key
+                ));
+                break;
+            }
+        }
+    }
+    println!(
+        "watch: {} events through the faults, the same as a fresh watch: {}",
+        got.len(),
+        got == want
+    );
+    problems
 }
 
 fn run(spec: Spec) {

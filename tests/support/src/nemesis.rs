@@ -810,8 +810,35 @@ async fn client_loop(
             },
         };
         let call = micros_since(start);
-        let result = tokio::time::timeout(hard, run_op(&mut cl, &key, &input)).await;
+        // Every fourth Get goes as a Range over every key, every other Cas as a Txn
+        // (protocol v2), by the operation's number: the checker covers those too.
+        let wire = match &input {
+            Input::Get if n % 4 == 1 => Wire::Range,
+            Input::Cas { .. } if n % 2 == 1 => Wire::Txn,
+            _ => Wire::Plain,
+        };
+        let mut range_reads = Vec::new();
+        let result =
+            tokio::time::timeout(hard, run_op(&mut cl, &key, &input, wire, &mut range_reads)).await;
         let ret = micros_since(start);
+        // A Range that was answered is a read of every key over the same interval (checked
+        // per key): the keys it did not return were absent.
+        if wire == Wire::Range && matches!(result, Ok(Ok(_))) {
+            for k in keys.iter().filter(|k| **k != key) {
+                let v = range_reads
+                    .iter()
+                    .find(|(rk, _)| rk == k)
+                    .and_then(|(_, v)| v.clone());
+                report.history.push(Operation {
+                    client,
+                    key: k.clone(),
+                    input: Input::Get,
+                    output: Output::Value(v),
+                    call,
+                    ret,
+                });
+            }
+        }
         let output = match result {
             Ok(Ok(out)) => out,
             Ok(Err(ClientError::Unavailable(..))) | Err(_) => Output::Unknown,
@@ -858,8 +885,83 @@ async fn client_loop(
     report
 }
 
-async fn run_op(cl: &mut Client, key: &str, input: &Input) -> Result<Output, ClientError> {
+/// How an operation goes over the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Plain,
+    /// A Get as a `Range` over the prefix "k" (every key of the workload).
+    Range,
+    /// A Cas as a `Txn` (compare the value, or `version == 0` for absent; Put or Delete; else
+    /// Get).
+    Txn,
+}
+
+async fn run_op(
+    cl: &mut Client,
+    key: &str,
+    input: &Input,
+    wire: Wire,
+    range_reads: &mut Vec<(String, Option<String>)>,
+) -> Result<Output, ClientError> {
+    use raftd::kv::txn::{CmpOp, Compare, CompareValue, Target, TxnOp, TxnResponse};
     Ok(match input {
+        Input::Get if wire == Wire::Range => {
+            let r = cl
+                .range(&raftd::client::store::RangeRequest::prefix("k"))
+                .await?;
+            // Keys the range did not return were absent; only the workload's keys start
+            // with "k" (the probe key does not).
+            let mut mine = None;
+            for kv in r.kvs {
+                if kv.key == key {
+                    mine = kv.value.clone();
+                }
+                range_reads.push((kv.key, kv.value));
+            }
+            Output::Value(mine)
+        }
+        Input::Cas { expected, value } if wire == Wire::Txn => {
+            let compare = match expected {
+                Some(e) => Compare {
+                    key: key.to_string(),
+                    target: Target::Value,
+                    op: CmpOp::Eq,
+                    value: CompareValue::Str(e.clone()),
+                },
+                None => Compare {
+                    key: key.to_string(),
+                    target: Target::Version,
+                    op: CmpOp::Eq,
+                    value: CompareValue::Int(0),
+                },
+            };
+            let success = match value {
+                Some(v) => TxnOp::Put {
+                    key: key.to_string(),
+                    value: v.clone(),
+                    lease: 0,
+                },
+                None => TxnOp::Delete {
+                    key: key.to_string(),
+                },
+            };
+            let get = TxnOp::Get {
+                key: key.to_string(),
+            };
+            let t = cl.txn(vec![compare], vec![success], vec![get]).await?;
+            let after = if t.succeeded {
+                value.clone()
+            } else {
+                match t.responses.first() {
+                    Some(TxnResponse::Get { value, .. }) => value.clone(),
+                    _ => None,
+                }
+            };
+            Output::Cas {
+                succeeded: t.succeeded,
+                value: after,
+            }
+        }
         Input::Get => Output::Value(cl.get(key, Consistency::Linearizable).await?),
         Input::Put(v) => {
             cl.put(key, v).await?;
