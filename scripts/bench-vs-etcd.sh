@@ -3,7 +3,9 @@
 #
 # Starts a 3-member etcd and a 3-node raftd on 127.0.0.1 (fsync on in both, data under one
 # temporary directory on the same disk), runs closed-loop loads alternately against each
-# (puts at 1, 16, 64 and 256 clients, linearizable gets at 64; 256-byte values over 10k keys),
+# (puts at 1, 16, 64 and 256 clients, linearizable gets at 64, range reads of 100 keys at 16,
+# transactions at 64, lease keep-alives at 64, and puts at 64 with 1,000 watches of every key
+# on the leader; 256-byte values over 10k keys),
 # measures failover (SIGKILL the leader under writes, time to the next acknowledged write;
 # median of 5), and each member's peak RSS, then prints one table with raftd/etcd per row.
 #
@@ -12,7 +14,9 @@
 #   BENCH_WARMUP     warm-up before each window, seconds (default 2)
 #   FAILOVER_ROUNDS  kills per system (default 5)
 #   ETCD_CONNS       gRPC channels the etcd clients share (default 16)
-#   BENCH_ROWS       the loads, op:clients (default "put:1 put:16 put:64 put:256 get:64")
+#   BENCH_ROWS       the loads, op:clients[:wWATCHERS] (default "put:1 put:16 put:64 put:256
+#                    get:64 range:16 txn:64 keepalive:64 put:64:w1000"; ops: put, get, range,
+#                    txn, keepalive)
 #   BENCH_DIR        where data, logs and results go (default: a new /tmp/raftd-bench.*)
 #   KEEP=1           keep BENCH_DIR afterwards (it is removed otherwise; the results are
 #                    copied to target/bench-vs-etcd.jsonl)
@@ -32,7 +36,7 @@ SECS=${BENCH_SECS:-10}
 WARMUP=${BENCH_WARMUP:-2}
 ROUNDS=${FAILOVER_ROUNDS:-5}
 ETCD_CONNS=${ETCD_CONNS:-16}
-ROWS=${BENCH_ROWS:-put:1 put:16 put:64 put:256 get:64}
+ROWS=${BENCH_ROWS:-put:1 put:16 put:64 put:256 get:64 range:16 txn:64 keepalive:64 put:64:w1000}
 DIR=${BENCH_DIR:-$(mktemp -d /tmp/raftd-bench.XXXXXX)}
 mkdir -p "$DIR/pids" "$DIR/logs"
 RESULTS="$DIR/results.jsonl"
@@ -152,19 +156,22 @@ E0_etcd=$(elections etcd)
 E0_raftd=$(elections raftd)
 
 # ---- loads ----------------------------------------------------------------------------------
-load() { # system op clients
+load() { # system op clients watchers
     local extra=()
     [ "$1" = etcd ] && extra=(--conns "$ETCD_CONNS" --leader-only)
     "$BENCH" load --system "$1" --endpoints "$(eps_of "$1")" --op "$2" --clients "$3" \
-        --warmup-secs "$WARMUP" --secs "$SECS" "${extra[@]}" | tee -a "$RESULTS" >/dev/null
+        --watchers "$4" --warmup-secs "$WARMUP" --secs "$SECS" "${extra[@]}" |
+        tee -a "$RESULTS" >/dev/null
 }
 
 for row in $ROWS; do
-    set -- "${row%%:*}" "${row##*:}"
-    say "$1 x$2: etcd"
-    load etcd "$1" "$2"
-    say "$1 x$2: raftd"
-    load raftd "$1" "$2"
+    IFS=: read -r op clients w <<<"$row"
+    watchers=${w#w}
+    watchers=${watchers:-0}
+    say "$op x$clients (watchers: $watchers): etcd"
+    load etcd "$op" "$clients" "$watchers"
+    say "$op x$clients (watchers: $watchers): raftd"
+    load raftd "$op" "$clients" "$watchers"
 done
 
 E1_etcd=$(elections etcd)
@@ -217,11 +224,15 @@ done
 
 # ---- table ----------------------------------------------------------------------------------
 say "results ($RESULTS)"
-python3 - "$RESULTS" "$SECS" <<'PY'
+python3 - "$RESULTS" "$SECS" "$ROWS" <<'PY'
 import json, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-loads = {(r["system"], r["op"], r["clients"]): r for r in rows if "ops_per_sec" in r}
+asked = []
+for row in sys.argv[3].split():
+    parts = row.split(":")
+    asked.append((parts[0], int(parts[1]), int(parts[2][1:]) if len(parts) > 2 else 0))
+loads = {(r["system"], r["op"], r["clients"], r.get("watchers", 0)): r for r in rows if "ops_per_sec" in r}
 fail = {s: [r["failover_ms"] for r in rows if r.get("system") == s and "failover_ms" in r]
         for s in ("etcd", "raftd")}
 rss = {s: max((r["peak_rss_kib"] for r in rows if r.get("system") == s and "peak_rss_kib" in r),
@@ -232,17 +243,21 @@ def ratio(a, b):
 
 print(f"{'workload':<28}{'etcd':>12}{'raftd':>12}{'raftd/etcd':>12}")
 print("-" * 64)
-for op, c in [("put", 1), ("put", 16), ("put", 64), ("put", 256), ("get", 64)]:
-    e, r = loads.get(("etcd", op, c)), loads.get(("raftd", op, c))
+for op, c, w in asked:
+    e, r = loads.get(("etcd", op, c, w)), loads.get(("raftd", op, c, w))
+    name = f"{op} x{c}" + (f" w{w}" if w else "")
     if not e or not r:
-        print(f"{op} x{c}: missing"); continue
-    for label, key, fmt in [("ops/s", "ops_per_sec", "{:.0f}"), ("p50 ms", "p50_ms", "{:.2f}"),
-                            ("p90 ms", "p90_ms", "{:.2f}"), ("p99 ms", "p99_ms", "{:.2f}"),
-                            ("max ms", "max_ms", "{:.1f}")]:
-        print(f"{f'{op} x{c} {label}':<28}{fmt.format(e[key]):>12}{fmt.format(r[key]):>12}"
+        print(f"{name}: missing"); continue
+    fields = [("ops/s", "ops_per_sec", "{:.0f}"), ("p50 ms", "p50_ms", "{:.2f}"),
+              ("p90 ms", "p90_ms", "{:.2f}"), ("p99 ms", "p99_ms", "{:.2f}"),
+              ("max ms", "max_ms", "{:.1f}")]
+    if w:
+        fields.append(("events/s", "watch_events_per_sec", "{:.0f}"))
+    for label, key, fmt in fields:
+        print(f"{f'{name} {label}':<28}{fmt.format(e[key]):>12}{fmt.format(r[key]):>12}"
               f"{ratio(r[key], e[key]):>12}")
     if e["errors"] or r["errors"]:
-        print(f"{f'{op} x{c} errors':<28}{e['errors']:>12}{r['errors']:>12}")
+        print(f"{f'{name} errors':<28}{e['errors']:>12}{r['errors']:>12}")
 med = {s: statistics.median(v) if v else float("nan") for s, v in fail.items()}
 print(f"{'failover ms (median)':<28}{med['etcd']:>12.0f}{med['raftd']:>12.0f}"
       f"{ratio(med['raftd'], med['etcd']):>12}")
@@ -257,8 +272,8 @@ if "etcd" in el and "raftd" in el:
 print(f"{'peak RSS MiB (max member)':<28}{rss['etcd']:>12.1f}{rss['raftd']:>12.1f}"
       f"{ratio(rss['raftd'], rss['etcd']):>12}")
 
-def get(s, op, c, k):
-    r = loads.get((s, op, c)); return r[k] if r else float("nan")
+def get(s, op, c, k, w=0):
+    r = loads.get((s, op, c, w)); return r[k] if r else float("nan")
 targets = [
     ("puts x64 ops/s >= 3x", ratio(get("raftd","put",64,"ops_per_sec"), get("etcd","put",64,"ops_per_sec")),
      get("raftd","put",64,"ops_per_sec") >= 3 * get("etcd","put",64,"ops_per_sec")),

@@ -2,9 +2,13 @@
 //! leader, check every member is up. raftd is reached through its own client library, etcd
 //! through its v3 gRPC API (the etcd-client crate, behind the `etcd` feature).
 
-use raftd::client::{Client, ClientOptions};
+use raftd::client::store::RangeRequest;
+use raftd::client::{Client, ClientOptions, WatchEvent, Watcher};
+use raftd::kv::txn::{CmpOp, Compare, CompareValue, Target, TxnOp};
 use raftd::rpc::types::Consistency;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -25,7 +29,8 @@ impl std::fmt::Display for System {
 
 /// One client connection with (at most) one request in flight.
 pub enum Conn {
-    Raftd(Box<Client>),
+    /// The client, and its lease once it kept one alive.
+    Raftd(Box<Client>, Option<u64>),
     #[cfg(feature = "etcd")]
     Etcd(Box<crate::etcd::EtcdConn>),
 }
@@ -36,7 +41,7 @@ pub const OP_DEADLINE: Duration = Duration::from_secs(5);
 impl Conn {
     pub async fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
         match self {
-            Conn::Raftd(c) => c.put(key, value).await.map_err(|e| e.to_string()),
+            Conn::Raftd(c, _) => c.put(key, value).await.map_err(|e| e.to_string()),
             #[cfg(feature = "etcd")]
             Conn::Etcd(c) => c.put(key, value).await,
         }
@@ -45,7 +50,7 @@ impl Conn {
     /// A linearizable read (raftd: ReadIndex on the leader; etcd: its default Range).
     pub async fn get(&mut self, key: &str) -> Result<(), String> {
         match self {
-            Conn::Raftd(c) => c
+            Conn::Raftd(c, _) => c
                 .get(key, Consistency::Linearizable)
                 .await
                 .map(|_| ())
@@ -54,6 +59,121 @@ impl Conn {
             Conn::Etcd(c) => c.get(key).await,
         }
     }
+
+    /// A linearizable read of the keys from `start` (inclusive) to `end` (exclusive).
+    pub async fn range(&mut self, start: &str, end: &str) -> Result<(), String> {
+        match self {
+            Conn::Raftd(c, _) => c
+                .range(&RangeRequest {
+                    key: start.to_string(),
+                    end: Some(end.to_string()),
+                    ..RangeRequest::default()
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(c) => c.range(start, end).await,
+        }
+    }
+
+    /// If the key's value is not "x", put `value`; else read the key.
+    pub async fn txn(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match self {
+            Conn::Raftd(c, _) => c
+                .txn(
+                    vec![Compare {
+                        key: key.to_string(),
+                        target: Target::Value,
+                        op: CmpOp::Ne,
+                        value: CompareValue::Str("x".into()),
+                    }],
+                    vec![TxnOp::Put {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        lease: 0,
+                    }],
+                    vec![TxnOp::Get {
+                        key: key.to_string(),
+                    }],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(c) => c.txn(key, value).await,
+        }
+    }
+
+    /// Keeps this connection's lease alive (granting it, of 60 s, the first time).
+    pub async fn keepalive(&mut self) -> Result<(), String> {
+        match self {
+            Conn::Raftd(c, lease) => {
+                let id = match lease {
+                    Some(id) => *id,
+                    None => {
+                        let (id, _) = c.lease_grant(60).await.map_err(|e| e.to_string())?;
+                        *lease = Some(id);
+                        id
+                    }
+                };
+                c.lease_keep_alive(id)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(c) => c.keepalive().await,
+        }
+    }
+}
+
+/// Opens `n` watches of every key under `prefix` on the leader (the member with the most
+/// work already); each adds the events it receives to `events`. Returns their tasks (abort
+/// them to stop).
+pub async fn spawn_watchers(
+    system: System,
+    endpoints: &[SocketAddr],
+    n: usize,
+    prefix: &str,
+    events: Arc<AtomicU64>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let first = find_leader(system, endpoints).await?;
+    let mut tasks = Vec::with_capacity(n);
+    match system {
+        System::Raftd => {
+            for _ in 0..n {
+                let mut w = Watcher::new(vec![first], raftd_options(), prefix, None, true, None)
+                    .map_err(|e| e.to_string())?;
+                let events = events.clone();
+                tasks.push(tokio::spawn(async move {
+                    while let Ok(ev) = w.next().await {
+                        if let WatchEvent::Change(_) = ev {
+                            events.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+            }
+        }
+        #[cfg(feature = "etcd")]
+        System::Etcd => {
+            for _ in 0..n {
+                tasks.push(crate::etcd::watch(first, prefix, events.clone()).await?);
+            }
+        }
+        #[cfg(not(feature = "etcd"))]
+        System::Etcd => {
+            if n > 0 {
+                return Err(NO_ETCD.into());
+            }
+        }
+    }
+    // Let the watches be set up before the load starts.
+    tokio::time::sleep(Duration::from_millis(200 + n as u64)).await;
+    Ok(tasks)
 }
 
 /// raftd's client settings: TLS when `RAFTCTL_CACERT` is set (as for raftctl, with
@@ -91,7 +211,7 @@ pub async fn connect(
                 ..raftd_options()
             };
             Ok((0..count)
-                .map(|_| Conn::Raftd(Box::new(Client::new(endpoints.to_vec(), opts.clone()))))
+                .map(|_| Conn::Raftd(Box::new(Client::new(endpoints.to_vec(), opts.clone())), None))
                 .collect())
         }
         System::Etcd => etcd_connect(endpoints, count, conns).await,

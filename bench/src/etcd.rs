@@ -1,11 +1,20 @@
 //! etcd through its v3 gRPC API (etcd-client), for the side-by-side runs.
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, WatchOptions,
+};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A clone of a shared gRPC channel (cloning an etcd-client `Client` shares its connection).
-pub struct EtcdConn(Client);
+/// A clone of a shared gRPC channel (cloning an etcd-client `Client` shares its connection),
+/// and the lease it keeps alive once it did, with its keep-alive stream (reused, as etcd's
+/// own clients do).
+pub struct EtcdConn(
+    Client,
+    Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
+);
 
 impl EtcdConn {
     pub async fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -24,6 +33,72 @@ impl EtcdConn {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+
+    pub async fn range(&mut self, start: &str, end: &str) -> Result<(), String> {
+        self.0
+            .get(start, Some(GetOptions::new().with_range(end)))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn txn(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let txn = Txn::new()
+            .when([Compare::value(key, CompareOp::NotEqual, "x")])
+            .and_then([TxnOp::put(key, value, None)])
+            .or_else([TxnOp::get(key, None)]);
+        self.0
+            .txn(txn)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// One keep-alive request and its answer on the lease's stream.
+    pub async fn keepalive(&mut self) -> Result<(), String> {
+        if self.1.is_none() {
+            let id = self
+                .0
+                .lease_grant(60, None)
+                .await
+                .map_err(|e| e.to_string())?
+                .id();
+            let pair = self
+                .0
+                .lease_keep_alive(id)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.1 = Some(pair);
+        }
+        let Some((keeper, stream)) = self.1.as_mut() else {
+            return Err("no lease".into());
+        };
+        keeper.keep_alive().await.map_err(|e| e.to_string())?;
+        stream
+            .message()
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|_| ())
+            .ok_or_else(|| "the keep-alive stream ended".to_string())
+    }
+}
+
+/// A watch of every key under `prefix` at `endpoint`, counting the events it receives.
+pub async fn watch(
+    endpoint: SocketAddr,
+    prefix: &str,
+    events: Arc<AtomicU64>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let mut c = client(&[endpoint]).await?;
+    let mut stream = c
+        .watch(prefix, Some(WatchOptions::new().with_prefix()))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(tokio::spawn(async move {
+        while let Ok(Some(resp)) = stream.message().await {
+            events.fetch_add(resp.events().len() as u64, Ordering::Relaxed);
+        }
+    }))
 }
 
 fn urls(endpoints: &[SocketAddr]) -> Vec<String> {
@@ -54,7 +129,7 @@ pub async fn connect(
         channels.push(client(endpoints).await?);
     }
     Ok((0..count)
-        .map(|i| EtcdConn(channels[i % channels.len()].clone()))
+        .map(|i| EtcdConn(channels[i % channels.len()].clone(), None))
         .collect())
 }
 

@@ -17,7 +17,16 @@ use tokio::time::Instant;
 pub enum Op {
     Put,
     Get,
+    /// A linearizable read of 100 consecutive keys.
+    Range,
+    /// A transaction: if the key's value is not "x", put the new value, else read it.
+    Txn,
+    /// A lease keep-alive (each client keeps its own lease).
+    Keepalive,
 }
+
+/// Keys a `range` reads.
+pub const RANGE_KEYS: u32 = 100;
 
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
@@ -29,6 +38,9 @@ pub struct LoadSpec {
     pub keys: u32,
     pub value_bytes: usize,
     pub progress: bool,
+    /// Watches of the whole key prefix opened on one member before the load (to measure what
+    /// they cost writes); each counts the events it receives.
+    pub watchers: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,6 +56,11 @@ pub struct LoadReport {
     pub latency: Summary,
     /// The last error seen, if any, so a failing run says why.
     pub last_error: Option<String>,
+    /// With `--watchers`: how many there were, and the events they received in the window
+    /// (all together, and per second).
+    pub watchers: usize,
+    pub watch_events: u64,
+    pub watch_events_per_sec: f64,
 }
 
 struct ClientResult {
@@ -68,6 +85,10 @@ pub async fn run(
     endpoints: &[SocketAddr],
     spec: &LoadSpec,
 ) -> Result<LoadReport, String> {
+    let watch_events = Arc::new(AtomicU64::new(0));
+    let watchers =
+        backend::spawn_watchers(system, endpoints, spec.watchers, "bench/", watch_events.clone())
+            .await?;
     let conns = backend::connect(system, endpoints, spec.clients, spec.conns).await?;
     let start = Instant::now();
     let window_start = start + spec.warmup;
@@ -96,6 +117,16 @@ pub async fn run(
             completed.clone(),
         ))
     });
+    // The watchers' events in the window: counted at its start and end.
+    let events_at_start = {
+        let we = watch_events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(window_start).await;
+            let at_start = we.load(Ordering::Relaxed);
+            tokio::time::sleep_until(window_end).await;
+            we.load(Ordering::Relaxed) - at_start
+        })
+    };
     let mut latencies = Latencies::default();
     let (mut errors, mut last_error) = (0, None);
     for t in tasks {
@@ -109,6 +140,10 @@ pub async fn run(
     if let Some(p) = progress {
         p.abort();
     }
+    let events_in_window = events_at_start.await.unwrap_or(0);
+    for w in watchers {
+        w.abort();
+    }
     let secs = spec.window.as_secs_f64();
     let latency = latencies.summary();
     Ok(LoadReport {
@@ -117,6 +152,9 @@ pub async fn run(
         clients: spec.clients,
         window_secs: secs,
         ops: latency.count,
+        watchers: spec.watchers,
+        watch_events: events_in_window,
+        watch_events_per_sec: events_in_window as f64 / secs,
         errors,
         ops_per_sec: latency.count as f64 / secs,
         latency,
@@ -144,10 +182,18 @@ async fn client_loop(
         if began >= window_end {
             return out;
         }
-        let key = key_name(rng.gen_range(0..spec.keys.max(1)));
+        let n = rng.gen_range(0..spec.keys.max(1));
+        let key = key_name(n);
         let result = match spec.op {
             Op::Put => conn.put(&key, &value).await,
             Op::Get => conn.get(&key).await,
+            Op::Range => {
+                let first = n.min(spec.keys.saturating_sub(RANGE_KEYS));
+                conn.range(&key_name(first), &key_name(first + RANGE_KEYS))
+                    .await
+            }
+            Op::Txn => conn.txn(&key, &value).await,
+            Op::Keepalive => conn.keepalive().await,
         };
         let ended = Instant::now();
         let counts = began >= window_start && ended <= window_end;

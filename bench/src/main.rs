@@ -64,6 +64,10 @@ enum Cmd {
         /// No progress lines on stderr.
         #[arg(long)]
         quiet: bool,
+        /// Open this many watches of every benchmark key on the leader first, to measure what
+        /// watch fan-out costs the load.
+        #[arg(long, default_value_t = 0)]
+        watchers: usize,
     },
     /// SIGKILL the leader under writes and time the next acknowledged write (JSON on stdout).
     Failover {
@@ -109,6 +113,7 @@ async fn run(cli: Cli) -> Result<String, String> {
             keys,
             value_bytes,
             quiet,
+            watchers,
         } => {
             if clients == 0 {
                 return Err("--clients must be at least 1".into());
@@ -127,6 +132,7 @@ async fn run(cli: Cli) -> Result<String, String> {
                 keys,
                 value_bytes,
                 progress: !quiet,
+                watchers,
             };
             let report = load::run(target.system, &endpoints, &spec).await?;
             serde_json::to_string(&report).map_err(|e| e.to_string())

@@ -163,7 +163,14 @@ fn every_subcommand_measures_a_real_cluster() {
         "leader {leader:?} is not one of the endpoints"
     );
 
-    for op in ["put", "get"] {
+    for (op, watchers) in [
+        ("put", "0"),
+        ("get", "0"),
+        ("range", "0"),
+        ("txn", "0"),
+        ("keepalive", "0"),
+        ("put", "20"),
+    ] {
         let out = c.bench(&[
             "load",
             "--op",
@@ -174,6 +181,8 @@ fn every_subcommand_measures_a_real_cluster() {
             "0.2",
             "--secs",
             "1",
+            "--watchers",
+            watchers,
         ]);
         let r = ok_json(&out, op);
         assert_eq!(r["system"], "raftd");
@@ -194,6 +203,11 @@ fn every_subcommand_measures_a_real_cluster() {
         // The progress lines went to stderr, one per second at least once.
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("ops/s"), "{op}: no progress line: {stderr}");
+        if watchers != "0" {
+            // Every watcher sees every put of the window.
+            let events = r["watch_events"].as_u64().expect("watch_events");
+            assert!(events >= ops, "{op} with {watchers} watchers: {r}");
+        }
     }
 
     // The leader now, right before the kill: the loads above may have seen an election on a
