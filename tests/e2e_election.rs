@@ -22,7 +22,13 @@ type Lines = Arc<Mutex<Vec<(usize, Value)>>>;
 fn candidate(cluster: &str, i: usize, lines: &Lines) -> Child {
     let mut child = Command::new(RAFTCTL)
         .args(["--cluster", cluster, "--json", "--timeout", "30"])
-        .args(["elect", "the-job", &format!("cand{i}"), "--ttl", &TTL.to_string()])
+        .args([
+            "elect",
+            "the-job",
+            &format!("cand{i}"),
+            "--ttl",
+            &TTL.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -70,8 +76,10 @@ fn one_holder_at_a_time_through_node_and_holder_failures() {
     let lines: Lines = Arc::default();
     let mut cands: Vec<Child> = (0..3).map(|i| candidate(&addrs, i, &lines)).collect();
     let first = wait_for_leaders(&lines, 1, TEN_S)[0].0;
-    wait_for(TEN_S, || (events(&lines, "WAITING").len() >= 2).then_some(()))
-        .expect("the other two wait");
+    wait_for(TEN_S, || {
+        (events(&lines, "WAITING").len() >= 2).then_some(())
+    })
+    .expect("the other two wait");
 
     // The cluster's leader node dies: the holder keeps its lease through the failover.
     let leader = cluster.leader(TEN_S);
@@ -91,8 +99,10 @@ fn one_holder_at_a_time_through_node_and_holder_failures() {
     sigterm(&cands[second]);
     let third = wait_for_leaders(&lines, 3, TEN_S)[2].0;
     assert!(third != first && third != second);
-    wait_for(TEN_S, || (!events(&lines, "RESIGNED").is_empty()).then_some(()))
-        .expect("the second holder says it resigned");
+    wait_for(TEN_S, || {
+        (!events(&lines, "RESIGNED").is_empty()).then_some(())
+    })
+    .expect("the second holder says it resigned");
     for c in &mut cands {
         let _ = c.kill();
         let _ = c.wait();

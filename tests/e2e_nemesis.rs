@@ -164,9 +164,7 @@ async fn drive(spec: &Spec) -> Outcome {
     for id in cluster.unexpected_exits(&none_killed) {
         problems.push(format!("node {id} is not running at the end"));
     }
-    problems.extend(
-        check_watch(&cluster, &history, watcher, watched, watch_stop).await,
-    );
+    problems.extend(check_watch(&cluster, &history, watcher, watched, watch_stop).await);
 
     Outcome {
         history,
@@ -192,7 +190,8 @@ async fn watch_all(
         connect_timeout: Duration::from_millis(300),
         ..ClientOptions::default()
     };
-    let mut w = Watcher::new(addrs, opts, "k", None, true, Some(from)).map_err(|e| e.to_string())?;
+    let mut w =
+        Watcher::new(addrs, opts, "k", None, true, Some(from)).map_err(|e| e.to_string())?;
     while !stop.load(Ordering::Relaxed) {
         match tokio::time::timeout(Duration::from_millis(200), w.next()).await {
             Ok(Ok(WatchEvent::Change(e))) => out.lock().expect("events").push(e),
@@ -232,7 +231,10 @@ async fn check_watch(
     let fresh_task = tokio::spawn(watch_all(addrs, 1, fresh.clone(), fresh_stop.clone()));
     let mut quiet_since = None;
     while Instant::now() < deadline {
-        let (a, b) = (watched.lock().expect("events").clone(), fresh.lock().expect("events").clone());
+        let (a, b) = (
+            watched.lock().expect("events").clone(),
+            fresh.lock().expect("events").clone(),
+        );
         if reached(&a) && a.len() == b.len() {
             // Equal lengths twice, 300 ms apart: both are done.
             match quiet_since {
@@ -254,9 +256,16 @@ async fn check_watch(
             Err(e) => problems.push(format!("{what} panicked: {e}")),
         }
     }
-    let (got, want) = (watched.lock().expect("events").clone(), fresh.lock().expect("events").clone());
+    let (got, want) = (
+        watched.lock().expect("events").clone(),
+        fresh.lock().expect("events").clone(),
+    );
     if got != want {
-        let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        let at = got
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
         problems.push(format!(
             "the watch that ran through the faults delivered {} events, a fresh one {}; first difference at {at}: {:?} vs {:?}",
             got.len(),
@@ -265,7 +274,10 @@ async fn check_watch(
             want.get(at)
         ));
     }
-    if got.windows(2).any(|w| (w[0].mod_revision, &w[0].key) >= (w[1].mod_revision, &w[1].key)) {
+    if got
+        .windows(2)
+        .any(|w| (w[0].mod_revision, &w[0].key) >= (w[1].mod_revision, &w[1].key))
+    {
         problems.push("the watch delivered events out of order or twice".into());
     }
     // Every acknowledged write of a value is one of the events (values are unique per op).
@@ -276,7 +288,12 @@ async fn check_watch(
     for op in history {
         let written = match (&op.input, &op.output) {
             (Input::Put(v), Output::Done) => Some(v),
-            (Input::Cas { value: Some(v), .. }, Output::Cas { succeeded: true, .. }) => Some(v),
+            (
+                Input::Cas { value: Some(v), .. },
+                Output::Cas {
+                    succeeded: true, ..
+                },
+            ) => Some(v),
             _ => None,
         };
         if let Some(v) = written {

@@ -42,11 +42,24 @@ fn call(cluster: &Cluster, req: Value) -> Value {
 #[test]
 fn revisions_ranges_transactions_and_compaction_over_the_wire() {
     let cluster = Cluster::start(3);
-    let put = |id: u64, k: &str, v: &str| call(&cluster, json!({"type":"Put","id":id,"key":k,"value":v}));
-    assert_eq!(put(1, "app/a", "1"), json!({"type":"Ok","id":1,"revision":1}));
-    assert_eq!(put(2, "app/b", "2"), json!({"type":"Ok","id":2,"revision":2}));
-    assert_eq!(put(3, "app/a", "3"), json!({"type":"Ok","id":3,"revision":3}));
-    assert_eq!(put(4, "other", "x"), json!({"type":"Ok","id":4,"revision":4}));
+    let put =
+        |id: u64, k: &str, v: &str| call(&cluster, json!({"type":"Put","id":id,"key":k,"value":v}));
+    assert_eq!(
+        put(1, "app/a", "1"),
+        json!({"type":"Ok","id":1,"revision":1})
+    );
+    assert_eq!(
+        put(2, "app/b", "2"),
+        json!({"type":"Ok","id":2,"revision":2})
+    );
+    assert_eq!(
+        put(3, "app/a", "3"),
+        json!({"type":"Ok","id":3,"revision":3})
+    );
+    assert_eq!(
+        put(4, "other", "x"),
+        json!({"type":"Ok","id":4,"revision":4})
+    );
     assert_eq!(
         call(&cluster, json!({"type":"Get","id":5,"key":"app/a"})),
         json!({"type":"Ok","id":5,"value":"3","revision":4,"mod_revision":3,"create_revision":1,"version":2})
@@ -56,7 +69,10 @@ fn revisions_ranges_transactions_and_compaction_over_the_wire() {
         json!({"type":"Ok","id":6,"value":null,"revision":4})
     );
     // A prefix with a limit, keys only, a count, the past.
-    let r = call(&cluster, json!({"type":"Range","id":7,"key":"app/","prefix":true,"limit":1}));
+    let r = call(
+        &cluster,
+        json!({"type":"Range","id":7,"key":"app/","prefix":true,"limit":1}),
+    );
     assert_eq!(r["count"], 2);
     assert_eq!(r["more"], true);
     assert_eq!(r["revision"], 4);
@@ -64,14 +80,29 @@ fn revisions_ranges_transactions_and_compaction_over_the_wire() {
         r["kvs"],
         json!([{"key":"app/a","value":"3","mod_revision":3,"create_revision":1,"version":2,"lease":0}])
     );
-    let r = call(&cluster, json!({"type":"Range","id":8,"key":"app/","end":"app0","keys_only":true}));
+    let r = call(
+        &cluster,
+        json!({"type":"Range","id":8,"key":"app/","end":"app0","keys_only":true}),
+    );
     assert_eq!(r["kvs"].as_array().unwrap().len(), 2);
     assert!(r["kvs"][0].get("value").is_none(), "keys only: {r}");
-    let r = call(&cluster, json!({"type":"Range","id":9,"key":"","prefix":true,"count_only":true}));
-    assert_eq!((r["count"].clone(), r["kvs"].clone()), (json!(3), json!([])));
-    let r = call(&cluster, json!({"type":"Range","id":10,"key":"app/a","revision":2}));
+    let r = call(
+        &cluster,
+        json!({"type":"Range","id":9,"key":"","prefix":true,"count_only":true}),
+    );
+    assert_eq!(
+        (r["count"].clone(), r["kvs"].clone()),
+        (json!(3), json!([]))
+    );
+    let r = call(
+        &cluster,
+        json!({"type":"Range","id":10,"key":"app/a","revision":2}),
+    );
     assert_eq!(r["kvs"][0]["value"], "1", "the past: {r}");
-    let r = call(&cluster, json!({"type":"Range","id":11,"key":"app/a","revision":99}));
+    let r = call(
+        &cluster,
+        json!({"type":"Range","id":11,"key":"app/a","revision":99}),
+    );
     assert_eq!(r["code"], "BadRequest", "the future: {r}");
     // Any node answers a stale range from its own state.
     let r = RawConn::connect(cluster.nodes[0].addr())
@@ -93,11 +124,16 @@ fn revisions_ranges_transactions_and_compaction_over_the_wire() {
     assert_eq!(r["responses"][1]["count"], 2);
     let r = call(&cluster, txn(14));
     assert_eq!(r["succeeded"], false, "{r}");
-    assert_eq!(r["revision"], 5, "a transaction that only reads changes no revision");
+    assert_eq!(
+        r["revision"], 5,
+        "a transaction that only reads changes no revision"
+    );
     assert_eq!(r["responses"][0]["value"], "me");
     assert_eq!(r["responses"][0]["create_revision"], 5);
     // Refused before the log: too many ops, a key written twice, a mistyped compare.
-    let many: Vec<Value> = (0..129).map(|i| json!({"type":"Get","key":format!("k{i}")})).collect();
+    let many: Vec<Value> = (0..129)
+        .map(|i| json!({"type":"Get","key":format!("k{i}")}))
+        .collect();
     let r = call(&cluster, json!({"type":"Txn","id":15,"success":many}));
     assert_eq!(r["code"], "BadRequest", "{r}");
     let r = call(
@@ -112,16 +148,31 @@ fn revisions_ranges_transactions_and_compaction_over_the_wire() {
     assert_eq!(r["code"], "BadRequest", "{r}");
 
     // DeleteRange, then compaction: the past before it is gone.
-    let r = call(&cluster, json!({"type":"DeleteRange","id":18,"key":"app/","prefix":true}));
-    assert_eq!((r["deleted"].clone(), r["revision"].clone()), (json!(2), json!(6)));
-    assert_eq!(call(&cluster, json!({"type":"Compact","id":19,"revision":5})), json!({"type":"Ok","id":19,"revision":6}));
-    let r = call(&cluster, json!({"type":"Range","id":20,"key":"app/a","revision":4}));
+    let r = call(
+        &cluster,
+        json!({"type":"DeleteRange","id":18,"key":"app/","prefix":true}),
+    );
+    assert_eq!(
+        (r["deleted"].clone(), r["revision"].clone()),
+        (json!(2), json!(6))
+    );
+    assert_eq!(
+        call(&cluster, json!({"type":"Compact","id":19,"revision":5})),
+        json!({"type":"Ok","id":19,"revision":6})
+    );
+    let r = call(
+        &cluster,
+        json!({"type":"Range","id":20,"key":"app/a","revision":4}),
+    );
     assert_eq!(
         (r["code"].clone(), r["compact_revision"].clone()),
         (json!("Compacted"), json!(5)),
         "{r}"
     );
-    let r = call(&cluster, json!({"type":"Range","id":21,"key":"lock","revision":5}));
+    let r = call(
+        &cluster,
+        json!({"type":"Range","id":21,"key":"lock","revision":5}),
+    );
     assert_eq!(r["kvs"][0]["value"], "me", "revision 5 itself is kept: {r}");
     let r = call(&cluster, json!({"type":"Compact","id":22,"revision":3}));
     assert_eq!(r["code"], "Compacted", "{r}");
@@ -180,7 +231,9 @@ fn a_watch_resumes_on_another_node_and_misses_nothing() {
                     let (k, v) = (format!("w/{t}/{}", i % 7), format!("{t}-{i}"));
                     let rev = c.put_with_lease(&k, &v, 0).await.expect("put");
                     // Unrelated keys the watch must not report.
-                    c.put_with_lease(&format!("x/{t}"), &v, 0).await.expect("put");
+                    c.put_with_lease(&format!("x/{t}"), &v, 0)
+                        .await
+                        .expect("put");
                     acked.lock().unwrap().insert(rev, (k, v));
                 }
             })
@@ -200,20 +253,33 @@ fn a_watch_resumes_on_another_node_and_misses_nothing() {
     wait_for(Duration::from_secs(20), || {
         (seen.lock().unwrap().last().map(|e| e.mod_revision) >= Some(last)).then_some(())
     })
-    .unwrap_or_else(|| panic!("the watch caught up to revision {last}:\n{}", cluster.logs()));
+    .unwrap_or_else(|| {
+        panic!(
+            "the watch caught up to revision {last}:\n{}",
+            cluster.logs()
+        )
+    });
     stop.store(true, Ordering::SeqCst);
     rt.block_on(watcher).expect("watcher");
     let seen = seen.lock().unwrap().clone();
     let got: BTreeMap<u64, (String, String)> = seen
         .iter()
-        .map(|e| (e.mod_revision, (e.key.clone(), e.value.clone().unwrap_or_default())))
+        .map(|e| {
+            (
+                e.mod_revision,
+                (e.key.clone(), e.value.clone().unwrap_or_default()),
+            )
+        })
         .collect();
     assert_eq!(got.len(), seen.len(), "each revision once");
     assert!(
-        seen.windows(2).all(|w| w[0].mod_revision < w[1].mod_revision),
+        seen.windows(2)
+            .all(|w| w[0].mod_revision < w[1].mod_revision),
         "in revision order"
     );
-    assert!(seen.iter().all(|e| e.kind == EventKind::Put && e.key.starts_with("w/")));
+    assert!(seen
+        .iter()
+        .all(|e| e.kind == EventKind::Put && e.key.starts_with("w/")));
     // Every write was acknowledged (the writers retried through the kill), so the events are
     // exactly the acknowledged writes.
     assert_eq!(got, want);
@@ -257,7 +323,11 @@ fn leases_survive_leader_kills_and_expire_once_left_alone() {
         let (kv, _) = rt
             .block_on(c.get_kv("svc/a", raftd::rpc::types::Consistency::Linearizable))
             .unwrap();
-        assert!(kv.is_some(), "the key stays while kept alive:\n{}", cluster.logs());
+        assert!(
+            kv.is_some(),
+            "the key stays while kept alive:\n{}",
+            cluster.logs()
+        );
         assert_eq!(kv.unwrap().lease, lease);
         cluster.node(leader).start();
     }
@@ -290,7 +360,10 @@ fn leases_survive_leader_kills_and_expire_once_left_alone() {
     let info = rt.block_on(c.lease_time_to_live(lease2)).unwrap();
     assert_eq!(info.keys, ["r/1", "r/2", "r/3"]);
     assert!(info.ttl <= 60 && info.ttl > 50, "{info:?}");
-    let before = rt.block_on(c.range(&RangeRequest::prefix("r/"))).unwrap().revision;
+    let before = rt
+        .block_on(c.range(&RangeRequest::prefix("r/")))
+        .unwrap()
+        .revision;
     assert_eq!(rt.block_on(c.lease_revoke(lease2)).unwrap(), 3);
     let mut w = Watcher::new(cluster.addrs(), opts(), "r/", None, true, Some(before + 1)).unwrap();
     let mut deletes = Vec::new();
@@ -300,6 +373,214 @@ fn leases_survive_leader_kills_and_expire_once_left_alone() {
             deletes.push(e.mod_revision);
         }
     }
-    assert_eq!(deletes, [before + 1; 3], "one revision for the whole revocation");
-    assert!(rt.block_on(c.range(&RangeRequest::prefix("r/"))).unwrap().kvs.is_empty());
+    assert_eq!(
+        deletes,
+        [before + 1; 3],
+        "one revision for the whole revocation"
+    );
+    assert!(rt
+        .block_on(c.range(&RangeRequest::prefix("r/")))
+        .unwrap()
+        .kvs
+        .is_empty());
+}
+
+/// A watcher that never reads is cancelled (`WatchCancelled`) once its connection holds more
+/// than the per-connection bound, instead of growing the node's memory; writes go on.
+#[test]
+fn a_watcher_that_never_reads_is_cancelled_and_writes_go_on() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader(TEN_S);
+    let addr = cluster.nodes[leader as usize - 1].addr();
+    let mut slow = RawConn::connect(addr).v2();
+    slow.send_json(&json!({"type":"Watch","id":7,"key":"big/","prefix":true}));
+    assert_eq!(slow.recv("Watching")["type"], "Watching");
+    // 40 MB of changes, far over what the socket buffers and the 4 MiB bound hold.
+    let rt = runtime();
+    let mut c = Client::new(vec![addr], opts());
+    let value = "x".repeat(200_000);
+    let t = Instant::now();
+    for i in 0..200 {
+        rt.block_on(c.put_with_lease(&format!("big/{}", i % 10), &value, 0))
+            .expect("writes go on while a watcher does not read");
+    }
+    eprintln!("200 writes of 200 KB in {:?}", t.elapsed());
+    // Reading now: some events, then the cancellation, then nothing more for that watch.
+    let mut events = 0;
+    let cancelled = loop {
+        match slow.read(Duration::from_secs(10)) {
+            process::Got::Frame(v) if v["type"] == "Events" => {
+                events += v["events"].as_array().map_or(0, Vec::len)
+            }
+            process::Got::Frame(v) => break v,
+            other => {
+                panic!("expected the watch to be cancelled, got {other:?} after {events} events")
+            }
+        }
+    };
+    assert_eq!(cancelled["code"], "WatchCancelled", "{cancelled}");
+    assert_eq!(cancelled["id"], 7);
+    assert!(
+        events < 200,
+        "it was cancelled before it got everything ({events} events)"
+    );
+    // The node is fine and the connection still serves requests.
+    let r = slow.call(&json!({"type":"Range","id":8,"key":"big/","prefix":true,"count_only":true}));
+    assert_eq!(r["count"], 10, "{r}");
+}
+
+const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
+
+/// Runs raftctl with `args` (and `stdin`), returning (exit code, stdout).
+fn raftctl(cluster: &str, args: &[&str], stdin: &str) -> (i32, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(RAFTCTL)
+        .arg("--cluster")
+        .arg(cluster)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run raftctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("raftctl output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn raftctl_ranges_transactions_leases_and_watch() {
+    let cluster = Cluster::start(3);
+    cluster.leader(TEN_S);
+    let addrs = cluster
+        .addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let ctl = |args: &[&str]| raftctl(&addrs, args, "");
+    for (k, v) in [
+        ("cfg/a", "1"),
+        ("cfg/b", "2"),
+        ("cfg/c", "3"),
+        ("other", "x"),
+    ] {
+        assert_eq!(ctl(&["put", k, v]).0, 0);
+    }
+    assert_eq!(
+        ctl(&["get", "cfg/", "--prefix"]),
+        (0, "cfg/a\n1\ncfg/b\n2\ncfg/c\n3\n".into())
+    );
+    assert_eq!(
+        ctl(&["get", "cfg/", "--prefix", "--keys-only", "--limit", "2"]),
+        (0, "cfg/a\ncfg/b\n(… 1 more; raise --limit)\n".into())
+    );
+    let (code, out) = ctl(&["--json", "get", "cfg/a", "--rev", "1"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["kvs"][0]["value"], "1");
+    assert_eq!(v["revision"], 4);
+    assert_eq!(
+        ctl(&["get", "cfg/", "--prefix", "--count-only"]),
+        (0, "3\n".into())
+    );
+
+    // A transaction from stdin: the failure branch runs (exit 1), then the success branch.
+    let txn = r#"{"compare":[{"key":"cfg/a","target":"value","op":"==","value":"9"}],
+                  "success":[{"type":"Put","key":"cfg/a","value":"10"}],
+                  "failure":[{"type":"Get","key":"cfg/a"}]}"#;
+    assert_eq!(raftctl(&addrs, &["txn"], txn), (1, "FAILURE\n1\n".into()));
+    let txn = txn.replace("\"9\"", "\"1\"");
+    assert_eq!(raftctl(&addrs, &["txn"], &txn), (0, "SUCCESS\nOK\n".into()));
+    let (code, _) = raftctl(&addrs, &["txn"], "not json");
+    assert_eq!(code, 3, "a bad transaction is refused");
+
+    // Leases.
+    let (code, out) = ctl(&["--json", "lease", "grant", "30"]);
+    assert_eq!(code, 0, "{out}");
+    let lease = serde_json::from_str::<Value>(out.trim()).unwrap()["lease_id"]
+        .as_u64()
+        .unwrap();
+    let id = lease.to_string();
+    assert_eq!(ctl(&["put", "svc/x", "up", "--lease", &id]).0, 0);
+    let (code, out) = ctl(&["lease", "ttl", &id]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with(&format!("lease {id} granted with TTL(30s)")),
+        "{out}"
+    );
+    assert!(out.contains("attached keys(svc/x)"), "{out}");
+    assert_eq!(ctl(&["lease", "keepalive", &id, "--once"]).0, 0);
+    assert_eq!(
+        ctl(&["lease", "revoke", &id]),
+        (0, format!("lease {id} revoked (1 keys deleted)\n"))
+    );
+    assert_eq!(ctl(&["get", "svc/x"]).0, 1, "the key went with its lease");
+    assert_eq!(
+        ctl(&["lease", "ttl", &id]).0,
+        3,
+        "a revoked lease is not found"
+    );
+    assert_eq!(ctl(&["put", "svc/y", "up", "--lease", &id]).0, 3);
+
+    // Delete by prefix, then watch the history from revision 1 (one JSON line per event).
+    assert_eq!(ctl(&["del", "cfg/", "--prefix"]), (0, "3\n".into()));
+    let mut watch = std::process::Command::new(RAFTCTL)
+        .args([
+            "--cluster",
+            &addrs,
+            "--json",
+            "watch",
+            "cfg/",
+            "--prefix",
+            "--rev",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("raftctl watch");
+    let reader = std::io::BufReader::new(watch.stdout.take().expect("stdout"));
+    let mut lines = Vec::new();
+    use std::io::BufRead;
+    for line in reader.lines().map_while(Result::ok) {
+        lines.push(serde_json::from_str::<Value>(&line).expect("a JSON event per line"));
+        if lines.len() == 7 {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let kinds: Vec<(String, String)> = lines
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().into(),
+                e["key"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("Put", "cfg/a"),
+        ("Put", "cfg/b"),
+        ("Put", "cfg/c"),
+        ("Put", "cfg/a"),
+        ("Delete", "cfg/a"),
+        ("Delete", "cfg/b"),
+        ("Delete", "cfg/c"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(kinds, want);
+    // Compaction through raftctl: the past is gone.
+    assert_eq!(ctl(&["compact", "5"]).0, 0);
+    assert_eq!(ctl(&["get", "cfg/a", "--rev", "2"]).0, 3);
 }

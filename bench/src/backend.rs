@@ -211,7 +211,12 @@ pub async fn connect(
                 ..raftd_options()
             };
             Ok((0..count)
-                .map(|_| Conn::Raftd(Box::new(Client::new(endpoints.to_vec(), opts.clone())), None))
+                .map(|_| {
+                    Conn::Raftd(
+                        Box::new(Client::new(endpoints.to_vec(), opts.clone())),
+                        None,
+                    )
+                })
                 .collect())
         }
         System::Etcd => etcd_connect(endpoints, count, conns).await,

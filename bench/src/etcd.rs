@@ -47,11 +47,7 @@ impl EtcdConn {
             .when([Compare::value(key, CompareOp::NotEqual, "x")])
             .and_then([TxnOp::put(key, value, None)])
             .or_else([TxnOp::get(key, None)]);
-        self.0
-            .txn(txn)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.0.txn(txn).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     /// One keep-alive request and its answer on the lease's stream.

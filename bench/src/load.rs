@@ -86,9 +86,14 @@ pub async fn run(
     spec: &LoadSpec,
 ) -> Result<LoadReport, String> {
     let watch_events = Arc::new(AtomicU64::new(0));
-    let watchers =
-        backend::spawn_watchers(system, endpoints, spec.watchers, "bench/", watch_events.clone())
-            .await?;
+    let watchers = backend::spawn_watchers(
+        system,
+        endpoints,
+        spec.watchers,
+        "bench/",
+        watch_events.clone(),
+    )
+    .await?;
     let conns = backend::connect(system, endpoints, spec.clients, spec.conns).await?;
     let start = Instant::now();
     let window_start = start + spec.warmup;

@@ -648,7 +648,10 @@ impl Cluster {
                         let reads: Vec<(String, Option<String>)> = (0..keys)
                             .map(|i| {
                                 let k = format!("k{i}");
-                                let v = kvs.iter().find(|kv| kv.key == k).and_then(|kv| kv.value.clone());
+                                let v = kvs
+                                    .iter()
+                                    .find(|kv| kv.key == k)
+                                    .and_then(|kv| kv.value.clone());
                                 (k, v)
                             })
                             .collect();
@@ -667,8 +670,12 @@ impl Cluster {
                             value.clone()
                         } else {
                             match ok.responses.as_deref() {
-                                Some([raftd::kv::txn::TxnResponse::Get { value, .. }]) => value.clone(),
-                                other => panic!("[seed {seed}] a failed Txn without its Get: {other:?}"),
+                                Some([raftd::kv::txn::TxnResponse::Get { value, .. }]) => {
+                                    value.clone()
+                                }
+                                other => {
+                                    panic!("[seed {seed}] a failed Txn without its Get: {other:?}")
+                                }
                             }
                         };
                         Output::Cas {

@@ -82,7 +82,11 @@ impl Cluster {
         if self.watchers.list[w].stream.is_some() || self.watchers.list[w].compacted {
             return;
         }
-        let up: Vec<NodeId> = self.ids().into_iter().filter(|&n| self.node(n).is_up()).collect();
+        let up: Vec<NodeId> = self
+            .ids()
+            .into_iter()
+            .filter(|&n| self.node(n).is_up())
+            .collect();
         if up.is_empty() {
             self.schedule(20 * MS, Event::WatcherTimer { watcher: w });
             return;
@@ -160,7 +164,7 @@ impl Cluster {
                     wa.next = revision + 1;
                     wa.partial = None;
                 }
-                for e in events {
+                for e in events.into_vec() {
                     let seen = match &wa.partial {
                         Some((r, k)) if e.mod_revision == *r => e.key <= *k,
                         _ => e.mod_revision < wa.next,

@@ -47,7 +47,11 @@ fn watch_chaos(seed: u64) -> (usize, usize) {
     assert!(settled, "[seed {seed}] clients still busy");
     // Every watcher that was not compacted away catches up with the last change of its prefix.
     let caught_up = c.run_until(30 * SEC, |c| {
-        let Some(store) = c.ids().into_iter().find_map(|id| c.node(id).store().cloned()) else {
+        let Some(store) = c
+            .ids()
+            .into_iter()
+            .find_map(|id| c.node(id).store().cloned())
+        else {
             return false;
         };
         c.watchers().iter().all(|w| {
@@ -56,14 +60,21 @@ fn watch_chaos(seed: u64) -> (usize, usize) {
             }
             let last = store
                 .mvcc()
-                .events_since(&raftd::kv::mvcc::KeyRange::Prefix(w.prefix.clone()), w.start.unwrap(), 0)
+                .events_since(
+                    &raftd::kv::mvcc::KeyRange::Prefix(w.prefix.clone()),
+                    w.start.unwrap(),
+                    0,
+                )
                 .ok()
                 .and_then(|ev| ev.last().map(|e| e.mod_revision));
             last.is_none_or(|l| w.events.last().is_some_and(|e| e.mod_revision >= l))
         })
     });
     let checked = c.check_watchers().unwrap_or_else(|e| panic!("{e}"));
-    assert!(caught_up, "[seed {seed}] a watcher did not catch up after the faults stopped");
+    assert!(
+        caught_up,
+        "[seed {seed}] a watcher did not catch up after the faults stopped"
+    );
     let streams: usize = c.watchers().iter().map(|w| w.streams_opened).sum();
     (checked, streams)
 }
@@ -78,5 +89,8 @@ fn watches_see_every_change_once_in_order_under_faults() {
         streams += s;
     }
     assert!(events > 1000, "too few events to mean anything: {events}");
-    assert!(streams > 60, "too few reconnects to mean anything: {streams}");
+    assert!(
+        streams > 60,
+        "too few reconnects to mean anything: {streams}"
+    );
 }

@@ -114,7 +114,7 @@ impl Tried {
 
 /// What a write or read needs from one attempt.
 enum Attempt {
-    Done(OkResponse),
+    Done(Box<OkResponse>),
     Fatal(ClientError),
     /// Not the leader, and it named another node: try that one at once (a leader change is
     /// under way, and the sooner the request reaches the new leader, the shorter the stall).
@@ -331,7 +331,7 @@ impl Client {
             let id = self.fresh_id();
             let req = make(id);
             match self.attempt(&req, &mut tried).await {
-                Attempt::Done(ok) => return Ok(ok),
+                Attempt::Done(ok) => return Ok(*ok),
                 Attempt::Fatal(e) => return Err(e),
                 Attempt::Redirect if redirects < 3 => {
                     redirects += 1;
@@ -388,7 +388,7 @@ impl Client {
             }
         };
         match resp {
-            ClientResponse::Ok(ok) => Attempt::Done(ok),
+            ClientResponse::Ok(ok) => Attempt::Done(Box::new(ok)),
             ClientResponse::Error(err) => {
                 if err.id.is_none() {
                     // The node refused the frame and is closing the connection.

@@ -134,20 +134,18 @@ impl Watcher {
                 None => (self.next > 0).then_some(self.next),
             },
         };
-        conn.send(&req)
-            .await
-            .map_err(|e| ClientError::Unavailable(self.opts.connect_timeout, format!("{addr}: {e}")))?;
+        conn.send(&req).await.map_err(|e| {
+            ClientError::Unavailable(self.opts.connect_timeout, format!("{addr}: {e}"))
+        })?;
         self.conn = Some(conn);
         Ok(())
     }
 
     fn on_message(&mut self, resp: ClientResponse) -> Result<(), ClientError> {
         match resp {
-            ClientResponse::Watching { id, revision } if id == self.watch_id => {
-                if self.next == 0 {
-                    // "From now": what this node had applied is the start.
-                    self.next = revision + 1;
-                }
+            // "From now": what this node had applied is the start.
+            ClientResponse::Watching { id, revision } if id == self.watch_id && self.next == 0 => {
+                self.next = revision + 1;
             }
             ClientResponse::Events {
                 id,
@@ -162,7 +160,7 @@ impl Watcher {
                     }
                     self.ready.push_back(WatchEvent::Progress(revision));
                 }
-                for e in events {
+                for e in events.into_vec() {
                     // A node never sends a change twice; after a reconnect it starts at
                     // `next`, or at the revision it may have been cut off in, whose changes up
                     // to the last key seen are dropped here.

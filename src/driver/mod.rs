@@ -197,9 +197,7 @@ impl<R: ReplyTo> Driver<R> {
             ticks: 0,
             request_timeout_ticks: cfg.request_timeout_ticks.max(1),
             consistency: consistency::Consistency::default(),
-            watches: watch::WatchHub::new(
-                (1000 / cfg.tick_ms.max(1)).max(1),
-            ),
+            watches: watch::WatchHub::new((1000 / cfg.tick_ms.max(1)).max(1)),
         };
         // The shell starts out talking to the configuration's members (`member_addrs`).
         driver.connected = driver.peer_addrs();

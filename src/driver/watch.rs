@@ -16,8 +16,8 @@
 use super::Output;
 use crate::kv::mvcc::{Event, KeyRange, RevisionError};
 use crate::kv::KvStore;
-use crate::rpc::types::{ClientResponse, ErrorCode, ErrorResponse};
-use std::collections::BTreeMap;
+use crate::rpc::types::{ClientResponse, ErrorCode, ErrorResponse, WatchEvents};
+use std::collections::{BTreeMap, HashMap};
 
 /// A reply token that says which connection it answers on: a watch is named by its id within
 /// its connection, and ends with it.
@@ -161,18 +161,48 @@ impl<R: ReplyTo> WatchHub<R> {
     }
 
     /// Sends every watch the events of `events` (just applied, in revision order) it covers.
+    /// Watches of the same range share their answers' events (one copy, one encoding).
     pub fn deliver(&mut self, events: &[Event], revision: u64, out: &mut Vec<WatchAnswer<R>>) {
         if events.is_empty() {
             return;
         }
+        let first = events[0].mod_revision;
+        let mut by_range: HashMap<&KeyRange, Vec<WatchEvents>> = HashMap::new();
         for ((_, id), w) in self.watches.iter_mut() {
-            let mine: Vec<Event> = events
-                .iter()
-                .filter(|e| e.mod_revision >= w.next && w.range.contains(&e.key))
-                .cloned()
-                .collect();
-            if !mine.is_empty() {
-                send_events(&w.reply, *id, mine, revision, out);
+            let chunks = if w.next <= first {
+                // The common case: the watch wants all of them.
+                by_range
+                    .entry(&w.range)
+                    .or_insert_with(|| {
+                        chunk(
+                            events
+                                .iter()
+                                .filter(|e| w.range.contains(&e.key))
+                                .cloned()
+                                .collect(),
+                        )
+                    })
+                    .clone()
+            } else {
+                chunk(
+                    events
+                        .iter()
+                        .filter(|e| e.mod_revision >= w.next && w.range.contains(&e.key))
+                        .cloned()
+                        .collect(),
+                )
+            };
+            if !chunks.is_empty() {
+                for events in chunks {
+                    out.push((
+                        w.reply.clone(),
+                        ClientResponse::Events {
+                            id: *id,
+                            events,
+                            revision,
+                        },
+                    ));
+                }
                 w.last_sent = self.ticks;
             }
             w.next = w.next.max(revision + 1);
@@ -218,7 +248,7 @@ impl<R: ReplyTo> WatchHub<R> {
                     w.reply.clone(),
                     ClientResponse::Events {
                         id: *id,
-                        events: Vec::new(),
+                        events: WatchEvents::new(Vec::new()),
                         revision,
                     },
                 ));
@@ -275,35 +305,39 @@ fn send_events<R: Clone>(
     revision: u64,
     out: &mut Vec<WatchAnswer<R>>,
 ) {
-    let mut chunk = Vec::new();
-    let mut bytes = 0;
-    for e in events {
-        let size = 96 + e.key.len() + e.value.as_ref().map_or(0, String::len);
-        if !chunk.is_empty() && (chunk.len() >= MAX_EVENTS_PER_ANSWER || bytes + size > MAX_BYTES_PER_ANSWER)
-        {
-            out.push((
-                reply.clone(),
-                ClientResponse::Events {
-                    id,
-                    events: std::mem::take(&mut chunk),
-                    revision,
-                },
-            ));
-            bytes = 0;
-        }
-        bytes += size;
-        chunk.push(e);
-    }
-    if !chunk.is_empty() {
+    for events in chunk(events) {
         out.push((
             reply.clone(),
             ClientResponse::Events {
                 id,
-                events: chunk,
+                events,
                 revision,
             },
         ));
     }
+}
+
+/// Cuts `events` into answers of at most `MAX_EVENTS_PER_ANSWER` events and about
+/// `MAX_BYTES_PER_ANSWER` bytes (none if there are no events).
+fn chunk(events: Vec<Event>) -> Vec<WatchEvents> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for e in events {
+        let size = 96 + e.key.len() + e.value.as_ref().map_or(0, String::len);
+        if !current.is_empty()
+            && (current.len() >= MAX_EVENTS_PER_ANSWER || bytes + size > MAX_BYTES_PER_ANSWER)
+        {
+            chunks.push(WatchEvents::new(std::mem::take(&mut current)));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(e);
+    }
+    if !current.is_empty() {
+        chunks.push(WatchEvents::new(current));
+    }
+    chunks
 }
 
 fn compacted(id: u64, compact_revision: u64) -> ClientResponse {

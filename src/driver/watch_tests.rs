@@ -40,7 +40,7 @@ fn events_of(out: &Output<u32>, conn: u32) -> Vec<Event> {
         .iter()
         .filter(|(c, _)| *c == conn)
         .flat_map(|(_, r)| match r {
-            ClientResponse::Events { events, .. } => events.clone(),
+            ClientResponse::Events { events, .. } => events.to_vec(),
             _ => Vec::new(),
         })
         .collect()
@@ -104,7 +104,11 @@ fn every_watch_sees_its_ranges_history_once_in_order() {
         deliver(&mut hub, &mut store, &mut out);
         for (conn, range, from) in &watches {
             let want = store.mvcc().events_since(range, *from, 0).unwrap();
-            assert_eq!(&events_of(&out, *conn), &want, "seed {seed}, watch of {range:?} from {from}");
+            assert_eq!(
+                &events_of(&out, *conn),
+                &want,
+                "seed {seed}, watch of {range:?} from {from}"
+            );
         }
     }
 }
@@ -118,7 +122,14 @@ fn a_compacted_start_is_refused_and_a_restored_store_catches_watches_up() {
     apply(&mut store, Op::Compact { revision: 5 });
     let mut hub: WatchHub<u32> = WatchHub::new(100);
     let mut out = Output::default();
-    hub.watch(&mut store, 1, KeyRange::Key("k".into()), Some(4), 1, &mut out);
+    hub.watch(
+        &mut store,
+        1,
+        KeyRange::Key("k".into()),
+        Some(4),
+        1,
+        &mut out,
+    );
     assert!(matches!(
         &out.answers[0].1,
         ClientResponse::Error(e) if e.code == ErrorCode::Compacted && e.compact_revision == Some(5)
@@ -152,7 +163,14 @@ fn a_compacted_start_is_refused_and_a_restored_store_catches_watches_up() {
     apply(&mut far, Op::Compact { revision: 19 });
     let mut behind: WatchHub<u32> = WatchHub::new(100);
     let mut out2 = Output::default();
-    behind.watch(&mut restored, 9, KeyRange::Key("k".into()), None, 9, &mut out2);
+    behind.watch(
+        &mut restored,
+        9,
+        KeyRange::Key("k".into()),
+        None,
+        9,
+        &mut out2,
+    );
     behind.restored(&mut far, &mut out2.watch_events);
     assert!(matches!(
         &out2.watch_events.last().unwrap().1,
@@ -166,14 +184,42 @@ fn progress_cancel_close_and_shutdown() {
     let mut store = KvStore::default();
     let mut hub: WatchHub<u32> = WatchHub::new(3);
     let mut out = Output::default();
-    hub.watch(&mut store, 1, KeyRange::Prefix("p".into()), None, 1, &mut out);
-    hub.watch(&mut store, 2, KeyRange::Prefix("p".into()), None, 2, &mut out);
-    hub.watch(&mut store, 2, KeyRange::Prefix("q".into()), None, 2, &mut out);
+    hub.watch(
+        &mut store,
+        1,
+        KeyRange::Prefix("p".into()),
+        None,
+        1,
+        &mut out,
+    );
+    hub.watch(
+        &mut store,
+        2,
+        KeyRange::Prefix("p".into()),
+        None,
+        2,
+        &mut out,
+    );
+    hub.watch(
+        &mut store,
+        2,
+        KeyRange::Prefix("q".into()),
+        None,
+        2,
+        &mut out,
+    );
     assert!(
         matches!(&out.answers.last().unwrap().1, ClientResponse::Error(e) if e.code == ErrorCode::BadRequest),
         "a watch id in use on the connection is refused"
     );
-    hub.watch(&mut store, 3, KeyRange::Prefix("q".into()), None, 2, &mut out);
+    hub.watch(
+        &mut store,
+        3,
+        KeyRange::Prefix("q".into()),
+        None,
+        2,
+        &mut out,
+    );
     assert_eq!(hub.len(), 3);
     for _ in 0..3 {
         hub.tick(0, &mut out.watch_events);
@@ -193,7 +239,10 @@ fn progress_cancel_close_and_shutdown() {
     deliver(&mut hub, &mut store, &mut out);
     assert_eq!(events_of(&out, 1).len(), 1);
     assert_eq!(events_of(&out, 1)[0].kind, EventKind::Put);
-    assert!(events_of(&out, 2).is_empty(), "closed connections get nothing");
+    assert!(
+        events_of(&out, 2).is_empty(),
+        "closed connections get nothing"
+    );
 
     let slow = hub.cancel_slow(&mut store, 1, 1).unwrap();
     assert!(matches!(slow.1, ClientResponse::Error(e) if e.code == ErrorCode::WatchCancelled));
@@ -201,7 +250,14 @@ fn progress_cancel_close_and_shutdown() {
     apply(&mut store, put("p2", "y"));
     assert!(store.take_events().is_empty(), "no watch, nothing recorded");
 
-    hub.watch(&mut store, 5, KeyRange::Prefix("p".into()), None, 4, &mut out);
+    hub.watch(
+        &mut store,
+        5,
+        KeyRange::Prefix("p".into()),
+        None,
+        4,
+        &mut out,
+    );
     let mut end = Vec::new();
     hub.shutdown(&mut end);
     assert!(matches!(&end[0].1, ClientResponse::Error(e) if e.code == ErrorCode::WatchCancelled));

@@ -16,6 +16,14 @@
 
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+/// A key's versions, oldest first. Most keys have one (history is compacted), kept inline in
+/// the map's node rather than in an allocation of its own.
+pub type Chain = SmallVec<[Version; 1]>;
+
+/// The keys changed at one revision: usually one.
+type Changed = SmallVec<[String; 1]>;
 
 /// One version of a key. A tombstone (`value: None`) records a delete.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -74,7 +82,7 @@ pub enum EventKind {
 }
 
 /// The keys a request covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum KeyRange {
     /// One key.
     Key(String),
@@ -137,7 +145,9 @@ impl KeyRange {
         match self {
             KeyRange::Key(key) => k != key,
             KeyRange::Prefix(p) => !k.starts_with(p.as_str()),
-            KeyRange::Span { end, .. } => end.as_ref().is_some_and(|e| k.as_bytes() >= e.as_bytes()),
+            KeyRange::Span { end, .. } => {
+                end.as_ref().is_some_and(|e| k.as_bytes() >= e.as_bytes())
+            }
         }
     }
 
@@ -189,9 +199,9 @@ pub enum RevisionError {
 pub struct Mvcc {
     revision: u64,
     compact_revision: u64,
-    keys: OrdMap<String, Vec<Version>>,
+    keys: OrdMap<String, Chain>,
     /// Revision -> the keys changed at it, for revisions at or after `compact_revision`.
-    changes: OrdMap<u64, Vec<String>>,
+    changes: OrdMap<u64, Changed>,
     /// Keys whose newest version is not a tombstone.
     live: usize,
     /// The revision the write in progress changes keys at, once it changed one.
@@ -203,7 +213,7 @@ pub struct Mvcc {
 struct MvccImage {
     revision: u64,
     compact_revision: u64,
-    keys: OrdMap<String, Vec<Version>>,
+    keys: OrdMap<String, Chain>,
 }
 
 impl From<Mvcc> for MvccImage {
@@ -218,7 +228,7 @@ impl From<Mvcc> for MvccImage {
 
 impl From<MvccImage> for Mvcc {
     fn from(img: MvccImage) -> Self {
-        let mut changes: OrdMap<u64, Vec<String>> = OrdMap::new();
+        let mut changes: OrdMap<u64, Changed> = OrdMap::new();
         let mut live = 0;
         for (key, chain) in &img.keys {
             if chain.last().is_some_and(|v| v.value.is_some()) {
@@ -277,7 +287,7 @@ impl Mvcc {
 
     /// Versions kept in all chains (live, past and tombstones): what history costs.
     pub fn versions(&self) -> usize {
-        self.keys.values().map(Vec::len).sum()
+        self.keys.values().map(|c| c.len()).sum()
     }
 
     /// The revision a write in progress changes keys at.
@@ -320,7 +330,11 @@ impl Mvcc {
     }
 
     /// Reads `range` now or at `opts.revision`.
-    pub fn range(&self, range: &KeyRange, opts: &RangeOptions) -> Result<RangeResult, RevisionError> {
+    pub fn range(
+        &self,
+        range: &KeyRange,
+        opts: &RangeOptions,
+    ) -> Result<RangeResult, RevisionError> {
         let at = match opts.revision {
             Some(r) if r > 0 => {
                 self.check_revision(r)?;
@@ -333,7 +347,7 @@ impl Mvcc {
             more: false,
             count: 0,
         };
-        let mut visit = |key: &String, chain: &Vec<Version>| {
+        let mut visit = |key: &String, chain: &Chain| {
             let Some(v) = version_at(chain, at) else {
                 return;
             };
@@ -472,7 +486,12 @@ impl Mvcc {
 
     /// Every change of `range` from `from` (inclusive) on, in revision order (by key within a
     /// revision), at most `max` of them (0: all). `from` must not be compacted.
-    pub fn events_since(&self, range: &KeyRange, from: u64, max: usize) -> Result<Vec<Event>, RevisionError> {
+    pub fn events_since(
+        &self,
+        range: &KeyRange,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Event>, RevisionError> {
         if from < self.compact_revision {
             return Err(RevisionError::Compacted {
                 compact_revision: self.compact_revision,
@@ -509,7 +528,7 @@ impl Mvcc {
                 compact_revision: self.compact_revision,
             });
         }
-        let old: Vec<(u64, Vec<String>)> = self
+        let old: Vec<(u64, Changed)> = self
             .changes
             .range(..revision)
             .map(|(r, k)| (*r, k.clone()))
@@ -535,6 +554,9 @@ impl Mvcc {
                 };
                 if cut > 0 {
                     chain.drain(..cut);
+                    if chain.len() <= 1 {
+                        chain.shrink_to_fit(); // back inline
+                    }
                 }
                 if chain.is_empty() {
                     self.keys.remove(&key);

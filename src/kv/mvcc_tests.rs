@@ -90,7 +90,11 @@ fn check(m: &Mvcc, model: &Model, rng: &mut StdRng) {
     assert_eq!(at(None).unwrap().kvs, kvs(model.now()), "now");
     for rev in model.compact.max(1)..=model.revision() {
         let res = at(Some(rev)).unwrap();
-        assert_eq!(res.kvs, kvs(&model.states[rev as usize]), "at revision {rev}");
+        assert_eq!(
+            res.kvs,
+            kvs(&model.states[rev as usize]),
+            "at revision {rev}"
+        );
         assert_eq!(res.count as usize, res.kvs.len());
     }
     if model.compact > 1 {
@@ -123,7 +127,10 @@ fn check(m: &Mvcc, model: &Model, rng: &mut StdRng) {
     assert_eq!(res.count as usize, all.len());
     assert_eq!(res.more, all.len() as u64 > limit);
     let got: Vec<&String> = res.kvs.iter().map(|kv| &kv.key).collect();
-    assert_eq!(got, all.into_iter().take(limit as usize).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        all.into_iter().take(limit as usize).collect::<Vec<_>>()
+    );
     // The history from the compaction on replays to the model's states.
     let from = model.compact.max(1);
     if from <= model.revision() {
@@ -254,7 +261,11 @@ fn compaction_bounds_history() {
     m.put("other", "x".into(), 0);
     m.finish_write();
     m.compact(m.revision()).unwrap();
-    assert_eq!(m.versions(), 1, "a deleted key's tombstone goes with a later compaction");
+    assert_eq!(
+        m.versions(),
+        1,
+        "a deleted key's tombstone goes with a later compaction"
+    );
     assert_eq!(m.live_keys(&KeyRange::Prefix(String::new())), ["other"]);
 }
 
@@ -267,7 +278,10 @@ fn ranges_and_their_edges() {
     m.finish_write();
     let keys = |r: KeyRange| -> Vec<String> { m.live_keys(&r) };
     assert_eq!(keys(KeyRange::Prefix("a/".into())), ["a/1", "a/2"]);
-    assert_eq!(keys(KeyRange::Prefix("a".into())), ["a", "a/1", "a/2", "a0"]);
+    assert_eq!(
+        keys(KeyRange::Prefix("a".into())),
+        ["a", "a/1", "a/2", "a0"]
+    );
     assert_eq!(
         keys(KeyRange::from_fields("a/".into(), Some("a0".into()), false).unwrap()),
         ["a/1", "a/2"]
@@ -312,4 +326,49 @@ fn a_store_from_before_revisions_converts_the_same_everywhere() {
     assert_eq!(a, b);
     assert_eq!(a.revision(), 1);
     assert_eq!(a.get("y").unwrap().create_revision, 1);
+}
+
+/// Resident memory of this process, in bytes (Linux).
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// What one key costs: 200,000 keys of 256-byte values, each written once while the history
+/// is compacted to the last 10,000 revisions as the leader does; then each overwritten once
+/// more with no compaction, which is what a version of history costs. Run by hand:
+/// `cargo test --release --lib mvcc::tests::memory_per_key -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn memory_per_key() {
+    const KEYS: usize = 200_000;
+    const KEEP: u64 = 10_000;
+    let value = "v".repeat(256);
+    let before = rss_bytes();
+    let mut m = Mvcc::new();
+    for i in 0..KEYS {
+        m.put(&format!("bench/{i:07}"), value.clone(), 0);
+        let rev = m.finish_write();
+        if rev.is_multiple_of(KEEP / 10) && rev > KEEP {
+            m.compact(rev - KEEP).unwrap();
+        }
+    }
+    let live = rss_bytes();
+    m.compact(m.revision()).unwrap();
+    for i in 0..KEYS {
+        m.put(&format!("bench/{i:07}"), value.clone(), 0);
+        m.finish_write();
+    }
+    let history = rss_bytes();
+    let per = |a: usize, b: usize| (b.saturating_sub(a)) as f64 / KEYS as f64;
+    eprintln!(
+        "per key (13-byte key, 256-byte value): {:.0} bytes with history compacted; +{:.0} bytes per version of history",
+        per(before, live),
+        per(live, history),
+    );
 }

@@ -55,7 +55,10 @@ struct PendingRead<R> {
 /// committed when the read arrived.
 enum Query {
     Get(String),
-    Range { range: KeyRange, opts: RangeOptions },
+    Range {
+        range: KeyRange,
+        opts: RangeOptions,
+    },
     /// A keep-alive is a read: the leader confirms it still leads before it promises the
     /// lease another ttl, and logs nothing (its clock is restarted when the keep-alive
     /// arrived).
@@ -256,9 +259,7 @@ impl<R> KvService<R> {
     /// last keep-alive reached the old leader.
     fn expire_leases(&mut self, raft: &mut Raft) {
         let now = self.mono_ms();
-        let due = self
-            .lease_clock
-            .due(raft.term(), now, self.store.leases());
+        let due = self.lease_clock.due(raft.term(), now, self.store.leases());
         for lease_id in due {
             let cmd = Command {
                 client_id: None,
@@ -465,9 +466,12 @@ impl<R> KvService<R> {
                 };
                 self.read(raft, id, consistency, Query::Range { range, opts })
             }
-            ClientRequest::LeaseKeepAlive { id, lease_id } => {
-                self.read(raft, id, Consistency::Linearizable, Query::KeepAlive(lease_id))
-            }
+            ClientRequest::LeaseKeepAlive { id, lease_id } => self.read(
+                raft,
+                id,
+                Consistency::Linearizable,
+                Query::KeepAlive(lease_id),
+            ),
             ClientRequest::LeaseTimeToLive { id, lease_id } => self.read(
                 raft,
                 id,
@@ -525,7 +529,13 @@ impl<R> KvService<R> {
             } => {
                 KeyRange::from_fields(key.clone(), end.clone(), prefix)
                     .map_err(|msg| bad_request(Some(id), msg))?;
-                self.write(raft, id, client_id, seq, Op::DeleteRange { key, end, prefix })
+                self.write(
+                    raft,
+                    id,
+                    client_id,
+                    seq,
+                    Op::DeleteRange { key, end, prefix },
+                )
             }
             ClientRequest::Txn {
                 id,
@@ -550,7 +560,9 @@ impl<R> KvService<R> {
                     Err(RevisionError::Future { revision: now }) => {
                         return Err(bad_request(
                             Some(id),
-                            &format!("cannot compact at {revision}: the store is at revision {now}"),
+                            &format!(
+                                "cannot compact at {revision}: the store is at revision {now}"
+                            ),
                         ))
                     }
                     _ if revision <= self.store.mvcc().compact_revision() => {
@@ -973,9 +985,7 @@ fn compacted(id: u64, compact_revision: u64) -> ClientResponse {
         ..match ClientResponse::error(
             Some(id),
             ErrorCode::Compacted,
-            format!(
-                "that revision was compacted: history starts at revision {compact_revision}"
-            ),
+            format!("that revision was compacted: history starts at revision {compact_revision}"),
         ) {
             ClientResponse::Error(e) => e,
             _ => unreachable!("ClientResponse::error builds an Error"),
@@ -1006,5 +1016,3 @@ fn bad_request(id: Option<u64>, msg: &str) -> ClientResponse {
 fn timeout(id: u64, msg: &str) -> ClientResponse {
     ClientResponse::error(Some(id), ErrorCode::Timeout, msg)
 }
-
-

@@ -420,7 +420,11 @@ impl KvStore {
 
     fn txn(&mut self, txn: &Txn) -> Outcome {
         let succeeded = txn.holds(&self.mvcc);
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         // Every lease a Put names must exist, or nothing runs.
         for op in ops {
             if let TxnOp::Put { lease, .. } = op {
@@ -486,6 +490,10 @@ impl KvStore {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "store_model_tests.rs"]
+mod model_tests;
 
 #[cfg(test)]
 mod tests {

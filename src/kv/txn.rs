@@ -318,7 +318,10 @@ mod tests {
             ..Txn::default()
         };
         assert!(too_many.validate().is_err());
-        assert!(serde_json::from_str::<Txn>(r#"{"compare":[{"key":"a","target":"size","op":"==","value":1}]}"#).is_err());
+        assert!(serde_json::from_str::<Txn>(
+            r#"{"compare":[{"key":"a","target":"size","op":"==","value":1}]}"#
+        )
+        .is_err());
     }
 
     #[test]

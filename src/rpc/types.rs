@@ -412,14 +412,76 @@ pub enum ClientResponse {
     Error(ErrorResponse),
     /// A watch was set up; its events follow with the same id. `revision` is the store
     /// revision of the node serving it.
-    Watching { id: u64, revision: u64 },
+    Watching {
+        id: u64,
+        revision: u64,
+    },
     /// Changes a watch covers, in revision order (empty: a progress notification). `revision`
     /// is the store revision of the node serving the watch when it sent them.
     Events {
         id: u64,
-        events: Vec<Event>,
+        events: WatchEvents,
         revision: u64,
     },
+}
+
+/// The changes of one `Events` answer. A node sends the same changes to every watch of the
+/// same range, so they are encoded to JSON once, by whichever connection writes them first,
+/// and the bytes are shared by all the others (a thousand watches of one prefix cost one
+/// encoding, not a thousand).
+#[derive(Clone, Debug)]
+pub struct WatchEvents {
+    events: std::sync::Arc<Vec<Event>>,
+    json: std::sync::Arc<std::sync::OnceLock<Box<serde_json::value::RawValue>>>,
+}
+
+impl WatchEvents {
+    pub fn new(events: Vec<Event>) -> WatchEvents {
+        WatchEvents {
+            events: std::sync::Arc::new(events),
+            json: Default::default(),
+        }
+    }
+
+    /// The changes, owned (copied if they are shared).
+    pub fn into_vec(self) -> Vec<Event> {
+        std::sync::Arc::try_unwrap(self.events).unwrap_or_else(|shared| (*shared).clone())
+    }
+}
+
+impl std::ops::Deref for WatchEvents {
+    type Target = [Event];
+    fn deref(&self) -> &[Event] {
+        &self.events
+    }
+}
+
+impl PartialEq for WatchEvents {
+    fn eq(&self, other: &Self) -> bool {
+        self.events == other.events
+    }
+}
+
+impl Eq for WatchEvents {}
+
+impl Serialize for WatchEvents {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw = match self.json.get() {
+            Some(raw) => raw,
+            None => {
+                let raw = serde_json::value::to_raw_value(&*self.events)
+                    .map_err(serde::ser::Error::custom)?;
+                self.json.get_or_init(|| raw)
+            }
+        };
+        raw.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for WatchEvents {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Event>::deserialize(d).map(WatchEvents::new)
+    }
 }
 
 impl ClientResponse {

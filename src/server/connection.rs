@@ -41,9 +41,23 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// read.
 const MAX_QUEUED_BYTES: usize = 64 << 20;
 
-/// Bytes of watch events a connection may have queued but unwritten: past this, the watch
-/// being sent to is cancelled (`WatchCancelled`) rather than let the node's memory grow.
-pub const MAX_WATCH_BACKLOG_BYTES: usize = 16 << 20;
+/// Bytes a connection may have queued but unwritten when more watch events are for it: past
+/// this, the watch being sent to is cancelled (`WatchCancelled`) rather than let the node's
+/// memory grow.
+pub const MAX_WATCH_BACKLOG_BYTES: usize = 4 << 20;
+
+/// Bytes of watch events queued on all connections together. Past this, a watch whose
+/// connection has more than `FAIR_WATCH_BACKLOG_BYTES` unwritten is cancelled too, so a
+/// thousand slow readers cannot hold a thousand times the per-connection bound.
+pub const MAX_TOTAL_WATCH_BACKLOG_BYTES: usize = 64 << 20;
+pub const FAIR_WATCH_BACKLOG_BYTES: usize = 64 << 10;
+
+static WATCH_BACKLOG: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of watch events queued on every connection and not written yet.
+pub fn watch_backlog_total() -> usize {
+    WATCH_BACKLOG.load(Ordering::Acquire)
+}
 
 /// Where a request's answer goes: the connection's writer, with a count of the bytes queued
 /// for it. `send` never blocks. Answers are bounded by the requests a connection may have in
@@ -70,9 +84,15 @@ impl Reply {
     fn queue(&self, resp: ClientResponse, answer: bool) {
         let w = weight(&resp);
         self.budget.queued.fetch_add(w, Ordering::AcqRel);
+        if !answer {
+            WATCH_BACKLOG.fetch_add(w, Ordering::AcqRel);
+        }
         if self.tx.send((resp, answer)).is_err() {
             // The connection is gone; nothing will be written.
             self.budget.release(w);
+            if !answer {
+                WATCH_BACKLOG.fetch_sub(w, Ordering::AcqRel);
+            }
         }
     }
 
@@ -153,6 +173,21 @@ fn weight(resp: &ClientResponse) -> usize {
     }
 }
 
+/// The writer's queue. Whatever is still in it when the writer stops (the connection broke,
+/// or the node is stopping) is taken off the node-wide watch backlog.
+struct Outbox(mpsc::UnboundedReceiver<(ClientResponse, bool)>);
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.0.close();
+        while let Ok((resp, answer)) = self.0.try_recv() {
+            if !answer {
+                WATCH_BACKLOG.fetch_sub(weight(&resp), Ordering::AcqRel);
+            }
+        }
+    }
+}
+
 /// A connection with no request for this long, and no answer owed, is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -169,7 +204,7 @@ pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: 
     } = conn;
     let (mut sink, stream) = framed.split();
     // Unbounded in messages, bounded in bytes: see `Reply`.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(ClientResponse, bool)>();
+    let (tx, rx) = mpsc::unbounded_channel::<(ClientResponse, bool)>();
     let budget = Arc::new(ByteBudget::default());
     let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let tx = Reply {
@@ -180,10 +215,15 @@ pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: 
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
 
     let writer_permits = permits.clone();
+    let mut rx = Outbox(rx);
     let writer = async move {
-        while let Some((resp, answer)) = rx.recv().await {
+        while let Some((resp, answer)) = rx.0.recv().await {
             let written = sink.send(encode(&resp)).await;
-            budget.release(weight(&resp));
+            let w = weight(&resp);
+            budget.release(w);
+            if !answer {
+                WATCH_BACKLOG.fetch_sub(w, Ordering::AcqRel);
+            }
             budget.written.fetch_add(1, Ordering::Relaxed);
             if written.is_err() {
                 return;

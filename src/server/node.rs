@@ -290,7 +290,12 @@ impl NodeLoop {
                 continue;
             }
             let is_events = matches!(resp, crate::rpc::types::ClientResponse::Events { .. });
-            if is_events && reply.backlog() > super::connection::MAX_WATCH_BACKLOG_BYTES {
+            let backlog = reply.backlog();
+            let too_slow = backlog > super::connection::MAX_WATCH_BACKLOG_BYTES
+                || (backlog > super::connection::FAIR_WATCH_BACKLOG_BYTES
+                    && super::connection::watch_backlog_total()
+                        > super::connection::MAX_TOTAL_WATCH_BACKLOG_BYTES);
+            if is_events && too_slow {
                 ::log::warn!(
                     "node {}: cancelling watch {} of a client that reads too slowly ({} bytes unwritten)",
                     self.id(),

@@ -88,7 +88,17 @@ pub async fn elect(
         })
     };
     let until = || *valid_until.lock().unwrap_or_else(|p| p.into_inner());
-    let result = campaign(&mut client, &nodes, &opts, name, proposal, lease, json_out, until).await;
+    let result = campaign(
+        &mut client,
+        &nodes,
+        &opts,
+        name,
+        proposal,
+        lease,
+        json_out,
+        until,
+    )
+    .await;
     keeper.abort();
     match result {
         Ok(Outcome::Resigned) => {
@@ -139,7 +149,12 @@ async fn campaign(
             )
             .await?;
         if t.succeeded {
-            say(json_out, "LEADER", proposal, json!({"at": now_ms(), "token": t.revision}));
+            say(
+                json_out,
+                "LEADER",
+                proposal,
+                json!({"at": now_ms(), "token": t.revision}),
+            );
             let mut shown = until();
             say(json_out, "HOLD", proposal, json!({"until": wall_ms(shown)}));
             loop {
@@ -163,7 +178,12 @@ async fn campaign(
             Some(TxnResponse::Get { value, .. }) => value.clone().unwrap_or_default(),
             _ => String::new(),
         };
-        say(json_out, "WAITING", proposal, json!({"leader": holder, "at": now_ms()}));
+        say(
+            json_out,
+            "WAITING",
+            proposal,
+            json!({"leader": holder, "at": now_ms()}),
+        );
         // Wait until the holder's key goes, then campaign again.
         let mut w = Watcher::new(
             nodes.to_vec(),

@@ -63,7 +63,10 @@ pub async fn get(client: &mut Client, a: GetArgs) -> Result<Shown, ClientError> 
         }
     }
     if r.more {
-        text.push(format!("(… {} more; raise --limit)", r.count - r.kvs.len() as u64));
+        text.push(format!(
+            "(… {} more; raise --limit)",
+            r.count - r.kvs.len() as u64
+        ));
     }
     // A single-key get of a missing key exits 1, like v1's get; an empty prefix is no error.
     let code = if !a.prefix && r.count == 0 { 1 } else { 0 };
@@ -107,9 +110,9 @@ pub async fn put_with_lease(
 /// A transaction read as JSON from stdin: `{"compare": […], "success": […], "failure": […]}`.
 pub async fn txn(client: &mut Client) -> Result<Shown, ClientError> {
     let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .map_err(|e| ClientError::BadRequest(format!("cannot read the transaction from stdin: {e}")))?;
+    std::io::stdin().read_to_string(&mut input).map_err(|e| {
+        ClientError::BadRequest(format!("cannot read the transaction from stdin: {e}"))
+    })?;
     let t: Txn = serde_json::from_str(&input).map_err(|e| {
         ClientError::BadRequest(format!(
             "stdin is not a transaction ({{\"compare\":[…],\"success\":[…],\"failure\":[…]}}): {e}"
@@ -149,7 +152,11 @@ pub async fn compact(client: &mut Client, revision: u64) -> Result<Shown, Client
     ))
 }
 
-pub async fn lease(client: &mut Client, cmd: LeaseCmd, json_out: bool) -> Result<Shown, ClientError> {
+pub async fn lease(
+    client: &mut Client,
+    cmd: LeaseCmd,
+    json_out: bool,
+) -> Result<Shown, ClientError> {
     match cmd {
         LeaseCmd::Grant { ttl } => {
             let (id, ttl) = client.lease_grant(ttl).await?;
@@ -159,24 +166,22 @@ pub async fn lease(client: &mut Client, cmd: LeaseCmd, json_out: bool) -> Result
                 0,
             ))
         }
-        LeaseCmd::Keepalive { id, once } => {
-            loop {
-                let ttl = client.lease_keep_alive(id).await?;
-                if once {
-                    return Ok((
-                        json!({"lease_id": id, "ttl": ttl}),
-                        format!("lease {id} keepalived with TTL({ttl})"),
-                        0,
-                    ));
-                }
-                if json_out {
-                    println!("{}", json!({"lease_id": id, "ttl": ttl}));
-                } else {
-                    println!("lease {id} keepalived with TTL({ttl})");
-                }
-                tokio::time::sleep(Duration::from_millis((ttl * 1000 / 3).max(500))).await;
+        LeaseCmd::Keepalive { id, once } => loop {
+            let ttl = client.lease_keep_alive(id).await?;
+            if once {
+                return Ok((
+                    json!({"lease_id": id, "ttl": ttl}),
+                    format!("lease {id} keepalived with TTL({ttl})"),
+                    0,
+                ));
             }
-        }
+            if json_out {
+                println!("{}", json!({"lease_id": id, "ttl": ttl}));
+            } else {
+                println!("lease {id} keepalived with TTL({ttl})");
+            }
+            tokio::time::sleep(Duration::from_millis((ttl * 1000 / 3).max(500))).await;
+        },
         LeaseCmd::Revoke { id } => {
             let deleted = client.lease_revoke(id).await?;
             Ok((
