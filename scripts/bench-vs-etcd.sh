@@ -14,9 +14,11 @@
 #   BENCH_WARMUP     warm-up before each window, seconds (default 2)
 #   FAILOVER_ROUNDS  kills per system (default 5)
 #   ETCD_CONNS       gRPC channels the etcd clients share (default 16)
-#   BENCH_ROWS       the loads, op:clients[:wWATCHERS] (default "put:1 put:16 put:64 put:256
-#                    get:64 range:16 txn:64 keepalive:64 put:64:w1000"; ops: put, get, range,
-#                    txn, keepalive)
+#   BENCH_ROWS       the loads, op:clients[:wWATCHERS[:raw]] (default "put:1 put:16 put:64
+#                    put:256 get:64 range:16 txn:64 keepalive:64 put:64:w1000"; ops: put, get,
+#                    range, txn, keepalive; ":raw": raftd's watchers count events without
+#                    decoding them, to see what serving them costs the node alone; etcd's are
+#                    decoded by etcd-client either way)
 #   BENCH_DIR        where data, logs and results go (default: a new /tmp/raftd-bench.*)
 #   KEEP=1           keep BENCH_DIR afterwards (it is removed otherwise; the results are
 #                    copied to target/bench-vs-etcd.jsonl)
@@ -156,22 +158,23 @@ E0_etcd=$(elections etcd)
 E0_raftd=$(elections raftd)
 
 # ---- loads ----------------------------------------------------------------------------------
-load() { # system op clients watchers
+load() { # system op clients watchers [raw]
     local extra=()
     [ "$1" = etcd ] && extra=(--conns "$ETCD_CONNS" --leader-only)
+    [ "$1" = raftd ] && [ "${5:-}" = raw ] && extra+=(--watch-raw)
     "$BENCH" load --system "$1" --endpoints "$(eps_of "$1")" --op "$2" --clients "$3" \
         --watchers "$4" --warmup-secs "$WARMUP" --secs "$SECS" "${extra[@]}" |
         tee -a "$RESULTS" >/dev/null
 }
 
 for row in $ROWS; do
-    IFS=: read -r op clients w <<<"$row"
+    IFS=: read -r op clients w raw <<<"$row"
     watchers=${w#w}
     watchers=${watchers:-0}
-    say "$op x$clients (watchers: $watchers): etcd"
+    say "$op x$clients (watchers: $watchers ${raw:-}): etcd"
     load etcd "$op" "$clients" "$watchers"
-    say "$op x$clients (watchers: $watchers): raftd"
-    load raftd "$op" "$clients" "$watchers"
+    say "$op x$clients (watchers: $watchers ${raw:-}): raftd"
+    load raftd "$op" "$clients" "$watchers" "${raw:-}"
 done
 
 E1_etcd=$(elections etcd)
@@ -231,8 +234,10 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 asked = []
 for row in sys.argv[3].split():
     parts = row.split(":")
-    asked.append((parts[0], int(parts[1]), int(parts[2][1:]) if len(parts) > 2 else 0))
-loads = {(r["system"], r["op"], r["clients"], r.get("watchers", 0)): r for r in rows if "ops_per_sec" in r}
+    asked.append((parts[0], int(parts[1]), int(parts[2][1:]) if len(parts) > 2 else 0,
+                  len(parts) > 3 and parts[3] == "raw"))
+loads = {(r["system"], r["op"], r["clients"], r.get("watchers", 0)): r
+         for r in rows if "ops_per_sec" in r and not r.get("watch_raw")}
 fail = {s: [r["failover_ms"] for r in rows if r.get("system") == s and "failover_ms" in r]
         for s in ("etcd", "raftd")}
 rss = {s: max((r["peak_rss_kib"] for r in rows if r.get("system") == s and "peak_rss_kib" in r),
@@ -243,9 +248,12 @@ def ratio(a, b):
 
 print(f"{'workload':<28}{'etcd':>12}{'raftd':>12}{'raftd/etcd':>12}")
 print("-" * 64)
-for op, c, w in asked:
-    e, r = loads.get(("etcd", op, c, w)), loads.get(("raftd", op, c, w))
-    name = f"{op} x{c}" + (f" w{w}" if w else "")
+raw_loads = {(r["op"], r["clients"], r.get("watchers", 0)): r
+             for r in rows if "ops_per_sec" in r and r.get("watch_raw")}
+for op, c, w, raw in asked:
+    e = loads.get(("etcd", op, c, w))
+    r = raw_loads.get((op, c, w)) if raw else loads.get(("raftd", op, c, w))
+    name = f"{op} x{c}" + (f" w{w}" if w else "") + (" raw" if raw else "")
     if not e or not r:
         print(f"{name}: missing"); continue
     fields = [("ops/s", "ops_per_sec", "{:.0f}"), ("p50 ms", "p50_ms", "{:.2f}"),

@@ -130,13 +130,16 @@ impl Conn {
 
 /// Opens `n` watches of every key under `prefix` on the leader (the member with the most
 /// work already); each adds the events it receives to `events`. Returns their tasks (abort
-/// them to stop).
+/// them to stop). With `raw` (raftd only), each watch reads its frames and counts the events in
+/// them without decoding the JSON, as a relay that forwards them would: the watchers then cost
+/// the machine little, and what is left is what serving them costs the node.
 pub async fn spawn_watchers(
     system: System,
     endpoints: &[SocketAddr],
     n: usize,
     prefix: &str,
     events: Arc<AtomicU64>,
+    raw: bool,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     if n == 0 {
         return Ok(Vec::new());
@@ -144,6 +147,11 @@ pub async fn spawn_watchers(
     let first = find_leader(system, endpoints).await?;
     let mut tasks = Vec::with_capacity(n);
     match system {
+        System::Raftd if raw => {
+            for _ in 0..n {
+                tasks.push(raw_watch(first, prefix, events.clone()).await?);
+            }
+        }
         System::Raftd => {
             for _ in 0..n {
                 let mut w = Watcher::new(vec![first], raftd_options(), prefix, None, true, None)
@@ -242,6 +250,38 @@ async fn etcd_connect(_: &[SocketAddr], _: usize, _: usize) -> Result<Vec<Conn>,
 #[cfg(not(feature = "etcd"))]
 const NO_ETCD: &str =
     "this raftd-bench was built without etcd support: cargo build --release -p raftd-bench --features etcd (needs protoc: apt-get install protobuf-compiler)";
+
+/// A watch over a plain connection that counts the events of each `Events` frame by the
+/// occurrences of `"kind":` in it (the benchmark's keys and values never contain it).
+async fn raw_watch(
+    addr: SocketAddr,
+    prefix: &str,
+    events: Arc<AtomicU64>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let req = serde_json::json!({"type":"Watch","id":1,"key":prefix,"prefix":true}).to_string();
+    let mut frame = (req.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(req.as_bytes());
+    tcp.write_all(&frame).await.map_err(|e| e.to_string())?;
+    Ok(tokio::spawn(async move {
+        let mut buf = Vec::new();
+        loop {
+            let mut len = [0u8; 4];
+            if tcp.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            buf.resize(u32::from_be_bytes(len) as usize, 0);
+            if tcp.read_exact(&mut buf).await.is_err() {
+                return;
+            }
+            let n = buf.windows(7).filter(|w| w == b"\"kind\":").count();
+            events.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }))
+}
 
 /// The client endpoint of the current leader.
 pub async fn find_leader(system: System, endpoints: &[SocketAddr]) -> Result<SocketAddr, String> {

@@ -41,6 +41,9 @@ pub struct LoadSpec {
     /// Watches of the whole key prefix opened on one member before the load (to measure what
     /// they cost writes); each counts the events it receives.
     pub watchers: usize,
+    /// The watchers count events without decoding them (raftd only; see
+    /// `backend::spawn_watchers`).
+    pub watch_raw: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,6 +62,7 @@ pub struct LoadReport {
     /// With `--watchers`: how many there were, and the events they received in the window
     /// (all together, and per second).
     pub watchers: usize,
+    pub watch_raw: bool,
     pub watch_events: u64,
     pub watch_events_per_sec: f64,
 }
@@ -92,6 +96,7 @@ pub async fn run(
         spec.watchers,
         "bench/",
         watch_events.clone(),
+        spec.watch_raw,
     )
     .await?;
     let conns = backend::connect(system, endpoints, spec.clients, spec.conns).await?;
@@ -158,6 +163,7 @@ pub async fn run(
         window_secs: secs,
         ops: latency.count,
         watchers: spec.watchers,
+        watch_raw: spec.watch_raw,
         watch_events: events_in_window,
         watch_events_per_sec: events_in_window as f64 / secs,
         errors,

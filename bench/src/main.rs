@@ -68,6 +68,10 @@ enum Cmd {
         /// watch fan-out costs the load.
         #[arg(long, default_value_t = 0)]
         watchers: usize,
+        /// raftd only: the watchers count events without decoding them, so they cost the
+        /// machine little and the figure is what serving them costs the node.
+        #[arg(long)]
+        watch_raw: bool,
     },
     /// SIGKILL the leader under writes and time the next acknowledged write (JSON on stdout).
     Failover {
@@ -114,6 +118,7 @@ async fn run(cli: Cli) -> Result<String, String> {
             value_bytes,
             quiet,
             watchers,
+            watch_raw,
         } => {
             if clients == 0 {
                 return Err("--clients must be at least 1".into());
@@ -133,6 +138,7 @@ async fn run(cli: Cli) -> Result<String, String> {
                 value_bytes,
                 progress: !quiet,
                 watchers,
+                watch_raw,
             };
             let report = load::run(target.system, &endpoints, &spec).await?;
             serde_json::to_string(&report).map_err(|e| e.to_string())

@@ -583,6 +583,25 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_from_before_revisions_still_loads() {
+        let mut kv = KvStore::default();
+        kv.apply(&entry(1, Some("c"), 1, put("a", "1")));
+        kv.apply(&entry(2, None, 0, put("b", "2")));
+        // The same store as a version before revisions wrote it: plain `data`, no history.
+        let mut old: serde_json::Value = serde_json::to_value(&kv).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("mvcc");
+        obj.remove("leases");
+        obj.insert("data".into(), serde_json::json!({"a": "1", "b": "2"}));
+        let back: KvStore = serde_json::from_value(old).unwrap();
+        assert_eq!(back.get("a").map(String::as_str), Some("1"));
+        assert_eq!(back.get("b").map(String::as_str), Some("2"));
+        assert_eq!(back.revision(), 1, "every old key created at revision 1");
+        assert_eq!(back.applied(), 2);
+        assert_eq!(back.sessions(), kv.sessions());
+    }
+
+    #[test]
     fn garbage_entry_data_changes_nothing() {
         let mut kv = KvStore::default();
         assert_eq!(kv.apply(&Entry::command(1, 1, b"not json".to_vec())), None);
