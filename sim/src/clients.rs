@@ -793,34 +793,12 @@ fn request(rec: &OpRecord, id: u64, client: ClientId) -> ClientRequest {
             consistency: Consistency::Linearizable,
         },
         OpInput::Cas { expected, value } if rec.wire == Wire::Txn => {
-            use raftd::kv::txn::{CmpOp, Compare, CompareValue, Target, TxnOp};
-            let compare = match expected {
-                Some(e) => Compare {
-                    key: key.clone(),
-                    target: Target::Value,
-                    op: CmpOp::Eq,
-                    value: CompareValue::Str(e.clone()),
-                },
-                None => Compare {
-                    key: key.clone(),
-                    target: Target::Version,
-                    op: CmpOp::Eq,
-                    value: CompareValue::Int(0),
-                },
-            };
-            let success = match value {
-                Some(v) => TxnOp::Put {
-                    key: key.clone(),
-                    value: v.clone(),
-                    lease: 0,
-                },
-                None => TxnOp::Delete { key: key.clone() },
-            };
+            let t = raftd::kv::txn::Txn::cas(&key, expected.as_deref(), value.as_deref());
             ClientRequest::Txn {
                 id,
-                compare: vec![compare],
-                success: vec![success],
-                failure: vec![TxnOp::Get { key }],
+                compare: t.compare,
+                success: t.success,
+                failure: t.failure,
                 client_id,
                 seq: rec.seq,
             }

@@ -122,6 +122,18 @@ enum Attempt {
     Retry,
 }
 
+/// A connection to `addr` with the client's settings.
+async fn open(addr: SocketAddr, opts: &ClientOptions) -> Result<Connection, ClientError> {
+    Connection::open(
+        addr,
+        opts.connect_timeout,
+        opts.max_frame_bytes,
+        opts.tls.as_ref(),
+    )
+    .await
+    .map_err(|e| ClientError::Unavailable(opts.connect_timeout, format!("{addr}: {e}")))
+}
+
 impl Client {
     pub fn new(nodes: Vec<SocketAddr>, opts: ClientOptions) -> Client {
         let client_id = format!("c{:016x}", rand::random::<u64>());
@@ -279,14 +291,7 @@ impl Client {
     /// Asks one node for its status (no leader needed).
     pub async fn status_of(&mut self, addr: SocketAddr) -> Result<StatusResponse, ClientError> {
         let id = self.fresh_id();
-        let mut conn = Connection::open(
-            addr,
-            self.opts.connect_timeout,
-            self.opts.max_frame_bytes,
-            self.opts.tls.as_ref(),
-        )
-        .await
-        .map_err(|e| ClientError::Unavailable(self.opts.connect_timeout, format!("{addr}: {e}")))?;
+        let mut conn = open(addr, &self.opts).await?;
         match conn
             .request(&ClientRequest::Status { id }, self.opts.attempt_timeout)
             .await

@@ -115,14 +115,7 @@ impl Watcher {
 
     async fn connect(&mut self) -> Result<(), ClientError> {
         let addr = self.nodes[self.target % self.nodes.len()];
-        let mut conn = Connection::open(
-            addr,
-            self.opts.connect_timeout,
-            self.opts.max_frame_bytes,
-            self.opts.tls.as_ref(),
-        )
-        .await
-        .map_err(|e| ClientError::Unavailable(self.opts.connect_timeout, format!("{addr}: {e}")))?;
+        let mut conn = super::open(addr, &self.opts).await?;
         self.watch_id += 1;
         let req = ClientRequest::Watch {
             id: self.watch_id,

@@ -164,6 +164,59 @@ impl TxnOp {
 }
 
 impl Txn {
+    /// A compare-and-swap of one key as a transaction: if the key's value is `expected` (None:
+    /// the key is absent), set it to `value` (None: delete it); otherwise read it. Its answer
+    /// says the same as a `Cas`: `succeeded`, and the value after (see `cas_value_after`).
+    pub fn cas(key: &str, expected: Option<&str>, value: Option<&str>) -> Txn {
+        let compare = match expected {
+            Some(e) => Compare {
+                key: key.to_string(),
+                target: Target::Value,
+                op: CmpOp::Eq,
+                value: CompareValue::Str(e.to_string()),
+            },
+            None => Compare {
+                key: key.to_string(),
+                target: Target::Version,
+                op: CmpOp::Eq,
+                value: CompareValue::Int(0),
+            },
+        };
+        let success = match value {
+            Some(v) => TxnOp::Put {
+                key: key.to_string(),
+                value: v.to_string(),
+                lease: 0,
+            },
+            None => TxnOp::Delete {
+                key: key.to_string(),
+            },
+        };
+        Txn {
+            compare: vec![compare],
+            success: vec![success],
+            failure: vec![TxnOp::Get {
+                key: key.to_string(),
+            }],
+        }
+    }
+
+    /// The value after a transaction made by `Txn::cas(_, _, value)` answered `succeeded` and
+    /// `responses`; None if the answer is not one such a transaction gives.
+    pub fn cas_value_after(
+        value: Option<&str>,
+        succeeded: bool,
+        responses: &[TxnResponse],
+    ) -> Option<Option<String>> {
+        if succeeded {
+            return Some(value.map(str::to_string));
+        }
+        match responses {
+            [TxnResponse::Get { value, .. }] => Some(value.clone()),
+            _ => None,
+        }
+    }
+
     /// Checks what can be checked before the transaction is logged: sizes, that every key and
     /// range is well formed, that compares have values of their target's type, and that no
     /// branch writes a key twice (its events would otherwise share a key and a revision).

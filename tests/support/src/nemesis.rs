@@ -903,7 +903,7 @@ async fn run_op(
     wire: Wire,
     range_reads: &mut Vec<(String, Option<String>)>,
 ) -> Result<Output, ClientError> {
-    use raftd::kv::txn::{CmpOp, Compare, CompareValue, Target, TxnOp, TxnResponse};
+    use raftd::kv::txn::Txn;
     Ok(match input {
         Input::Get if wire == Wire::Range => {
             let r = cl
@@ -921,45 +921,11 @@ async fn run_op(
             Output::Value(mine)
         }
         Input::Cas { expected, value } if wire == Wire::Txn => {
-            let compare = match expected {
-                Some(e) => Compare {
-                    key: key.to_string(),
-                    target: Target::Value,
-                    op: CmpOp::Eq,
-                    value: CompareValue::Str(e.clone()),
-                },
-                None => Compare {
-                    key: key.to_string(),
-                    target: Target::Version,
-                    op: CmpOp::Eq,
-                    value: CompareValue::Int(0),
-                },
-            };
-            let success = match value {
-                Some(v) => TxnOp::Put {
-                    key: key.to_string(),
-                    value: v.clone(),
-                    lease: 0,
-                },
-                None => TxnOp::Delete {
-                    key: key.to_string(),
-                },
-            };
-            let get = TxnOp::Get {
-                key: key.to_string(),
-            };
-            let t = cl.txn(vec![compare], vec![success], vec![get]).await?;
-            let after = if t.succeeded {
-                value.clone()
-            } else {
-                match t.responses.first() {
-                    Some(TxnResponse::Get { value, .. }) => value.clone(),
-                    _ => None,
-                }
-            };
+            let t = Txn::cas(key, expected.as_deref(), value.as_deref());
+            let a = cl.txn(t.compare, t.success, t.failure).await?;
             Output::Cas {
-                succeeded: t.succeeded,
-                value: after,
+                succeeded: a.succeeded,
+                value: Txn::cas_value_after(value.as_deref(), a.succeeded, &a.responses).flatten(),
             }
         }
         Input::Get => Output::Value(cl.get(key, Consistency::Linearizable).await?),
