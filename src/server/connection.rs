@@ -249,8 +249,10 @@ pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: 
             }
         }
     }
-    // The node ends this connection's watches (if it is still running).
-    let _ = closed_tx.try_send(NodeRequest::Closed { connection });
+    // The node ends this connection's watches (if it is still running). Waited for, not
+    // tried once: a close lost to a full queue would leave its watches behind for good.
+    let closed = closed_tx.send(NodeRequest::Closed { connection });
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, closed).await;
 }
 
 async fn read_requests(
