@@ -67,12 +67,7 @@ fn wait_for_leaders(lines: &Lines, n: usize, timeout: Duration) -> Vec<(usize, V
 fn one_holder_at_a_time_through_node_and_holder_failures() {
     let mut cluster = Cluster::start(3);
     cluster.leader(TEN_S);
-    let addrs = cluster
-        .addrs()
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let addrs = cluster.cluster_arg();
     let lines: Lines = Arc::default();
     let mut cands: Vec<Child> = (0..3).map(|i| candidate(&addrs, i, &lines)).collect();
     let first = wait_for_leaders(&lines, 1, TEN_S)[0].0;

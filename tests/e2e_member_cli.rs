@@ -52,14 +52,7 @@ fn role_of(members: &[Value], id: u64) -> Option<String> {
 fn raftctl_adds_a_learner_promotes_it_transfers_to_it_and_removes_it() {
     let mut cluster = Cluster::start(3);
     cluster.leader(TEN_S);
-    let addrs = |c: &Cluster| {
-        c.addrs()
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let all = addrs(&cluster);
+    let all = cluster.cluster_arg();
     let m = members(&all);
     assert_eq!(m.len(), 3);
     assert_eq!(m.iter().filter(|m| m["is_leader"] == true).count(), 1);
@@ -77,7 +70,7 @@ fn raftctl_adds_a_learner_promotes_it_transfers_to_it_and_removes_it() {
     assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
     assert!(r.stdout.contains("as a learner"), "{}", r.stdout);
     assert_eq!(role_of(&members(&all), id).as_deref(), Some("Learner"));
-    let all = addrs(&cluster);
+    let all = cluster.cluster_arg();
     let status = wait_for(TEN_S, || {
         let r = raftctl(&all, &["--json", "status"]);
         let v: Value = serde_json::from_str(r.stdout.trim()).ok()?;

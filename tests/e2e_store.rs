@@ -460,12 +460,7 @@ fn raftctl(cluster: &str, args: &[&str], stdin: &str) -> (i32, String) {
 fn raftctl_ranges_transactions_leases_and_watch() {
     let cluster = Cluster::start(3);
     cluster.leader(TEN_S);
-    let addrs = cluster
-        .addrs()
-        .iter()
-        .map(|a| a.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let addrs = cluster.cluster_arg();
     let ctl = |args: &[&str]| raftctl(&addrs, args, "");
     for (k, v) in [
         ("cfg/a", "1"),

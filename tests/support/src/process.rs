@@ -492,6 +492,15 @@ impl Cluster {
         self.nodes.iter().map(Node::addr).collect()
     }
 
+    /// Every node's address as raftctl's `--cluster` takes them: `HOST:PORT,HOST:PORT,…`.
+    pub fn cluster_arg(&self) -> String {
+        self.addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The leader all of `among` agree on, or a panic that shows the logs.
     pub fn leader_among(&self, among: &[u64], timeout: Duration) -> u64 {
         match self.wait_for_leader(among, timeout) {
