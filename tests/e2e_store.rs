@@ -130,6 +130,26 @@ fn revisions_ranges_transactions_and_compaction_over_the_wire() {
     );
     assert_eq!(r["responses"][0]["value"], "me");
     assert_eq!(r["responses"][0]["create_revision"], 5);
+    // A retried transaction (the same client_id/seq, after a lost answer) is applied once and
+    // answered with its first outcome.
+    let once = |id: u64| {
+        json!({"type":"Txn","id":id,"client_id":"retrier","seq":1,
+            "compare":[{"key":"once","target":"version","op":"==","value":0}],
+            "success":[{"type":"Put","key":"once","value":"first"}],
+            "failure":[{"type":"Get","key":"once"}]})
+    };
+    let first = call(&cluster, once(30));
+    assert_eq!(first["succeeded"], true, "{first}");
+    let again = call(&cluster, once(31));
+    assert_eq!(
+        (again["succeeded"].clone(), again["revision"].clone()),
+        (json!(true), first["revision"].clone()),
+        "the retry gets the first outcome: {again}"
+    );
+    let r = call(&cluster, json!({"type":"Get","id":32,"key":"once"}));
+    assert_eq!(r["version"], 1, "applied once: {r}");
+    let base = first["revision"].as_u64().unwrap();
+
     // Refused before the log: too many ops, a key written twice, a mistyped compare.
     let many: Vec<Value> = (0..129)
         .map(|i| json!({"type":"Get","key":format!("k{i}")}))
@@ -154,11 +174,11 @@ fn revisions_ranges_transactions_and_compaction_over_the_wire() {
     );
     assert_eq!(
         (r["deleted"].clone(), r["revision"].clone()),
-        (json!(2), json!(6))
+        (json!(2), json!(base + 1))
     );
     assert_eq!(
         call(&cluster, json!({"type":"Compact","id":19,"revision":5})),
-        json!({"type":"Ok","id":19,"revision":6})
+        json!({"type":"Ok","id":19,"revision":base + 1})
     );
     let r = call(
         &cluster,
@@ -185,9 +205,9 @@ fn revisions_ranges_transactions_and_compaction_over_the_wire() {
                 let r = RawConn::connect(n.addr()).v2().call(
                     &json!({"type":"Range","id":1,"key":"","prefix":true,"consistency":"stale"}),
                 );
-                (r["revision"] == 6).then_some(r["kvs"].clone())
+                (r["revision"] == base + 1).then_some(r["kvs"].clone())
             })
-            .expect("every node reaches revision 6")
+            .expect("every node reaches the last revision")
         })
         .collect();
     assert!(revs.windows(2).all(|w| w[0] == w[1]), "{revs:?}");

@@ -4,20 +4,12 @@
 
 use super::*;
 use crate::kv::mvcc::EventKind;
-use crate::kv::{Command, Op};
-use crate::rpc::types::Entry;
+use crate::kv::Op;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn apply(store: &mut KvStore, op: Op) {
-    let cmd = Command {
-        client_id: None,
-        seq: 0,
-        op,
-        at_ms: 0,
-    };
-    let index = store.applied() + 1;
-    store.apply(&Entry::command(1, index, cmd.encode().unwrap()));
+    store.apply_op(op);
 }
 
 fn put(k: &str, v: &str) -> Op {

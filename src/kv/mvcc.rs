@@ -475,15 +475,6 @@ impl Mvcc {
         self.revision
     }
 
-    /// Whether the write in progress changed `key` already.
-    pub fn changed_in_this_write(&self, key: &str) -> bool {
-        self.writing
-            && self
-                .changes
-                .get(&self.write_revision())
-                .is_some_and(|keys| keys.iter().any(|k| k == key))
-    }
-
     /// Every change of `range` from `from` (inclusive) on, in revision order (by key within a
     /// revision), at most `max` of them (0: all). `from` must not be compacted.
     pub fn events_since(

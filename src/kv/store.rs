@@ -2,9 +2,9 @@
 
 use super::command::{Command, Op, Outcome, Refusal};
 use super::leases::Leases;
-use super::mvcc::{Event, KeyRange, Mvcc, RevisionError};
+use super::mvcc::{Event, KeyRange, Mvcc, RangeOptions, RevisionError};
 use super::sessions::{Check, SessionLimits, Sessions};
-use super::txn::{range_options, Txn, TxnOp, TxnOutcome, TxnResponse};
+use super::txn::{Txn, TxnOp, TxnOutcome, TxnResponse};
 use crate::rpc::types::{Entry, EntryKind, Snapshot, SnapshotMeta};
 use raftd_core::Membership;
 use serde::{Deserialize, Serialize};
@@ -208,6 +208,19 @@ impl KvStore {
             eat(v.as_bytes());
         }
         h
+    }
+
+    /// Test helper: applies `op` as the next committed entry (no session).
+    #[cfg(test)]
+    pub(crate) fn apply_op(&mut self, op: Op) -> Option<Outcome> {
+        let cmd = Command {
+            client_id: None,
+            seq: 0,
+            op,
+            at_ms: 0,
+        };
+        let index = self.applied + 1;
+        self.apply(&Entry::command(1, index, cmd.encode().expect("encode")))
     }
 
     /// Test hook: changes the data behind the log's back, as memory or disk corruption would.
@@ -468,7 +481,15 @@ impl KvStore {
                         .ok()
                         .and_then(|range| {
                             self.mvcc
-                                .range(&range, &range_options(*limit, *keys_only, *count_only))
+                                .range(
+                                    &range,
+                                    &RangeOptions {
+                                        limit: *limit,
+                                        keys_only: *keys_only,
+                                        count_only: *count_only,
+                                        revision: None,
+                                    },
+                                )
                                 .ok()
                         });
                     TxnResponse::Range(result.unwrap_or_default())

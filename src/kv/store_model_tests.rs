@@ -48,16 +48,7 @@ impl Model {
 }
 
 fn apply(store: &mut KvStore, op: Op) -> Outcome {
-    let cmd = Command {
-        client_id: None,
-        seq: 0,
-        op,
-        at_ms: 0,
-    };
-    let index = store.applied() + 1;
-    store
-        .apply(&Entry::command(1, index, cmd.encode().unwrap()))
-        .expect("a command has an outcome")
+    store.apply_op(op).expect("a command has an outcome")
 }
 
 fn check(store: &KvStore, model: &Model, what: &str) {

@@ -4,7 +4,7 @@
 //! request's `compare`, `success` and `failure` are logged as the client sent them (after
 //! `validate`), and applying them is deterministic on every node.
 
-use super::mvcc::{KeyRange, KeyValue, Mvcc, RangeOptions, RangeResult};
+use super::mvcc::{KeyRange, KeyValue, Mvcc, RangeResult};
 use serde::{Deserialize, Serialize};
 
 /// Most compares, and most ops in each branch, of one transaction.
@@ -289,14 +289,6 @@ impl Txn {
     pub fn holds(&self, store: &Mvcc) -> bool {
         self.compare.iter().all(|c| c.holds(store.get(&c.key)))
     }
-
-    /// Whether the transaction only reads, whatever branch runs.
-    pub fn read_only(&self) -> bool {
-        self.success
-            .iter()
-            .chain(&self.failure)
-            .all(|op| matches!(op, TxnOp::Get { .. } | TxnOp::Range { .. }))
-    }
 }
 
 impl Compare {
@@ -330,16 +322,6 @@ impl Compare {
     }
 }
 
-/// A range read with the options a transaction's `Range` op carries.
-pub fn range_options(limit: u64, keys_only: bool, count_only: bool) -> RangeOptions {
-    RangeOptions {
-        limit,
-        keys_only,
-        count_only,
-        revision: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,7 +339,6 @@ mod tests {
                 "failure":[{"type":"Get","key":"a"}]}"#,
         );
         assert_eq!(t.validate(), Ok(()));
-        assert!(!t.read_only());
         let bad = parse(r#"{"compare":[{"key":"a","target":"version","op":"<","value":"1"}]}"#);
         assert!(bad.validate().is_err());
         let bad = parse(r#"{"compare":[{"key":"a","target":"value","op":"<","value":1}]}"#);
