@@ -231,6 +231,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let writes = writes.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut leader_stalls = Vec::new();
+    let mut follower_stalls = Vec::new();
     for (id, led, t0, t1) in &restarts {
         // Writes that were in flight at some point between the stop and the node's return.
         let worst = writes
@@ -242,6 +243,8 @@ async fn run(args: Args) -> Result<(), String> {
         let ms = worst.as_secs_f64() * 1000.0;
         if *led {
             leader_stalls.push(ms);
+        } else {
+            follower_stalls.push(ms);
         }
         println!(
             "{}",
@@ -250,6 +253,8 @@ async fn run(args: Args) -> Result<(), String> {
         );
     }
     leader_stalls.sort_by(|a, b| a.total_cmp(b));
+    follower_stalls.sort_by(|a, b| a.total_cmp(b));
+    let round = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| (x * 10.0).round() / 10.0).collect() };
     let all: Vec<f64> = writes
         .iter()
         .map(|(_, t)| t.as_secs_f64() * 1000.0)
@@ -260,8 +265,10 @@ async fn run(args: Args) -> Result<(), String> {
             "handover": !args.no_handover,
             "writes": all.len(),
             "leader_restarts": leader_stalls.len(),
-            "longest_write_during_leader_restart_ms": leader_stalls,
-            "max_ms": leader_stalls.last().copied().unwrap_or(0.0),
+            "longest_write_during_leader_restart_ms": round(&leader_stalls),
+            "follower_restarts": follower_stalls.len(),
+            "longest_write_during_follower_restart_ms": round(&follower_stalls),
+            "max_ms": leader_stalls.iter().chain(&follower_stalls).copied().fold(0.0, f64::max),
         })
     );
     for n in &mut nodes {
