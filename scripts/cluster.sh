@@ -24,18 +24,21 @@
 # later starts and restarts (start --secret goes back to the secret).
 #
 # Environment: RUST_LOG (default info), RAFTD_PROFILE (release|debug, default release),
-# RAFTD_DATA (default data).
+# RAFTD_DATA (default data), RAFTD_BASE_PORT (node N listens on RAFTD_BASE_PORT-1+N; default
+# 8000), RAFTD_BIN_DIR (a directory holding raftd and raftctl already built: no cargo build).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DATA=${RAFTD_DATA:-data}
 PROFILE=${RAFTD_PROFILE:-release}
+BASE_PORT=${RAFTD_BASE_PORT:-8000}
 FOUNDERS=(1 2 3)
-BIN="$ROOT/target/$PROFILE/raftd"
-CTL="$ROOT/target/$PROFILE/raftctl"
+BIN_DIR=${RAFTD_BIN_DIR:-$ROOT/target/$PROFILE}
+BIN="$BIN_DIR/raftd"
+CTL="$BIN_DIR/raftctl"
 
-port_of() { echo $((7999 + $1)); }
+port_of() { echo $((BASE_PORT - 1 + $1)); }
 
 # The managed nodes, one per line: data/members if present, else the founders.
 members() {
@@ -54,16 +57,26 @@ peers_of() {
     echo "$out"
 }
 
+# Whether process $1 runs: it exists and is not a zombie (where nothing reaps the nodes this
+# script started and left behind, one that exited stays a zombie).
+alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    if [ -r "/proc/$1/stat" ]; then
+        ! grep -q '^[0-9]* (.*) Z' "/proc/$1/stat"
+    fi
+}
+
 pid_of() {
     local f="$DATA/node$1.pid"
     [ -f "$f" ] || return 1
     local pid
     pid=$(cat "$f")
-    kill -0 "$pid" 2>/dev/null || return 1
+    alive "$pid" || return 1
     echo "$pid"
 }
 
 build() {
+    [ -n "${RAFTD_BIN_DIR:-}" ] && return
     local flag=()
     [ "$PROFILE" = release ] && flag=(--release)
     cargo build -q "${flag[@]}" --bin raftd --bin raftctl
@@ -152,10 +165,10 @@ stop_node() {
     fi
     kill -TERM "$pid"
     for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
+        alive "$pid" || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         echo "node $n did not stop within 10 s; sending SIGKILL"
         kill -KILL "$pid"
     fi
@@ -229,7 +242,7 @@ case "${1:-}" in
         ;;
     add)
         if ! [[ "${2:-}" =~ ^[1-9][0-9]*$ ]]; then
-            echo "usage: $0 add N   (a positive node id; it listens on port 7999+N)" >&2
+            echo "usage: $0 add N   (a positive node id; it listens on port $((BASE_PORT - 1))+N)" >&2
             exit 2
         fi
         if is_member "$2"; then

@@ -1,7 +1,8 @@
 //! End to end, real processes under client load, every history checked for linearizability:
 //! growing 3 → 5 and shrinking back, replacing a node whose data dir was wiped (the lost-disk
-//! pitfall), removing the leader, a rolling restart with leadership transfer, and
-//! `--force-new-cluster`.
+//! pitfall, with and without load), a joiner caught up by snapshot, removing the leader, a
+//! rolling restart with leadership transfer, `Unsafe` for a removal that would need a voter
+//! that just died, and `--force-new-cluster`.
 
 use raftd::client::{Client, ClientOptions};
 use raftd::rpc::types::{Consistency, MemberStatus};
@@ -394,5 +395,173 @@ fn a_leader_killed_in_the_middle_of_a_change_leaves_one_configuration_and_the_ch
         let before = load.ok();
         wait_for_progress(&load, before, &cluster).await;
         load.finish("crash mid-change", &cluster).await;
+    });
+}
+
+/// A follower's data dir is wiped while clients write and read; it restarts with its usual
+/// command line. It is demoted to a learner, caught up, and re-admitted on its own with its new
+/// data dir (the configuration records which), and the clients' history stays linearizable.
+#[test]
+fn a_wiped_follower_is_readmitted_under_load_with_its_new_data_dir() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(TEN_S);
+    let a = leader % 3 + 1;
+    let rt = runtime();
+    rt.block_on(async {
+        let load = Load::start(cluster.addrs(), 1206);
+        let mut adm = admin(cluster.addrs());
+        wait_for_progress(&load, 0, &cluster).await;
+        // The founders' data dirs get recorded once the leader has heard from each.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let old_dir = loop {
+            let members = adm.member_list().await.expect("member list");
+            if let Some(d) = members
+                .iter()
+                .find(|m| m.id == a)
+                .and_then(|m| m.data_dir.clone())
+            {
+                break d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {a}'s data dir never recorded: {members:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        cluster.node(a).kill();
+        cluster.wipe(a);
+        cluster.node(a).start();
+        let before = load.ok();
+        wait_for_progress(&load, before, &cluster).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let members = loop {
+            let members = adm.member_list().await.expect("member list");
+            let back = members.iter().find(|m| m.id == a).is_some_and(|m| {
+                m.role == "Voter"
+                    && !m.readmitting
+                    && m.data_dir.as_ref().is_some_and(|d| *d != old_dir)
+            });
+            if back {
+                break members;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {a} never re-admitted with a new data dir: {members:?}\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(members.len(), 3, "{members:?}");
+        let before = load.ok();
+        wait_for_progress(&load, before, &cluster).await;
+        let log = cluster.node(leader).log();
+        assert!(
+            log.contains("came back with a new data dir"),
+            "the leader saw the new data dir:\n{log}"
+        );
+        load.finish("wiped follower under load", &cluster).await;
+    });
+}
+
+/// A node that joins after every member compacted its log is caught up by a snapshot, which
+/// carries the configuration: it learns from it that it is a member, becomes a voter, and
+/// serves the data written before it joined.
+#[test]
+fn a_joiner_is_caught_up_by_a_snapshot_that_carries_the_configuration() {
+    let mut cluster = Cluster::start_with(3, &["--snapshot-entries", "20"]);
+    cluster.leader(TEN_S);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut adm = admin(cluster.addrs());
+        for i in 0..100 {
+            adm.put(&format!("k{i}"), &i.to_string())
+                .await
+                .unwrap_or_else(|e| panic!("write {i}: {e}\n{}", cluster.logs()));
+        }
+        let compacted = process::wait_for(TEN_S, || {
+            (1..=3)
+                .all(|n| cluster.node(n).log().contains("log compacted"))
+                .then_some(())
+        });
+        assert!(
+            compacted.is_some(),
+            "no snapshots taken\n{}",
+            cluster.logs()
+        );
+        let id = cluster.add_node();
+        let addr = cluster.node(id).addr().to_string();
+        adm.member_add(id, &addr, false, false)
+            .await
+            .unwrap_or_else(|e| panic!("add node {id}: {e}\n{}", cluster.logs()));
+        wait_for_voters(&mut adm, &[1, 2, 3, id], &cluster).await;
+        let log = cluster.node(id).log();
+        assert!(
+            log.contains("installed a snapshot at index"),
+            "node {id} was not caught up by a snapshot:\n{log}"
+        );
+        let new = cluster.node(id).addr();
+        for i in [0, 57, 99] {
+            let body = format!(r#"{{"type":"Get","id":1,"key":"k{i}","consistency":"stale"}}"#);
+            let v = process::wait_for(TEN_S, || {
+                let v = process::request(new, body.as_bytes())?;
+                (v["value"] == i.to_string()).then_some(v)
+            });
+            assert!(v.is_some(), "node {id} lacks k{i}\n{}", cluster.logs());
+        }
+        let status = cluster.node(id).status().expect("status of the new node");
+        assert_eq!(
+            status["voters"],
+            serde_json::json!([1, 2, 3, id]),
+            "the new node's configuration: {status}"
+        );
+        adm.put("after-join", "1")
+            .await
+            .expect("write on four voters");
+    });
+}
+
+/// `Unsafe` against real processes: once the leader reports a killed voter unreachable (two
+/// heartbeats after the kill), removing another voter is refused, because the configuration
+/// left would need the dead one; nothing changes, and writes go on.
+#[test]
+fn removing_a_voter_while_another_is_down_is_refused_as_unsafe() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(TEN_S);
+    let dead = leader % 3 + 1;
+    let other = dead % 3 + 1;
+    assert_ne!(other, leader);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut adm = admin(vec![cluster.node(leader).addr()]);
+        adm.put("before", "1").await.expect("write");
+        cluster.node(dead).kill();
+        let deadline = Instant::now() + TEN_S;
+        loop {
+            let members = adm.member_list().await.expect("member list");
+            let m = members
+                .iter()
+                .find(|m| m.id == dead)
+                .expect("the dead node is listed");
+            if m.reachable == Some(false) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {dead} still reachable: {members:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let refused = adm.member_remove(other, false).await;
+        match refused {
+            Err(raftd::client::ClientError::Unsafe(why)) => {
+                assert!(why.contains("quorum"), "{why}");
+            }
+            other => panic!("expected Unsafe, got {other:?}\n{}", cluster.logs()),
+        }
+        let members = adm.member_list().await.expect("member list");
+        assert_eq!(members.len(), 3, "nothing changed: {members:?}");
+        adm.put("after", "2")
+            .await
+            .expect("writes go on with two of three");
     });
 }

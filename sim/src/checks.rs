@@ -3,6 +3,7 @@
 //! and identical snapshots at one index. A violation panics with the seed in the message.
 
 use super::*;
+use raftd_core::Membership;
 
 impl Cluster {
     /// Safety check after every step: one leader per term. Then the test's observer, if any.
@@ -86,24 +87,32 @@ impl Cluster {
 
     /// A leader just committed `index`: no node without that entry may be able to win an
     /// election (§5.4.3: the entry is on a majority that would refuse any such candidate).
-    /// Candidates are considered with their in-memory and their durable logs; a voter votes
-    /// for a candidate whose log is at least as up to date as either of its own logs.
+    ///
+    /// Each node is considered as a candidate with its in-memory log and with its durable log
+    /// (what it would restart with), and each with the configuration that log puts in effect:
+    /// a candidate campaigns, and counts votes, by its own configuration, which may be older
+    /// or newer than the leader's. It may campaign only if that configuration makes it a voter
+    /// with the data dir it has; it counts a vote only from a voter of that configuration
+    /// speaking from the data dir the configuration records. A node grants a vote if either of
+    /// its logs is no more up to date than the candidate's, unless that log's configuration
+    /// says it forgot what it promised (none at all, or one that admitted another data dir).
+    /// Single-server changes made only after the leader committed an entry of its term keep
+    /// every such majority overlapping the one that committed the entry; this is the check
+    /// that would see them fail to.
     pub(super) fn check_commit_is_safe(&self, leader: NodeId, index: u64) {
         let Some(entry) = self.raft(leader).and_then(|r| r.log().get(index)).cloned() else {
             return;
         };
-        // Only voters of the leader's configuration elect (with the data dir they were admitted
-        // with: a node that lost its disk does not count as the voter it was). A single-server
-        // change keeps every majority of the configuration before it overlapping this one's.
-        let Some(membership) = self.raft(leader).map(|r| r.membership().clone()) else {
-            return;
-        };
-        let voter = |n: &SimNode| membership.counts(n.id, n.disk.incarnation);
-        // (last term, last index, holds the entry) of each voter's logs.
-        let logs: Vec<Vec<(u64, u64, bool)>> = self
+        /// One of a node's logs: its last entry, whether it holds the committed entry, and
+        /// the configuration it puts in effect.
+        struct View {
+            last: (u64, u64),
+            holds: bool,
+            config: Membership,
+        }
+        let views: Vec<(NodeId, u64, Vec<View>)> = self
             .nodes
             .iter()
-            .filter(|n| voter(n))
             .map(|n| {
                 let disk = &n.disk;
                 let disk_last = disk
@@ -115,41 +124,55 @@ impl Cluster {
                         .entries
                         .get((index - disk.snapshot_index() - 1) as usize)
                         .is_some_and(|e| *e == entry);
-                let mut v = vec![(disk_last, disk.last_index(), disk_holds)];
+                let mut v = vec![View {
+                    last: (disk_last, disk.last_index()),
+                    holds: disk_holds,
+                    config: disk.membership(),
+                }];
                 if let Some(r) = n.raft() {
                     let log = r.log();
-                    let holds = index <= log.snapshot().index || log.get(index) == Some(&entry);
-                    v.push((log.last_term(), log.last_index(), holds));
+                    v.push(View {
+                        last: (log.last_term(), log.last_index()),
+                        holds: index <= log.snapshot().index || log.get(index) == Some(&entry),
+                        config: r.membership().clone(),
+                    });
                 }
-                v
+                (n.id, disk.incarnation, v)
             })
             .collect();
-        let quorum = membership.voter_count() / 2 + 1;
-        let ids: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|n| voter(n))
-            .map(|n| n.id)
-            .collect();
-        for (x, candidate) in logs.iter().enumerate() {
-            for &(term, last, holds) in candidate {
-                if holds {
+        let remembers = |id: NodeId, incarnation: u64, config: &Membership| {
+            !config.is_empty()
+                && config
+                    .get(id)
+                    .is_none_or(|m| m.incarnation == 0 || m.incarnation == incarnation)
+        };
+        for (cand, cand_inc, cand_views) in &views {
+            for view in cand_views {
+                if view.holds || !view.config.counts(*cand, *cand_inc) {
                     continue;
                 }
-                let votes = 1 + logs
-                    .iter()
-                    .enumerate()
-                    .filter(|&(v, voter)| {
-                        v != x && voter.iter().any(|&(t, l, _)| (term, last) >= (t, l))
-                    })
-                    .count();
+                let mut electors = vec![*cand];
+                for (voter, voter_inc, voter_views) in &views {
+                    if voter == cand || !view.config.counts(*voter, *voter_inc) {
+                        continue;
+                    }
+                    if voter_views
+                        .iter()
+                        .any(|w| remembers(*voter, *voter_inc, &w.config) && view.last >= w.last)
+                    {
+                        electors.push(*voter);
+                    }
+                }
+                let quorum = view.config.voter_count() / 2 + 1;
                 assert!(
-                    votes < quorum,
-                    "[seed {}] unsafe commit: node {leader} committed index {index} (term {}) in term {}, yet node {} without it (log {last}@{term}) could win an election with {votes} votes",
+                    electors.len() < quorum,
+                    "[seed {}] unsafe commit: node {leader} committed index {index} (term {}) in term {}, yet node {cand} without it (log {}@{}, voters {:?}) could win an election with the votes of {electors:?}",
                     self.cfg.seed,
                     entry.term,
                     self.raft(leader).map_or(0, Raft::term),
-                    ids[x]
+                    view.last.1,
+                    view.last.0,
+                    view.config.voters().collect::<Vec<_>>(),
                 );
             }
         }

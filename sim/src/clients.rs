@@ -585,6 +585,7 @@ impl Cluster {
     /// `node` answers a request: through the hook, then the network.
     pub(super) fn answer(&mut self, node: NodeId, route: Route, resp: ClientResponse) {
         if route.client == ADMIN {
+            self.check_admin_answer(node, &resp);
             self.admin_answers.push((node, resp));
             return;
         }

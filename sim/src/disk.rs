@@ -5,9 +5,9 @@
 //! that covers it completes: `save` for an append, `save_snapshot` for a snapshot (saved or
 //! installed), in the order they were queued, as the daemon's log writer does.
 
-use raftd::rpc::types::{Entry, HardState, SnapshotMeta};
+use raftd::rpc::types::{Entry, EntryKind, HardState, SnapshotMeta};
 use raftd::storage::image::LogImage;
-use raftd_core::Snapshot;
+use raftd_core::{Membership, Snapshot};
 
 #[derive(Debug, Clone, Default)]
 pub struct MemDisk {
@@ -51,6 +51,18 @@ impl MemDisk {
     /// Index of the last durable entry (the snapshot's when the log after it is empty).
     pub fn last_index(&self) -> u64 {
         self.snapshot_index() + self.entries.len() as u64
+    }
+
+    /// The configuration a node restarted from this disk would have in effect: the latest
+    /// configuration entry of the log, else the snapshot's (empty: none yet).
+    pub fn membership(&self) -> Membership {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.kind == EntryKind::Config)
+            .and_then(|e| Membership::decode(&e.data).ok())
+            .or_else(|| self.snapshot.as_ref().map(|s| s.membership.clone()))
+            .unwrap_or_default()
     }
 
     /// Applies one `Ready`'s durable part, as `Storage::save` does: hard state, then entries

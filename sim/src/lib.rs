@@ -365,6 +365,8 @@ pub struct Cluster {
     clients: Clients,
     /// Answers to membership requests (`admin`), oldest first.
     pub admin_answers: Vec<(NodeId, ClientResponse)>,
+    /// Membership requests sent with `admin`, by request id, to check their answers.
+    admin_requests: BTreeMap<u64, ClientRequest>,
     /// Nodes that were started to join (spares added with `add_node`).
     joined: std::collections::BTreeSet<NodeId>,
     watchers: watchers::Watchers,
@@ -398,6 +400,7 @@ impl Cluster {
             crash_after_event: Vec::new(),
             clients: Clients::default(),
             admin_answers: Vec::new(),
+            admin_requests: BTreeMap::new(),
             joined: Default::default(),
             watchers: Default::default(),
             rng: StdRng::seed_from_u64(rng.gen()),

@@ -16,11 +16,45 @@ impl Cluster {
         }
     }
 
+    /// The membership request sent with id `id`.
+    pub fn admin_request(&self, id: u64) -> Option<&ClientRequest> {
+        self.admin_requests.get(&id)
+    }
+
+    /// Each membership request sent: its kind, and whether some answer to it was `Ok`.
+    pub fn admin_outcomes(&self) -> Vec<(&'static str, bool)> {
+        self.admin_requests
+            .iter()
+            .map(|(id, req)| {
+                let kind = match req {
+                    ClientRequest::MemberAdd { learner: true, .. } => "add learner",
+                    ClientRequest::MemberAdd { .. } => "add",
+                    ClientRequest::MemberPromote { .. } => "promote",
+                    ClientRequest::MemberRemove { .. } => "remove",
+                    ClientRequest::TransferLeader { .. } => "transfer",
+                    _ => "other",
+                };
+                let ok = self
+                    .admin_answers
+                    .iter()
+                    .any(|(_, r)| r.id() == Some(*id) && matches!(r, ClientResponse::Ok(_)));
+                (kind, ok)
+            })
+            .collect()
+    }
+
+    /// A request id for `admin` that no other membership request of this run has.
+    pub fn next_admin_id(&self) -> u64 {
+        self.admin_requests.len() as u64 + 1
+    }
+
     /// Sends a membership request to node `to` as an operator would (no network between);
-    /// its answer, now or later, lands in `admin_answers`. Returns how many answers there were
-    /// before it, so a caller can find its own.
+    /// its answer, now or later, lands in `admin_answers` once checked
+    /// ([`Cluster::check_admin_answer`]). Returns how many answers there were before it, so a
+    /// caller can find its own.
     pub fn admin(&mut self, to: NodeId, req: ClientRequest) -> usize {
         let before = self.admin_answers.len();
+        self.admin_requests.insert(req.id(), req.clone());
         let route = Route {
             client: ADMIN,
             op: 0,
@@ -91,5 +125,80 @@ impl Cluster {
             .into_iter()
             .filter(|id| self.raft(*id).is_some_and(|r| r.role() == Role::Leader))
             .collect()
+    }
+}
+
+impl Cluster {
+    /// An answer to a membership request must tell the truth: `Ok` to a change only once a
+    /// configuration with that change in it is committed on the answering node; `Ok` to a
+    /// transfer naming a node that led; errors only of the kinds an operator must expect
+    /// (no leader here, busy, unsafe, an unknown outcome, a promotion of a node that is not a
+    /// learner).
+    pub(super) fn check_admin_answer(&self, node: NodeId, resp: &ClientResponse) {
+        let seed = self.cfg.seed;
+        let Some(req) = resp.id().and_then(|id| self.admin_requests.get(&id)) else {
+            panic!("[seed {seed}] membership answer from n{node} to no request sent: {resp:?}");
+        };
+        let raft = self.raft(node);
+        match resp {
+            ClientResponse::Ok(ok) => {
+                if let ClientRequest::TransferLeader { .. } = req {
+                    let led = ok
+                        .leader_id
+                        .is_some_and(|l| self.leaders.values().any(|x| *x == l));
+                    assert!(
+                        led,
+                        "[seed {seed}] membership answer: n{node} answered {req:?} with leader {:?}, which never led",
+                        ok.leader_id
+                    );
+                    return;
+                }
+                let Some(raft) = raft else {
+                    panic!("[seed {seed}] membership answer from n{node}, which is down");
+                };
+                let committed = raft.membership_at(raft.log().committed());
+                let holds = match req {
+                    ClientRequest::MemberAdd {
+                        node_id, learner, ..
+                    } => committed.get(*node_id).is_some_and(|m| {
+                        *learner || m.role == raftd_core::MemberRole::Voter || m.promote
+                    }),
+                    ClientRequest::MemberPromote { node_id, .. } => committed.is_voter(*node_id),
+                    ClientRequest::MemberRemove { node_id, .. } => !committed.contains(*node_id),
+                    _ => true,
+                };
+                assert!(
+                    holds,
+                    "[seed {seed}] membership answer: n{node} answered Ok to {req:?} but its committed configuration is {committed:?}"
+                );
+            }
+            ClientResponse::Error(e) => {
+                use raftd::rpc::types::ErrorCode as C;
+                let expected = match e.code {
+                    C::NotLeader | C::Busy | C::Unsafe | C::Timeout | C::ShuttingDown => true,
+                    // Promoting what is not a member of the leader's configuration (an add
+                    // that was refused, or a learner removed since), or adding a voter that
+                    // is there as a learner (a removal the operator believes in was refused).
+                    C::BadRequest => {
+                        let member =
+                            |id: &NodeId| raft.is_some_and(|r| r.membership().contains(*id));
+                        match req {
+                            ClientRequest::MemberPromote { node_id, .. } => !member(node_id),
+                            ClientRequest::MemberAdd { node_id, .. } => member(node_id),
+                            _ => false,
+                        }
+                    }
+                    _ => false,
+                };
+                assert!(
+                    expected,
+                    "[seed {seed}] membership answer: n{node} refused {req:?} with {:?}: {}",
+                    e.code, e.message
+                );
+            }
+            other => {
+                panic!("[seed {seed}] membership answer: n{node} answered {req:?} with {other:?}")
+            }
+        }
     }
 }

@@ -77,9 +77,16 @@ pub enum Fault {
     /// The node's disk is lost: it restarts empty under the same id, with a new data dir
     /// identity. It must never count as the member it was until it is re-admitted.
     LoseDisk { node: NodeId },
-    /// An operator adds `node` (a spare, started to join) through the leader: a learner first,
-    /// promoted once caught up.
-    AddMember { node: NodeId },
+    /// An operator adds `node` through the leader: a spare, started to join, or a founder
+    /// removed earlier (still running with its old data). As a voter (`learner: false`): a
+    /// learner first, promoted by the leader once caught up; as a learner: until promoted.
+    AddMember {
+        node: NodeId,
+        #[serde(default)]
+        learner: bool,
+    },
+    /// An operator promotes learner `node` (refused while it has not caught up).
+    PromoteMember { node: NodeId },
     /// An operator removes `node` through the leader (refused if unsafe); the node keeps
     /// running, as a forgotten process would.
     RemoveMember { node: NodeId },
@@ -162,7 +169,15 @@ impl fmt::Display for Fault {
                 None => write!(f, "client {client} reaches every node"),
             },
             Fault::LoseDisk { node } => write!(f, "n{node} loses its disk and restarts empty"),
-            Fault::AddMember { node } => write!(f, "add n{node} (it joins)"),
+            Fault::AddMember {
+                node,
+                learner: false,
+            } => write!(f, "add n{node} (it joins)"),
+            Fault::AddMember {
+                node,
+                learner: true,
+            } => write!(f, "add n{node} as a learner (it joins)"),
+            Fault::PromoteMember { node } => write!(f, "promote learner n{node}"),
             Fault::RemoveMember { node } => write!(f, "remove n{node} (it keeps running)"),
             Fault::TransferLeader => write!(f, "transfer leadership"),
             Fault::SlowDisk {
@@ -242,7 +257,7 @@ impl Schedule {
             .nodes
             .unwrap_or_else(|| *[3, 3, 4, 5, 5, 5, 6, 7].choose(&mut rng).unwrap_or(&5));
         let ids: Vec<NodeId> = (1..=nodes as NodeId).collect();
-        let spares = *[0, 0, 1, 2].choose(&mut rng).unwrap_or(&0);
+        let spares = *[0, 1, 1, 2].choose(&mut rng).unwrap_or(&0);
         let spare_ids: Vec<NodeId> = (nodes as NodeId + 1..=(nodes + spares) as NodeId).collect();
         let clients = rng.gen_range(4..=10);
         let snapshot_entries = rng.gen_bool(0.5).then(|| rng.gen_range(10..=80));
@@ -290,8 +305,12 @@ impl Schedule {
         // Disks lost so far: each may not count until re-admitted, so each takes a place in
         // the fault budget for the rest of the run.
         let mut lost = 0;
-        // Spares added (and not removed since), founders removed.
+        // Membership as the operator (this generator) asked for it, taken or not: spares
+        // added and not removed since, those of them added as learners and not promoted, and
+        // founders removed (still running, forgotten, with their data).
         let mut added: Vec<NodeId> = Vec::new();
+        let mut learners: Vec<NodeId> = Vec::new();
+        let mut removed: Vec<NodeId> = Vec::new();
         let mut at: Micros = 0;
         loop {
             at += if rng.gen_bool(0.3) {
@@ -303,33 +322,109 @@ impl Schedule {
                 break;
             }
             let budget = down.len() + leaders_down + lost < tolerate;
-            let fault = match rng.gen_range(0..100) {
+            // Nodes faults may hit: the founders and the spares added (up ones only).
+            let up: Vec<NodeId> = ids
+                .iter()
+                .chain(&added)
+                .copied()
+                .filter(|n| !down.contains(n))
+                .collect();
+            let draw = rng.gen_range(0..100);
+            let fault = match draw {
                 // Membership: a fifth of the draws in schedules with spares, and lost disks.
                 0..=2 if budget && rng.gen_bool(0.5) => {
                     lost += 1;
-                    let up: Vec<NodeId> =
-                        ids.iter().copied().filter(|n| !down.contains(n)).collect();
                     Fault::LoseDisk {
                         node: *up.choose(&mut rng).unwrap_or(&1),
                     }
                 }
-                3..=8 if !spare_ids.is_empty() => {
+                3..=8 if !spare_ids.is_empty() || draw <= 4 => {
                     let free: Vec<NodeId> = spare_ids
                         .iter()
                         .copied()
                         .filter(|n| !added.contains(n))
                         .collect();
-                    match free.choose(&mut rng) {
-                        Some(&node) if rng.gen_bool(0.6) => {
+                    let mut options = vec!["transfer"];
+                    if !free.is_empty() {
+                        options.extend(["add", "add"]);
+                    }
+                    if !learners.is_empty() {
+                        options.push("promote");
+                    }
+                    if !added.is_empty() {
+                        options.push("remove added");
+                    }
+                    // A founder removed (the leader too, when it is picked) takes a place in
+                    // the fault budget for the rest of the run, as a lost disk does: whether
+                    // the spare meant to replace it was taken is not known here.
+                    if budget && ids.len() - removed.len() >= 3 {
+                        options.push("remove founder");
+                    }
+                    if !removed.is_empty() {
+                        options.push("re-add founder");
+                    }
+                    match *options.choose(&mut rng).unwrap_or(&"transfer") {
+                        "add" => {
+                            let node = *free.choose(&mut rng).unwrap_or(&1);
+                            let learner = rng.gen_bool(0.3);
                             added.push(node);
-                            Fault::AddMember { node }
+                            if learner && rng.gen_bool(0.7) {
+                                // Promoted by the operator a while later (maybe too soon).
+                                push(
+                                    at + rng.gen_range(50..1_500) * MS,
+                                    Fault::PromoteMember { node },
+                                );
+                            } else if learner {
+                                learners.push(node);
+                            } else if budget && ids.len() - removed.len() >= 3 && rng.gen_bool(0.4)
+                            {
+                                // A replacement: a founder (the leader, maybe) goes a while
+                                // after the new node was added (its add may still be pending).
+                                let left: Vec<NodeId> = ids
+                                    .iter()
+                                    .copied()
+                                    .filter(|n| !removed.contains(n))
+                                    .collect();
+                                let old = *left.choose(&mut rng).unwrap_or(&1);
+                                removed.push(old);
+                                lost += 1;
+                                push(
+                                    at + rng.gen_range(100..2_000) * MS,
+                                    Fault::RemoveMember { node: old },
+                                );
+                            }
+                            Fault::AddMember { node, learner }
                         }
-                        _ if !added.is_empty() => {
-                            // Only nodes added before: voters never drop below the
-                            // founders, so the fault budget above stays right.
-                            let i = rng.gen_range(0..added.len());
-                            Fault::RemoveMember {
-                                node: added.swap_remove(i),
+                        "promote" => {
+                            let i = rng.gen_range(0..learners.len());
+                            let node = learners[i];
+                            // Refused while it lags: maybe asked again later.
+                            if rng.gen_bool(0.5) {
+                                learners.swap_remove(i);
+                            }
+                            Fault::PromoteMember { node }
+                        }
+                        "remove added" => {
+                            let node = added.swap_remove(rng.gen_range(0..added.len()));
+                            learners.retain(|n| *n != node);
+                            Fault::RemoveMember { node }
+                        }
+                        "remove founder" => {
+                            let left: Vec<NodeId> = ids
+                                .iter()
+                                .copied()
+                                .filter(|n| !removed.contains(n))
+                                .collect();
+                            let node = *left.choose(&mut rng).unwrap_or(&1);
+                            removed.push(node);
+                            lost += 1;
+                            Fault::RemoveMember { node }
+                        }
+                        "re-add founder" => {
+                            let node = removed.swap_remove(rng.gen_range(0..removed.len()));
+                            Fault::AddMember {
+                                node,
+                                learner: false,
                             }
                         }
                         _ => Fault::TransferLeader,
@@ -337,21 +432,13 @@ impl Schedule {
                 }
                 10..=11 if rng.gen_bool(0.5) => Fault::TransferLeader,
                 0..=4 if budget => {
-                    let up: Vec<NodeId> =
-                        ids.iter().copied().filter(|n| !down.contains(n)).collect();
                     let node = *up.choose(&mut rng).unwrap_or(&1);
                     down.push(node);
                     Fault::Crash { node }
                 }
                 // A reboot: crash, and start again a moment later.
                 5..=9 if budget => {
-                    let node = *ids
-                        .iter()
-                        .filter(|n| !down.contains(n))
-                        .collect::<Vec<_>>()
-                        .choose(&mut rng)
-                        .copied()
-                        .unwrap_or(&1);
+                    let node = *up.choose(&mut rng).unwrap_or(&1);
                     push(at + rng.gen_range(1..100) * MS, Fault::Restart { node });
                     Fault::Crash { node }
                 }
@@ -427,8 +514,6 @@ impl Schedule {
                 // restart that follows (like a reboot); rot costs the node its data dir, so it
                 // counts as a lost disk for the rest of the run.
                 92..=96 => {
-                    let up: Vec<NodeId> =
-                        ids.iter().copied().filter(|n| !down.contains(n)).collect();
                     let node = *up.choose(&mut rng).unwrap_or(&1);
                     match rng.gen_range(0..10) {
                         0..=2 => Fault::SlowDisk {
@@ -599,6 +684,8 @@ pub struct RunStats {
     pub virtual_us: Micros,
     /// From the end of the faults to the first successful write.
     pub recovery_us: Micros,
+    /// Membership requests by kind: (asked, answered `Ok`).
+    pub membership: BTreeMap<&'static str, (u64, u64)>,
 }
 
 /// Which rule a failing run broke (used to keep shrinking on the same failure).
@@ -615,6 +702,8 @@ pub enum FailureKind {
     Monotonicity,
     /// A watcher delivered something other than its prefix's history.
     Watch,
+    /// A membership request was answered with something untrue or unexpected.
+    Membership,
     Snapshot,
     Linearizability,
     Liveness,
@@ -639,6 +728,8 @@ impl FailureKind {
             FailureKind::StateMachineSafety
         } else if has("went backwards") || has("move back") {
             FailureKind::Monotonicity
+        } else if has("membership answer") {
+            FailureKind::Membership
         } else if has("watcher") {
             FailureKind::Watch
         } else if has("snapshot") {
@@ -838,13 +929,20 @@ fn apply_fault(c: &mut Cluster, fault: &Fault, trace: bool) {
             }
         }
         Fault::LoseDisk { node } => c.lose_disk(*node),
-        Fault::AddMember { node } => {
+        Fault::AddMember { node, learner } => {
             c.add_node(*node);
             note = admin_note(c, |id| ClientRequest::MemberAdd {
                 id,
                 node_id: *node,
                 addr: format!("sim-node-{node}"),
-                learner: false,
+                learner: *learner,
+                force: false,
+            });
+        }
+        Fault::PromoteMember { node } => {
+            note = admin_note(c, |id| ClientRequest::MemberPromote {
+                id,
+                node_id: *node,
                 force: false,
             });
         }
@@ -880,12 +978,25 @@ fn apply_fault(c: &mut Cluster, fault: &Fault, trace: bool) {
     }
 }
 
+/// A membership answer for the trace: `Ok`, or the error's code and message.
+fn describe_admin_answer(c: &Cluster, resp: &ClientResponse) -> String {
+    let what = resp
+        .id()
+        .and_then(|id| c.admin_request(id))
+        .map_or("?".to_string(), |r| format!("{r:?}"));
+    match resp {
+        ClientResponse::Error(e) => format!("{what}: {:?} {}", e.code, e.message),
+        _ => format!("{what}: ok"),
+    }
+}
+
 /// Sends a membership request to the current leader; says what it answered at once.
 fn admin_note(c: &mut Cluster, req: impl FnOnce(u64) -> ClientRequest) -> String {
     let Some(leader) = leader_now(c) else {
         return ": no leader".into();
     };
-    let before = c.admin(leader, req(c.now));
+    let id = c.next_admin_id();
+    let before = c.admin(leader, req(id));
     match c.admin_answers.get(before) {
         Some((_, ClientResponse::Error(e))) => format!(" at n{leader}: {:?} {}", e.code, e.message),
         Some(_) => format!(" at n{leader}: ok"),
@@ -927,6 +1038,7 @@ fn run_inner(
     // Restarts due: (at, node).
     let mut restarts: Vec<(Micros, NodeId)> = Vec::new();
     let mut next_check = c.now + opts.check_every_us;
+    let mut answers_seen = 0;
     while c.now < s.duration_us {
         let mut until = next_check.min(s.duration_us);
         if let Some(step) = events.peek() {
@@ -953,6 +1065,16 @@ fn run_inner(
                 }
             }
         }
+        if opts.trace {
+            for (node, resp) in &c.admin_answers[answers_seen..] {
+                println!(
+                    "  {:>9}  ! n{node} answers {}",
+                    fmt_time(c.now),
+                    describe_admin_answer(&c, resp)
+                );
+            }
+        }
+        answers_seen = c.admin_answers.len();
         restarts.extend(c.take_disk_stops());
         let t = c.now;
         let due: Vec<(Micros, NodeId)> = restarts.extract_if(.., |(at, _)| *at <= t).collect();
@@ -1099,7 +1221,14 @@ fn run_inner(
             );
         }
     }
+    let mut membership: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    for (kind, ok) in c.admin_outcomes() {
+        let e = membership.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += u64::from(ok);
+    }
     Ok(RunStats {
+        membership,
         ops: records.len(),
         ops_completed: records
             .iter()

@@ -101,6 +101,8 @@ pub(super) fn members(
                 is_leader: raft.leader() == *id,
                 promote: m.promote,
                 readmitting,
+                data_dir: (m.incarnation != 0).then(|| format!("{:016x}", m.incarnation)),
+                reachable: (raft.role() == Role::Leader).then(|| raft.reachable(*id)),
             }
         })
         .collect()

@@ -324,6 +324,14 @@ pub struct MemberStatus {
     /// its disk): it does not count until the leader has caught it up and re-admitted it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub readmitting: bool,
+    /// The identity of the data dir the configuration admitted it with (16 hex digits;
+    /// absent when not recorded). A wiped data dir comes back with another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// Leader's view only (absent on a follower): whether this member answered within two
+    /// heartbeat intervals, which is what the `Unsafe` check of a change counts as live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
 }
 
 /// Reads a present field (even null) as Some, so `"value": null` differs from no `value`.

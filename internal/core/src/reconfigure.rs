@@ -262,6 +262,19 @@ impl Raft {
             .is_some_and(|pr| pr.heard_ticks < self.cfg.election_ticks_max)
     }
 
+    /// Answered this leader within two heartbeat intervals (this node itself: always). What
+    /// the `Unsafe` check of a change counts as a live voter: a voter that was just killed is
+    /// judged down two heartbeats later rather than an election timeout later, which narrows
+    /// the window in which a change that needs it could be accepted (a node can always die
+    /// right after the check: then the change waits for it, as any entry would).
+    pub fn reachable(&self, peer: NodeId) -> bool {
+        peer == self.id
+            || self
+                .progress
+                .get(&peer)
+                .is_some_and(|pr| pr.heard_ticks <= 2 * self.cfg.heartbeat_ticks)
+    }
+
     /// Close enough to the commit index to vote without stalling commits, and holding the
     /// configuration in effect (so it knows it is a member when it is promoted).
     fn caught_up(&self, peer: NodeId) -> bool {
@@ -358,15 +371,12 @@ impl Raft {
             .iter()
             .copied()
             .filter(|v| {
-                if *v == self.id {
-                    true
-                } else {
-                    self.live(*v)
+                *v == self.id
+                    || (self.reachable(*v)
                         && self
                             .progress
                             .get(v)
-                            .is_some_and(|pr| next.counts(*v, pr.incarnation))
-                }
+                            .is_some_and(|pr| next.counts(*v, pr.incarnation)))
             })
             .collect();
         let need = majority(voters.len());

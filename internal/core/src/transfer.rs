@@ -49,7 +49,17 @@ impl Raft {
                         ),
                     )
                 })
-                .ok_or_else(|| ChangeError::Invalid("there is no other voter to lead".into()))?,
+                .ok_or_else(|| {
+                    if self.voter_peers().is_empty() {
+                        ChangeError::Invalid("there is no other voter to lead".into())
+                    } else {
+                        // Voters this leader has not heard from (since it leads), or that
+                        // speak from a data dir not yet re-admitted: none could take over now.
+                        ChangeError::Unsafe(
+                            "no other voter has answered this leader with the data dir it was admitted with; try again once one has".into(),
+                        )
+                    }
+                })?,
         };
         ::log::info!(
             "node {}: transferring leadership to node {target} in term {}",

@@ -203,6 +203,8 @@ fn many(args: &Args, gen: &GenOpts, opts: &RunOpts) -> ExitCode {
     let passed = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
     let virtual_us = AtomicU64::new(0);
+    let membership: Mutex<std::collections::BTreeMap<&'static str, (u64, u64)>> =
+        Mutex::new(Default::default());
     // The first failing seed (lowest), to shrink at the end.
     let first_failure: Mutex<Option<(Schedule, raftd_sim::nemesis::Failure)>> = Mutex::new(None);
     let worker = || loop {
@@ -218,6 +220,12 @@ fn many(args: &Args, gen: &GenOpts, opts: &RunOpts) -> ExitCode {
             Ok(stats) => {
                 passed.fetch_add(1, Ordering::Relaxed);
                 virtual_us.fetch_add(stats.virtual_us, Ordering::Relaxed);
+                let mut m = membership.lock().unwrap_or_else(|e| e.into_inner());
+                for (kind, (asked, ok)) in stats.membership {
+                    let e = m.entry(kind).or_default();
+                    e.0 += asked;
+                    e.1 += ok;
+                }
             }
             Err(failure) => {
                 let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -260,6 +268,17 @@ fn many(args: &Args, gen: &GenOpts, opts: &RunOpts) -> ExitCode {
         ran as f64 / elapsed.max(1e-9),
         virtual_us.into_inner() as f64 / SEC as f64
     );
+    let membership = membership.into_inner().unwrap_or_else(|e| e.into_inner());
+    if !membership.is_empty() {
+        let parts: Vec<String> = membership
+            .iter()
+            .map(|(kind, (asked, ok))| format!("{kind} {ok}/{asked}"))
+            .collect();
+        println!(
+            "membership requests of the passing seeds, answered Ok/asked: {}",
+            parts.join(", ")
+        );
+    }
     println!("{passed} passed, {failed} failed");
     if failed > 0 {
         ExitCode::FAILURE

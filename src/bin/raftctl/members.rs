@@ -107,6 +107,9 @@ pub fn table(members: &[MemberStatus]) -> String {
         if m.readmitting {
             note.push("lost its disk; re-admitted once caught up");
         }
+        if m.reachable == Some(false) {
+            note.push("not answering the leader");
+        }
         out.push(format!(
             "{:<4} {:<22} {:<8} {:>10}  {}",
             m.id,

@@ -308,6 +308,45 @@ fn a_change_that_would_lose_the_quorum_is_unsafe_and_learners_come_first() {
     );
 }
 
+/// The `Unsafe` check counts a voter as live only if it answered within two heartbeat
+/// intervals, not within an election timeout: a voter that just stopped answering is judged
+/// down long before it would be suspected by an election timer, so a removal that would leave
+/// the cluster waiting for it is refused.
+#[test]
+fn a_voter_silent_for_two_heartbeats_no_longer_counts_as_live_for_a_change() {
+    let mut net = cluster(&[1, 2, 3], &members(&[1, 2, 3], &[]));
+    assert!(net.node(1).reachable(3));
+    net.isolated.insert(3);
+    for _ in 0..2 * HEARTBEAT + 1 {
+        net.node_mut(1).tick();
+        net.round();
+    }
+    let silent = net.node(1).progress(3).map_or(0, |p| p.heard_ticks);
+    assert!(
+        silent < ELECTION,
+        "within an election timeout ({silent} ticks)"
+    );
+    assert!(!net.node(1).reachable(3));
+    assert!(net.node(1).reachable(2), "node 2 answers every heartbeat");
+    assert!(net.node(1).reachable(1));
+    let remove = net
+        .node_mut(1)
+        .change_membership(MembershipChange::Remove { id: 2 }, false);
+    assert!(matches!(remove, Err(ChangeError::Unsafe(_))), "{remove:?}");
+    // Once node 3 answers again, the same removal is safe.
+    net.isolated.clear();
+    for _ in 0..HEARTBEAT {
+        net.node_mut(1).tick();
+        net.round();
+    }
+    net.settle();
+    assert!(net.node(1).reachable(3));
+    let remove = net
+        .node_mut(1)
+        .change_membership(MembershipChange::Remove { id: 2 }, false);
+    assert!(remove.is_ok(), "{remove:?}");
+}
+
 /// A learner far behind is not promoted (unless forced); one that caught up is, on its own if
 /// it was added as a future voter, with the data dir it speaks from.
 #[test]
