@@ -428,11 +428,13 @@ impl<R: ReplyTo> Driver<R> {
         let (term, timeout) = (self.raft.term(), self.request_timeout_ticks);
         let expired = |since: u64, ticks: u64| ticks.saturating_sub(since) >= timeout;
         for p in std::mem::take(&mut self.changes) {
-            let committed_here = applied >= p.index
-                && (p.index <= self.raft.log().snapshot().index
-                    || self.raft.log().term(p.index) == Some(p.term)
-                    || p.index <= self.raft.log().committed());
-            let answer = if leader && term == p.term && committed_here {
+            // Our entry is applied: still the leader of its term (a leader never loses its own
+            // entries), or the entry at its index is still of its term (a leader that removed
+            // itself steps down in the very turn its removal commits, and the change did take
+            // effect).
+            let ours_applied = applied >= p.index
+                && ((leader && term == p.term) || self.raft.log().term(p.index) == Some(p.term));
+            let answer = if ours_applied {
                 membership::ok_members(p.id, membership::members(&self.raft, &self.fallback_addrs))
             } else if !leader || term != p.term {
                 ClientResponse::error(

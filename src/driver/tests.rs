@@ -557,3 +557,189 @@ fn a_prepared_snapshot_older_than_the_leaders_is_dropped() {
     assert_eq!(d.raft().log().snapshot(), leaders.meta);
     assert_eq!(d.raft().snapshot().map(|s| &s.data), Some(&leaders.data));
 }
+
+/// Marks every disk job of `out` durable.
+fn sync(d: &mut Driver<Token>, out: &Output<Token>) {
+    for job in &out.disk {
+        d.durable(job.seq());
+    }
+}
+
+/// Node 1 of voters {1, 2} (configuration at index 1), elected in term 2 with node 2's vote,
+/// its no-op (index 2) acknowledged by node 2, committed and applied.
+fn leader_of_two() -> Driver<Token> {
+    let m = raftd_core::Membership::of_voters(&[1, 2], &addrs(&[1, 2]), &BTreeMap::new());
+    let raft = Raft::new(
+        config(1, &[1, 2]),
+        HardState { term: 1, vote: 0 },
+        vec![Entry::config(1, 1, &m)],
+    )
+    .unwrap();
+    let mut d = Driver::new(
+        raft,
+        KvStore::default(),
+        addrs(&[1, 2]),
+        DriverConfig::default(),
+    );
+    for _ in 0..11 {
+        d.tick(0);
+    }
+    let o = d.drive().unwrap();
+    sync(&mut d, &o);
+    d.step(env(
+        2,
+        1,
+        RaftMessage::RequestVoteReply {
+            term: 2,
+            vote_granted: true,
+            pre_vote: false,
+        },
+    ));
+    let o = d.drive().unwrap();
+    assert_eq!(d.raft().role(), Role::Leader);
+    sync(&mut d, &o);
+    ack(&mut d, 2);
+    assert_eq!(d.raft().log().committed(), 2);
+    d
+}
+
+/// Node 2 acknowledges the log up to `index` in term 2; the driver runs on it.
+fn ack(d: &mut Driver<Token>, index: u64) -> Output<Token> {
+    d.step(env(
+        2,
+        1,
+        RaftMessage::AppendEntriesReply {
+            term: 2,
+            success: true,
+            match_index: index,
+            conflict: None,
+            read_round: 0,
+        },
+    ));
+    let o = d.drive().unwrap();
+    sync(d, &o);
+    o
+}
+
+fn member_add(id: u64, node_id: NodeId, learner: bool) -> ClientRequest {
+    ClientRequest::MemberAdd {
+        id,
+        node_id,
+        addr: format!("node-{node_id}"),
+        learner,
+        force: false,
+    }
+}
+
+#[test]
+fn a_change_is_answered_once_committed_and_another_meanwhile_is_busy() {
+    let mut d = single_leader(DriverConfig::default());
+    d.request(member_add(1, 2, true), 10);
+    let appended = d.drive().unwrap();
+    assert!(appended.answers.is_empty(), "{:?}", appended.answers);
+    assert_eq!(
+        appended.disk.len(),
+        1,
+        "the configuration entry goes to disk"
+    );
+    // One change at a time: asked while the first is not committed.
+    d.request(member_add(2, 3, true), 20);
+    let busy = d.drive().unwrap();
+    assert_eq!(busy.answers.len(), 1);
+    let (to, ClientResponse::Error(e)) = &busy.answers[0] else {
+        panic!("{:?}", busy.answers);
+    };
+    assert_eq!((*to, e.code, e.id), (20, ErrorCode::Busy, Some(2)));
+    // Durable on the only voter: committed, applied, answered with the members.
+    d.durable(appended.disk[0].seq());
+    let done = d.drive().unwrap();
+    let (to, ClientResponse::Ok(ok)) = &done.answers[0] else {
+        panic!("{:?}", done.answers);
+    };
+    assert_eq!(*to, 10);
+    let members = ok.members.as_ref().expect("members");
+    let roles: Vec<(NodeId, &str)> = members.iter().map(|m| (m.id, m.role.as_str())).collect();
+    assert_eq!(roles, vec![(1, "Voter"), (2, "Learner")]);
+    assert_eq!(
+        members[0].reachable,
+        Some(true),
+        "the leader reaches itself"
+    );
+    assert_eq!(members[1].reachable, Some(false), "node 2 never answered");
+    // Asked again (a client that timed out retries): answered Ok at once, nothing appended.
+    d.request(member_add(3, 2, true), 30);
+    let again = d.drive().unwrap();
+    assert!(again.disk.is_empty(), "{:?}", again.disk);
+    assert!(
+        matches!(&again.answers[..], [(30, ClientResponse::Ok(_))]),
+        "{:?}",
+        again.answers
+    );
+}
+
+#[test]
+fn membership_requests_at_a_follower_name_the_leader() {
+    let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
+    for req in [
+        ClientRequest::MemberList { id: 1 },
+        member_add(2, 4, false),
+        ClientRequest::TransferLeader {
+            id: 3,
+            node_id: None,
+        },
+    ] {
+        let id = req.id();
+        d.request(req, 0);
+        let o = d.drive().unwrap();
+        assert_eq!(o.answers, vec![(0, d.service().not_leader(id, 0))]);
+    }
+}
+
+#[test]
+fn a_transfer_in_a_cluster_of_one_voter_is_a_bad_request() {
+    let mut d = single_leader(DriverConfig::default());
+    d.request(
+        ClientRequest::TransferLeader {
+            id: 4,
+            node_id: None,
+        },
+        40,
+    );
+    let o = d.drive().unwrap();
+    let [(40, ClientResponse::Error(e))] = &o.answers[..] else {
+        panic!("{:?}", o.answers);
+    };
+    assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.message);
+}
+
+/// A leader that removes itself steps down as soon as the removal is committed, in the same
+/// turn it applies it: the request is still answered `Ok` (the change took effect), not
+/// `Timeout` for the leadership it just gave up.
+#[test]
+fn a_leader_that_removes_itself_answers_ok() {
+    let mut d = leader_of_two();
+    d.request(
+        ClientRequest::MemberRemove {
+            id: 5,
+            node_id: 1,
+            force: false,
+        },
+        50,
+    );
+    let appended = d.drive().unwrap();
+    assert!(appended.answers.is_empty(), "{:?}", appended.answers);
+    sync(&mut d, &appended);
+    let done = ack(&mut d, 3);
+    assert_ne!(d.raft().role(), Role::Leader, "removed: it steps down");
+    let [(50, ClientResponse::Ok(ok))] = &done.answers[..] else {
+        panic!("{:?}", done.answers);
+    };
+    let ids: Vec<NodeId> = ok
+        .members
+        .as_ref()
+        .expect("members")
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, vec![2]);
+}
