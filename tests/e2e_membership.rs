@@ -502,9 +502,10 @@ fn a_joiner_is_caught_up_by_a_snapshot_that_carries_the_configuration() {
         let new = cluster.node(id).addr();
         for i in [0, 57, 99] {
             let body = format!(r#"{{"type":"Get","id":1,"key":"k{i}","consistency":"stale"}}"#);
+            let want = i.to_string();
             let v = process::wait_for(TEN_S, || {
                 let v = process::request(new, body.as_bytes())?;
-                (v["value"] == i.to_string()).then_some(v)
+                (v["value"] == want.as_str()).then_some(v)
             });
             assert!(v.is_some(), "node {id} lacks k{i}\n{}", cluster.logs());
         }
