@@ -11,19 +11,21 @@ use std::time::Instant;
 /// Each bug, and the number of seeds (from seed 1) within which the checks must catch it; the
 /// comment names the first seed that does and the check that fires.
 const BUGS: &[(Bug, u64)] = &[
-    // Seed 2330: an unsafe commit (a node without the entry could still win an election). The
+    // Seed 149: an unsafe commit (a node without the entry could still win an election). The
     // Figure 8 situation needs a deposed leader's entry replicated late, which random schedules
     // rarely stage (sim_commit_rule.rs stages it exactly); the first seed moves with any change
-    // to the timing of replication, hence the margin.
+    // to the schedules or the timing of replication (it was 2330 before membership changes
+    // joined the schedules), hence the margin.
     (Bug::CommitOldTerm, 3000),
-    // Seed 2: a node votes twice in one term after a crash.
+    // Seed 32: a node votes twice in one term after a crash.
     (Bug::VoteWithoutPersist, 80),
     // Seed 1: a follower drops acknowledged entries, so a committed entry is on too few nodes
     // (an unsafe commit; other seeds fail leader completeness or liveness).
     (Bug::TruncateStaleAppend, 10),
-    // Seed 17: a deposed leader's read makes a history non-linearizable.
+    // Seed 5: a deposed leader's read makes a history non-linearizable.
     (Bug::StaleRead, 40),
-    // Seed 5: a retried write applied twice makes a history non-linearizable.
+    // Seed 1: a retried write applied twice shows in a watcher's events (a second event for
+    // one write) and makes a history non-linearizable.
     (Bug::DoubleApply, 10),
     // Seed 1: an unsafe commit: acknowledgements counted for entries the followers' disks do
     // not hold yet (the disk-fault bug: a log writer that reports durable before the fsync).
