@@ -122,3 +122,44 @@ fn data_dir_of_another_node_and_unwritable_dir_are_refused() {
         "{stderr}"
     );
 }
+
+/// The owner's command line as it reads: the whole member list, the node's own entry included,
+/// and no --listen. Three such processes form a cluster, each listening on its own entry.
+#[test]
+fn the_whole_member_list_is_a_whole_command_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = process::free_ports(3);
+    let peers: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect();
+    let peers = peers.join(",");
+    let mut children: Vec<std::process::Child> = (1..=3)
+        .map(|id| {
+            Command::new(process::bin())
+                .args(["--id", &id.to_string(), "--peers", &peers, "--data-dir"])
+                .arg(dir.path().join(format!("node{id}")))
+                .env("RUST_LOG", "warn")
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start raftd")
+        })
+        .collect();
+    let addrs: Vec<std::net::SocketAddr> = ports
+        .iter()
+        .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    let leader = process::wait_for(std::time::Duration::from_secs(20), || {
+        addrs.iter().find_map(|a| {
+            let s = process::status(*a)?;
+            (s["role"] == "Leader").then_some(s)
+        })
+    });
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let leader = leader.expect("the three nodes, each on its own entry, elect a leader");
+    assert_eq!(leader["voters"], serde_json::json!([1, 2, 3]), "{leader}");
+}

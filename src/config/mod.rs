@@ -160,7 +160,7 @@ pub enum ConfigError {
     MissingId,
     #[error("node id must be a positive integer; 0 means \"none\"")]
     ZeroId,
-    #[error("no address to listen on: give --listen HOST:PORT")]
+    #[error("no address to listen on: give --listen HOST:PORT, or list this node in --peers (ID=HOST:PORT)")]
     MissingListen,
     #[error("cannot use {what} address {value:?}: {reason}")]
     BadAddress {
@@ -199,19 +199,22 @@ impl NodeConfig {
         if id == 0 {
             return Err(ConfigError::ZeroId);
         }
-        let listen_text = cli
-            .listen
-            .clone()
-            .or(file.listen)
-            .ok_or(ConfigError::MissingListen)?;
-        let listen = resolve("--listen", &listen_text)?;
         let mut peers = match (&cli.peers, file.peers) {
             (Some(text), _) => parse_peers(text)?,
             (None, Some(table)) => peers_from_table(&table)?,
             (None, None) => Vec::new(),
         };
-        // Listing the node itself is accepted and ignored.
+        // Listing the node itself is accepted: its own entry is where it listens unless
+        // --listen says otherwise (so `--id 2 --peers 1=…,2=…,3=…` is a whole command line).
+        let own = peers
+            .iter()
+            .find(|(peer_id, _)| *peer_id == id)
+            .map(|(_, addr)| *addr);
         peers.retain(|(peer_id, _)| *peer_id != id);
+        let listen = match cli.listen.clone().or(file.listen) {
+            Some(text) => resolve("--listen", &text)?,
+            None => own.ok_or(ConfigError::MissingListen)?,
+        };
         let mut map = BTreeMap::new();
         for (peer_id, addr) in peers {
             if addr == listen {
@@ -433,6 +436,37 @@ mod tests {
             ),
             (10, 5, 15, 30)
         );
+    }
+
+    /// The owner's command line: the whole member list, the node's own entry included, and
+    /// no --listen: the node listens where its own entry says.
+    #[test]
+    fn the_own_entry_of_peers_is_the_default_listen_address() {
+        let cfg = NodeConfig::load(&cli(&[
+            "--id",
+            "2",
+            "--peers",
+            "1=127.0.0.1:8000,2=127.0.0.1:8001,3=127.0.0.1:8002",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:8001".parse().unwrap());
+        assert_eq!(cfg.peers.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        // --listen wins over the own entry (listening on all interfaces, say).
+        let cfg = NodeConfig::load(&cli(&[
+            "--id",
+            "2",
+            "--listen",
+            "127.0.0.1:9001",
+            "--peers",
+            "1=127.0.0.1:8000,2=127.0.0.1:8001",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:9001".parse().unwrap());
+        // Without either, the error names both ways.
+        let e = NodeConfig::load(&cli(&["--id", "2", "--peers", "1=127.0.0.1:8000"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--listen") && e.contains("--peers"), "{e}");
     }
 
     #[test]
