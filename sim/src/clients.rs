@@ -193,6 +193,12 @@ pub struct SimClient {
     pub pinned: Option<NodeId>,
     /// Where the next request goes.
     pub leader_guess: NodeId,
+    /// Round-robin cursor over every node, apart from hints: a client that gets no hint (or
+    /// only stale ones) goes through every node, rather than back and forth between two
+    /// that point at each other (a removed node still running hints its stale leader).
+    rr: NodeId,
+    /// `NotLeader` hints followed in a row without an answer from a leader.
+    hints_in_a_row: u32,
     cfg: ClientConfig,
     next_seq: u64,
     /// The record index of the operation in flight.
@@ -273,6 +279,8 @@ impl Cluster {
                 cut: BTreeSet::new(),
                 pinned: None,
                 leader_guess: guess,
+                rr: guess,
+                hints_in_a_row: 0,
                 cfg: cfg.clone(),
                 next_seq: 1,
                 current: None,
@@ -408,7 +416,8 @@ impl Cluster {
     fn next_guess(&mut self, client: ClientId) {
         let n = self.cfg.nodes as NodeId;
         let c = &mut self.clients.clients[client];
-        c.leader_guess = c.leader_guess % n + 1;
+        c.rr = c.rr % n + 1;
+        c.leader_guess = c.rr;
     }
 
     fn start_next_op(&mut self, client: ClientId) {
@@ -705,10 +714,22 @@ impl Cluster {
                 }
                 match e.code {
                     ErrorCode::NotLeader => {
-                        let hint = e.leader_id.flatten().filter(|&l| l != node);
+                        // Hints are followed, but not forever: past a few in a row, the
+                        // next node in turn is tried (the hints may be stale).
+                        let c = &mut self.clients.clients[client];
+                        let hint = e
+                            .leader_id
+                            .flatten()
+                            .filter(|&l| l != node && c.hints_in_a_row < 4);
                         match hint {
-                            Some(l) => self.clients.clients[client].leader_guess = l,
-                            None => self.next_guess(client),
+                            Some(l) => {
+                                c.hints_in_a_row += 1;
+                                c.leader_guess = l;
+                            }
+                            None => {
+                                c.hints_in_a_row = 0;
+                                self.next_guess(client);
+                            }
                         }
                         // No leader known: give the election a moment.
                         let backoff = if hint.is_some() { 0 } else { 20 * MS };
@@ -765,6 +786,7 @@ impl Cluster {
         rec.answered_by = node;
         let c = &mut self.clients.clients[client];
         c.current = None;
+        c.hints_in_a_row = 0;
         if !c.queue.is_empty() {
             self.start_next_op(client);
         } else if c.cfg.random && !c.stopped {

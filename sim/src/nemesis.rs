@@ -1127,29 +1127,34 @@ fn run_inner(
     let deadline = healed_at + opts.liveness_us;
     let ok = c.run_until(opts.liveness_us, |c| c.leader_among(&ids).is_some());
     now.set(c.now);
-    if !ok {
-        let nodes: Vec<String> = c
-            .ids()
+    let states = |c: &Cluster| -> String {
+        c.ids()
             .into_iter()
             .map(|id| match c.raft(id) {
                 Some(r) => format!(
-                    "n{id}: {} term {} last {}@{} commit {} voters {:?} can vote {}",
+                    "n{id}: {} term {} leader {} last {}@{} commit {} voters {:?} learners {:?} can vote {} transferring to {:?}",
                     r.role(),
                     r.term(),
+                    r.leader(),
                     r.log().last_index(),
                     r.log().last_term(),
                     r.log().committed(),
                     r.membership().voters().collect::<Vec<_>>(),
-                    r.can_vote()
+                    r.membership().learners().collect::<Vec<_>>(),
+                    r.can_vote(),
+                    r.transferring_to()
                 ),
                 None => format!("n{id}: down"),
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    if !ok {
         return Err(format!(
             "[seed {seed}] liveness: no leader within {} after the faults stopped (leaders: {:?}); {}",
             fmt_time(opts.liveness_us),
             c.leaders(),
-            nodes.join("; ")
+            states(&c)
         ));
     }
     // One write from a fresh client must complete.
@@ -1168,9 +1173,25 @@ fn run_inner(
     let ok = c.run_until(deadline.saturating_sub(c.now), done);
     now.set(c.now);
     if !ok {
+        let probe_record = c
+            .op_records()
+            .iter()
+            .find(|r| r.client == probe)
+            .map(|r| {
+                format!(
+                    "attempts {:?} errors {:?}",
+                    r.attempts
+                        .iter()
+                        .map(|a| (fmt_time(a.sent), a.node))
+                        .collect::<Vec<_>>(),
+                    r.errors
+                )
+            })
+            .unwrap_or_default();
         return Err(format!(
-            "[seed {seed}] liveness: no client write succeeded within {} after the faults stopped",
-            fmt_time(opts.liveness_us)
+            "[seed {seed}] liveness: no client write succeeded within {} after the faults stopped; the write: {probe_record}; {}",
+            fmt_time(opts.liveness_us),
+            states(&c)
         ));
     }
     let recovery_us = c.now - healed_at;

@@ -88,6 +88,10 @@ pub struct Client {
     next_id: u64,
     /// Index into `nodes` of the node believed to lead.
     target: usize,
+    /// Round-robin cursor into `nodes`, apart from hints: a client that gets no hint (or only
+    /// stale ones) goes through every node in turn, rather than back and forth between two
+    /// that point at each other (a removed node still running hints its stale leader).
+    rr: usize,
     conn: Option<Connection>,
 }
 
@@ -144,6 +148,7 @@ impl Client {
             seq: 0,
             next_id: 1,
             target: 0,
+            rr: 0,
             conn: None,
         }
     }
@@ -320,6 +325,15 @@ impl Client {
         id
     }
 
+    /// The next node in turn (apart from hints).
+    fn next_in_turn(&mut self) -> usize {
+        self.rr = (self.rr + 1) % self.nodes.len();
+        if self.rr == self.target && self.nodes.len() > 1 {
+            self.rr = (self.rr + 1) % self.nodes.len();
+        }
+        self.rr
+    }
+
     /// Sends the request built by `make` (with a fresh request id per attempt) until it
     /// succeeds, fails for good, or the deadline passes.
     async fn call(
@@ -343,6 +357,11 @@ impl Client {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Attempt::Retry | Attempt::Redirect => {
+                    if redirects >= 3 {
+                        // Hints followed three times in a row and still no leader: they may be
+                        // stale (removed nodes naming each other); the next node in turn.
+                        self.target = self.next_in_turn();
+                    }
                     redirects = 0;
                     tokio::time::sleep(
                         backoff.min(deadline.saturating_duration_since(Instant::now())),
@@ -373,7 +392,7 @@ impl Client {
                 Err(e) => {
                     tried.note(addr, e.to_string());
                     self.conn = None;
-                    self.target = (self.target + 1) % self.nodes.len();
+                    self.target = self.next_in_turn();
                     return Attempt::Retry;
                 }
             }
@@ -388,7 +407,7 @@ impl Client {
                 // the same client_id/seq (at the next node).
                 tried.note(addr, e.to_string());
                 self.conn = None;
-                self.target = (self.target + 1) % self.nodes.len();
+                self.target = self.next_in_turn();
                 return Attempt::Retry;
             }
         };
@@ -425,7 +444,10 @@ impl Client {
                     });
                 tried.note(addr, "not the leader".into());
                 let redirect = hinted.is_some_and(|h| h != self.target);
-                self.target = hinted.unwrap_or((self.target + 1) % self.nodes.len());
+                self.target = match hinted {
+                    Some(h) => h,
+                    None => self.next_in_turn(),
+                };
                 if redirect {
                     Attempt::Redirect
                 } else {
@@ -436,7 +458,7 @@ impl Client {
                 tried.note(addr, err.message.clone());
                 if err.code == ErrorCode::ShuttingDown {
                     self.conn = None;
-                    self.target = (self.target + 1) % self.nodes.len();
+                    self.target = self.next_in_turn();
                 }
                 Attempt::Retry
             }
@@ -449,7 +471,7 @@ impl Client {
                 // Nothing was written. A leader with a full disk hands leadership over, so
                 // another node may take the write.
                 tried.note(addr, err.message.clone());
-                self.target = (self.target + 1) % self.nodes.len();
+                self.target = self.next_in_turn();
                 Attempt::Retry
             }
             ErrorCode::SessionExpired => Attempt::Fatal(ClientError::SessionExpired(err.message)),
