@@ -34,6 +34,9 @@ pub struct Cli {
     /// The other members, e.g. 2=127.0.0.1:8001,3=127.0.0.1:8002.
     #[arg(long, value_name = "ID=HOST:PORT,...")]
     pub peers: Option<String>,
+    /// Serve HTTP here: /metrics, /livez, /readyz and the store for curl (docs/HTTP.md).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_listen: Option<String>,
     /// Directory for everything the node must keep (default: data/node<ID>).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -101,6 +104,7 @@ pub struct Cli {
 struct FileConfig {
     id: Option<NodeId>,
     listen: Option<String>,
+    http_listen: Option<String>,
     peers: Option<BTreeMap<String, String>>,
     data_dir: Option<PathBuf>,
     heartbeat_ms: Option<u64>,
@@ -123,6 +127,8 @@ struct FileConfig {
 pub struct NodeConfig {
     pub id: NodeId,
     pub listen: SocketAddr,
+    /// `--http-listen`: where the HTTP port is (none: no HTTP).
+    pub http_listen: Option<SocketAddr>,
     /// The other members (never this node).
     pub peers: BTreeMap<NodeId, SocketAddr>,
     pub data_dir: PathBuf,
@@ -160,6 +166,8 @@ pub enum ConfigError {
     MissingId,
     #[error("node id must be a positive integer; 0 means \"none\"")]
     ZeroId,
+    #[error("--http-listen {0} is the --listen address; give HTTP a port of its own")]
+    HttpOnListen(SocketAddr),
     #[error("no address to listen on: give --listen HOST:PORT, or list this node in --peers (ID=HOST:PORT)")]
     MissingListen,
     #[error("cannot use {what} address {value:?}: {reason}")]
@@ -223,6 +231,13 @@ impl NodeConfig {
             if map.insert(peer_id, addr).is_some() {
                 return Err(ConfigError::DuplicatePeer(peer_id));
             }
+        }
+        let http_listen = match cli.http_listen.clone().or(file.http_listen) {
+            Some(text) => Some(resolve("--http-listen", &text)?),
+            None => None,
+        };
+        if http_listen == Some(listen) {
+            return Err(ConfigError::HttpOnListen(listen));
         }
         let heartbeat_ms = cli.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50);
         let election_timeout_ms = match cli.election_timeout_ms.clone().or(file.election_timeout_ms)
@@ -290,6 +305,7 @@ impl NodeConfig {
             snapshot_bytes,
             id,
             listen,
+            http_listen,
             peers: map,
             data_dir,
             heartbeat_ms,

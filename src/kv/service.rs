@@ -562,8 +562,13 @@ impl<R> KvService<R> {
             }
             ClientRequest::Compact { id, revision } => {
                 // Checked here to answer at once; checked again when applied, against the
-                // store as it is then.
+                // store as it is then. Only by a leader that applied all it committed: a
+                // follower's store may be behind the revision the client saw (it answers
+                // NotLeader instead), and so may a new leader's until it caught up.
+                let current =
+                    raft.role() == Role::Leader && raft.log().applied() == raft.log().committed();
                 match self.store.mvcc().check_revision(revision) {
+                    _ if !current => {}
                     Err(RevisionError::Future { revision: now }) => {
                         return Err(bad_request(
                             Some(id),

@@ -61,7 +61,11 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Starts the writer thread; it owns `storage` from now on.
-    pub fn start(storage: Storage, node_id: u64) -> std::io::Result<LogWriter> {
+    pub fn start(
+        storage: Storage,
+        node_id: u64,
+        metrics: Arc<super::metrics::Metrics>,
+    ) -> std::io::Result<LogWriter> {
         let (jobs_tx, jobs_rx) = std_mpsc::channel::<WriteJob>();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let closing = Arc::new(AtomicBool::new(false));
@@ -71,6 +75,7 @@ impl LogWriter {
             done: done_tx,
             closing: closing.clone(),
             no_space: false,
+            metrics,
         };
         let thread = std::thread::Builder::new()
             .name(format!("raftd-wal-{node_id}"))
@@ -123,6 +128,7 @@ struct Writer {
     closing: Arc<AtomicBool>,
     /// The last write was refused for lack of space (reported, not yet written).
     no_space: bool,
+    metrics: Arc<super::metrics::Metrics>,
 }
 
 impl Writer {
@@ -131,6 +137,11 @@ impl Writer {
             let mut batch = vec![first];
             batch.extend(jobs.try_iter());
             let result = self.write_batch(batch).map(Report::Durable);
+            let wal = self.storage.wal_bytes();
+            self.metrics.wal_bytes.set(super::metrics::g(wal));
+            self.metrics.snapshot_bytes.set(super::metrics::g(
+                self.storage.disk_usage().saturating_sub(wal),
+            ));
             let failed = result.is_err();
             if self.done.send(result).is_err() || failed {
                 return;
@@ -160,10 +171,17 @@ impl Writer {
                     tail,
                 }) => {
                     self.flush(&mut appends)?;
+                    let started = std::time::Instant::now();
                     self.until_written(|storage| {
                         let hs = hard_state.unwrap_or(storage.hard_state());
                         storage.save_snapshot(snapshot.meta, &snapshot.data, &tail, hs)
                     })?;
+                    let event = super::metrics::SnapshotLabels { event: "installed" };
+                    self.metrics.snapshots.get_or_create(&event).inc();
+                    self.metrics
+                        .snapshot_seconds
+                        .get_or_create(&event)
+                        .observe(started.elapsed().as_secs_f64());
                     last = last.max(seq);
                 }
                 WriteJob::Driver(DiskJob::SaveSnapshot {
@@ -220,9 +238,13 @@ impl Writer {
         if appends.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         self.until_written(|storage| {
             storage.save_batch(appends.iter().map(|(hs, e)| (*hs, e.as_slice())))
         })?;
+        self.metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
         appends.clear();
         Ok(())
     }
@@ -298,7 +320,7 @@ mod tests {
     async fn snapshot_jobs_are_carried_out_in_their_place_between_appends() {
         let dir = tempfile::tempdir().unwrap();
         let (storage, _) = Storage::open(dir.path(), 1).unwrap();
-        let mut w = LogWriter::start(storage, 1).unwrap();
+        let mut w = LogWriter::start(storage, 1, Default::default()).unwrap();
         let hs = HardState { term: 2, vote: 1 };
         // Appends 1..=5, the leader's snapshot at 3 keeping 4..=5, then 6: queued back to back,
         // so the writer may take them in one batch or several; the result must be the same.
@@ -330,7 +352,7 @@ mod tests {
     async fn a_prepared_snapshot_is_installed_by_the_writer_and_a_stale_one_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let (storage, _) = Storage::open(dir.path(), 1).unwrap();
-        let mut w = LogWriter::start(storage, 1).unwrap();
+        let mut w = LogWriter::start(storage, 1, Default::default()).unwrap();
         w.queue(WriteJob::Driver(DiskJob::Append {
             seq: 1,
             hard_state: Some(HardState { term: 1, vote: 1 }),

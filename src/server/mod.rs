@@ -2,9 +2,13 @@
 //! together on tokio.
 
 mod connection;
+mod http;
+mod http_kv;
 mod join;
 mod log_writer;
+pub mod metrics;
 mod node;
+mod node_metrics;
 mod repair;
 
 pub use connection::NodeRequest;
@@ -222,10 +226,20 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     tcfg.security = security;
     let (transport, events) = Transport::start(tcfg, listener, handler);
 
+    let metrics = std::sync::Arc::new(metrics::Metrics::new());
+    let http_tls = security_for_http(&cfg)?;
+    let http_listener = match cfg.http_listen {
+        Some(addr) => Some(bind(addr).map_err(|source| ServerError::Listen { addr, source })?),
+        None => None,
+    };
     let (hashes_tx, hashes_rx) = tokio::sync::mpsc::unbounded_channel();
     let node = NodeLoop {
+        metrics: node_metrics::NodeMetrics::new(metrics.clone()),
+        ticks: 0,
+        snapshot_started: None,
         driver,
-        wal: LogWriter::start(storage, cfg.id).map_err(|e| ServerError::Writer(e.to_string()))?,
+        wal: LogWriter::start(storage, cfg.id, metrics.clone())
+            .map_err(|e| ServerError::Writer(e.to_string()))?,
         data_dir: cfg.data_dir.clone(),
         transport,
         events,
@@ -246,6 +260,25 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
     };
     let node_cancel = cancel.clone();
     let node_task = tokio::spawn(node.run(node_cancel));
+    if let (Some(listener), Some(addr)) = (http_listener, cfg.http_listen) {
+        let (server_tls, client_tls) = http_tls;
+        let ctx = std::sync::Arc::new(http::HttpContext::new(
+            metrics.clone(),
+            cfg.listen,
+            crate::client::ClientOptions {
+                tls: client_tls,
+                max_frame_bytes: cfg.max_frame_bytes,
+                ..crate::client::ClientOptions::default()
+            },
+            cfg.max_frame_bytes,
+        ));
+        ::log::info!(
+            "node {}: serving HTTP on {addr} ({}): /metrics, /livez, /readyz, /v1/kv/KEY, /v1/txn, /v1/watch/KEY",
+            cfg.id,
+            if server_tls.is_some() { "TLS" } else { "plain" }
+        );
+        tokio::spawn(http::serve(listener, server_tls, ctx, cancel.clone()));
+    }
     tokio::pin!(node_task);
     tokio::select! {
         _ = &mut shutdown => {
@@ -311,4 +344,26 @@ fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// The HTTP port's TLS when the node has TLS: the node's own server side, and a client side
+/// (the node's CA, and its certificate as the client identity) for the requests the HTTP port
+/// makes of the node's client port.
+type HttpTls = (
+    Option<tokio_rustls::TlsAcceptor>,
+    Option<std::sync::Arc<rustls::ClientConfig>>,
+);
+
+fn security_for_http(cfg: &NodeConfig) -> Result<HttpTls, ServerError> {
+    let Some(files) = &cfg.security.tls else {
+        return Ok((None, None));
+    };
+    let node = raftd_transport::NodeTls::load(files, cfg.id, cfg.security.client_cert_auth)
+        .map_err(|e| ServerError::Config(crate::config::SecurityError::from(e).into()))?;
+    let client = crate::client::tls_config(&files.ca, Some((&files.cert, &files.key)))
+        .map_err(|e| ServerError::Config(crate::config::SecurityError::from(e).into()))?;
+    Ok((
+        Some(tokio_rustls::TlsAcceptor::from(node.server_config())),
+        Some(client),
+    ))
 }

@@ -12,6 +12,8 @@
 
 use super::connection::{NodeRequest, Reply};
 use super::log_writer::{LogWriter, Report, WriteJob};
+use super::metrics::SnapshotLabels;
+use super::node_metrics::NodeMetrics;
 use crate::driver::{Applied, DiskJob, Driver, DriverError, Output, SnapshotTask};
 use crate::rpc::types::{Envelope, NodeId, Role, Snapshot};
 use crate::storage::{prepare_snapshot, PreparedSnapshot, StorageError};
@@ -63,6 +65,11 @@ pub struct NodeLoop {
     /// The file of the snapshot the driver queued as a `SaveSnapshot` job, until the job is
     /// handed to the log writer.
     pub prepared: Option<PreparedSnapshot>,
+    pub metrics: NodeMetrics,
+    /// Ticks so far (the metrics that cost more are updated every tenth).
+    pub ticks: u64,
+    /// When the snapshot being encoded was started.
+    pub snapshot_started: Option<std::time::Instant>,
 }
 
 impl NodeLoop {
@@ -112,7 +119,13 @@ impl NodeLoop {
                 // Also ahead of the inputs: a durable write releases acknowledgements and lets
                 // a leader commit.
                 report = self.wal.report() => self.on_report(report?),
-                _ = ticker.tick() => self.driver.tick(wall_clock_ms()),
+                _ = ticker.tick() => {
+                    self.driver.tick(wall_clock_ms());
+                    self.ticks += 1;
+                    if self.ticks.is_multiple_of(10) {
+                        self.metrics.on_tick(&self.driver, &self.transport);
+                    }
+                }
                 Some((index, hash)) = self.hashes_rx.recv() => self.driver.state_hashed(index, hash),
                 Some(event) = self.events.recv() => self.on_peer_event(event),
                 Some(request) = self.requests.recv() => self.on_request(request),
@@ -221,6 +234,7 @@ impl NodeLoop {
             }
             // The core needs no notice (Raft retransmits); people reading the log do.
             PeerEvent::Connected { peer } => {
+                self.metrics.peer(peer, true);
                 let addr = self
                     .members
                     .get(&peer)
@@ -233,6 +247,7 @@ impl NodeLoop {
                 );
             }
             PeerEvent::Disconnected { peer, reason } => {
+                self.metrics.peer(peer, false);
                 ::log::info!(
                     "node {}: peer {peer} down in term {}: {reason}",
                     self.id(),
@@ -273,8 +288,15 @@ impl NodeLoop {
 
     fn on_request(&mut self, request: NodeRequest) {
         match request {
-            NodeRequest::Client { req, reply } => self.driver.request(req, reply),
-            NodeRequest::Closed { connection } => self.driver.connection_closed(connection),
+            NodeRequest::Client { req, reply } => {
+                use crate::driver::ReplyTo;
+                self.metrics.request(reply.connection(), &req);
+                self.driver.request(req, reply)
+            }
+            NodeRequest::Closed { connection } => {
+                self.metrics.connection_closed(connection);
+                self.driver.connection_closed(connection)
+            }
         }
     }
 
@@ -317,6 +339,7 @@ impl NodeLoop {
     fn carry_out(&mut self) -> Result<(), NodeError> {
         let out = self.driver.drive()?;
         self.execute(out);
+        self.metrics.after_turn(&self.driver);
         Ok(())
     }
 
@@ -375,6 +398,8 @@ impl NodeLoop {
             self.wal.queue(job);
         }
         for (reply, resp) in answers {
+            use crate::driver::ReplyTo;
+            self.metrics.answered(reply.connection(), resp.id());
             // The connection may be gone; its answers are simply dropped.
             reply.send(resp);
         }
@@ -400,6 +425,7 @@ impl NodeLoop {
     /// so the node keeps serving (heartbeats included) meanwhile.
     fn start_snapshot(&mut self, task: SnapshotTask) {
         let (tx, rx) = oneshot::channel();
+        self.snapshot_started = Some(std::time::Instant::now());
         let dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || {
             let result = task
@@ -421,6 +447,15 @@ impl NodeLoop {
     ) -> Result<(), NodeError> {
         match done {
             Ok(Ok((snapshot, prepared))) => {
+                let event = SnapshotLabels { event: "taken" };
+                self.metrics.metrics.snapshots.get_or_create(&event).inc();
+                if let Some(at) = self.snapshot_started.take() {
+                    self.metrics
+                        .metrics
+                        .snapshot_seconds
+                        .get_or_create(&event)
+                        .observe(at.elapsed().as_secs_f64());
+                }
                 if self.driver.snapshot_prepared(snapshot) {
                     self.prepared = Some(prepared);
                 } else {
@@ -439,6 +474,7 @@ impl NodeLoop {
 
     fn send(&self, env: Envelope) {
         ::log::debug!("node {}: send {env}", self.id());
+        self.metrics.sent(&env);
         match self.transport.send(env.to, &env) {
             Ok(()) => {}
             // Raft retransmits: a dropped message to a slow or absent peer costs nothing but time.
@@ -480,7 +516,7 @@ async fn wait_job<T>(
 
 /// The system clock in ms since the epoch (0 if it is set before 1970). Only stamped into
 /// proposed commands; the log's clock never goes back, whatever a leader's clock says.
-fn wall_clock_ms() -> u64 {
+pub(super) fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

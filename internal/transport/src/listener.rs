@@ -57,9 +57,32 @@ pub(crate) struct Inbound<M> {
 pub(crate) struct LivePeers {
     conns: Mutex<HashMap<u64, (u64, CancellationToken)>>,
     next_conn_id: AtomicU64,
+    /// Bytes read from each peer (frames with their length prefixes), over all its
+    /// connections.
+    received: Mutex<HashMap<u64, Arc<AtomicU64>>>,
 }
 
 impl LivePeers {
+    /// The received-bytes counter of `peer` (made on first use).
+    fn received_counter(&self, peer: u64) -> Arc<AtomicU64> {
+        self.received
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(peer)
+            .or_default()
+            .clone()
+    }
+
+    /// Bytes read from each peer so far.
+    pub(crate) fn received(&self) -> HashMap<u64, u64> {
+        self.received
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(peer, n)| (*peer, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     fn register(&self, peer: u64, parent: &CancellationToken) -> (u64, CancellationToken) {
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let token = parent.child_token();
@@ -365,6 +388,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
         peer: u64,
         token: &CancellationToken,
     ) -> String {
+        let received = self.live.received_counter(peer);
         loop {
             let next = tokio::select! {
                 biased;
@@ -379,6 +403,7 @@ impl<M: DeserializeOwned + Send + 'static> Inbound<M> {
                 }
                 Some(Ok(frame)) => frame,
             };
+            received.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
             let msg: M = match serde_json::from_slice(&frame) {
                 Ok(msg) => msg,
                 Err(e) => {

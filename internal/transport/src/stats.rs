@@ -27,6 +27,7 @@ impl PeerCounters {
             frames_sent: self.frames_sent.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             frames_dropped: self.frames_dropped.load(Ordering::Relaxed),
+            bytes_received: 0,
         }
     }
 }
@@ -40,6 +41,8 @@ pub struct PeerStats {
     pub bytes_sent: u64,
     /// Frames dropped: queue full, peer not connected, or lost with a failed write.
     pub frames_dropped: u64,
+    /// Bytes read from the peer (its frames with their length prefixes).
+    pub bytes_received: u64,
 }
 
 /// Snapshot of all peers' counters, returned by [`crate::Transport::stats`].
@@ -63,6 +66,7 @@ impl TransportStats {
                 frames_sent: acc.frames_sent + s.frames_sent,
                 bytes_sent: acc.bytes_sent + s.bytes_sent,
                 frames_dropped: acc.frames_dropped + s.frames_dropped,
+                bytes_received: acc.bytes_received + s.bytes_received,
             })
     }
 }

@@ -279,16 +279,18 @@ impl<M> Transport<M> {
 
     /// Counters for tests and benchmarks: frames and bytes sent per peer, frames dropped per peer.
     pub fn stats(&self) -> TransportStats {
-        TransportStats {
-            peers: self
-                .inner
-                .peers
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .iter()
-                .map(|(&id, p)| (id, p.counters.snapshot()))
-                .collect(),
+        let mut peers: std::collections::HashMap<u64, crate::PeerStats> = self
+            .inner
+            .peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(&id, p)| (id, p.counters.snapshot()))
+            .collect();
+        for (id, bytes) in self.inner.live.received() {
+            peers.entry(id).or_default().bytes_received = bytes;
         }
+        TransportStats { peers }
     }
 
     /// Closes the connection on which `peer`'s messages arrive (the node refused one that a

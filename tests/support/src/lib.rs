@@ -5,6 +5,7 @@
 //! A library of its own (not a module each test file includes) so that every test binary uses
 //! the one copy, and what a given test does not use is not dead code in it.
 
+pub mod http;
 pub mod nemesis;
 pub mod process;
 pub mod proxy;

@@ -142,6 +142,12 @@ impl Node {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The node's HTTP port (`--http-listen` among its arguments), if it has one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        let i = self.extra_args.iter().position(|a| a == "--http-listen")?;
+        self.extra_args.get(i + 1)?.parse().ok()
+    }
+
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} already running", self.id);
         let log = std::fs::OpenOptions::new()
@@ -350,15 +356,21 @@ impl Cluster {
     /// Like `start`, with the disk-fault shim in every node (faults off until a test turns
     /// them on through `Node::faults`).
     pub fn start_with_disk_faults(n: usize, extra: &[&str]) -> Cluster {
-        Cluster::build(n, extra, Auth::Secret, true)
+        Cluster::build(n, extra, Auth::Secret, true, false)
     }
 
     /// Like `start_with`, with the peers authenticated as `auth` says.
     pub fn start_auth(n: usize, extra: &[&str], auth: Auth) -> Cluster {
-        Cluster::build(n, extra, auth, false)
+        Cluster::build(n, extra, auth, false, false)
     }
 
-    fn build(n: usize, extra: &[&str], auth: Auth, disk_faults: bool) -> Cluster {
+    /// Like `start_auth`, each node also serving HTTP on a port of its own
+    /// ([`Node::http_addr`]).
+    pub fn start_http(n: usize, extra: &[&str], auth: Auth) -> Cluster {
+        Cluster::build(n, extra, auth, false, true)
+    }
+
+    fn build(n: usize, extra: &[&str], auth: Auth, disk_faults: bool, http: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let mut pki = None;
@@ -375,7 +387,8 @@ impl Cluster {
                 }
             }
         }
-        let ports = free_ports(n);
+        let ports = free_ports(if http { 2 * n } else { n });
+        let (ports, http_ports) = ports.split_at(n);
         let mut nodes = Vec::new();
         for i in 0..n {
             let id = i as u64 + 1;
@@ -396,6 +409,13 @@ impl Cluster {
                     .iter()
                     .cloned()
                     .chain(pki.iter().flat_map(|p| p.node_args(id)))
+                    .chain(
+                        http_ports
+                            .get(i)
+                            .map(|p| ["--http-listen".to_string(), format!("127.0.0.1:{p}")])
+                            .into_iter()
+                            .flatten(),
+                    )
                     .collect(),
                 faults: disk_faults.then(DiskFaults::new),
                 child: None,
@@ -434,6 +454,13 @@ impl Cluster {
             }
             if template[i] == "--force-new-cluster" {
                 i += 1;
+                continue;
+            }
+            if template[i] == "--http-listen" {
+                // A port of its own.
+                extra.push("--http-listen".into());
+                extra.push(format!("127.0.0.1:{}", free_ports(1)[0]));
+                i += 2;
                 continue;
             }
             extra.push(template[i].clone());

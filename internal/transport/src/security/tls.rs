@@ -138,6 +138,12 @@ impl NodeTls {
     }
 
     /// Whether clients must present a certificate from the CA.
+    /// The server side of the node's TLS, for another listener of the same node (its HTTP
+    /// port) to serve with the same certificate and client-certificate rule.
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.server.clone()
+    }
+
     pub fn client_cert_auth(&self) -> bool {
         self.client_cert_auth
     }

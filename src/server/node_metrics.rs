@@ -1,0 +1,180 @@
+//! What the node loop tells the metrics (`metrics.rs`): the Raft state after each turn and the
+//! events that follow from its changes, client request latency from arrival to answer, what
+//! it sends, and once a tick the store's size and the transport's counters.
+
+use super::metrics::SnapshotLabels;
+use super::metrics::{g, request_type, AlarmLabels, Metrics, PeerLabels, RequestType};
+use crate::driver::Driver;
+use crate::rpc::types::{ClientRequest, Envelope, NodeId, RaftMessage, Role};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The node loop's view of the metrics, with what it saw last.
+pub struct NodeMetrics {
+    pub metrics: Arc<Metrics>,
+    role: Option<Role>,
+    leader: NodeId,
+    commit: u64,
+    last_index: u64,
+    /// Requests not answered yet: (connection, request id) → (type, arrival).
+    pending: HashMap<(u64, u64), (RequestType, Instant)>,
+}
+
+impl NodeMetrics {
+    pub fn new(metrics: Arc<Metrics>) -> NodeMetrics {
+        NodeMetrics {
+            metrics,
+            role: None,
+            leader: 0,
+            commit: 0,
+            last_index: 0,
+            pending: HashMap::new(),
+        }
+    }
+
+    pub fn request(&mut self, connection: u64, req: &ClientRequest) {
+        let kind = request_type(req);
+        self.metrics.requests_in_flight.get_or_create(&kind).inc();
+        if let Some((old, _)) = self
+            .pending
+            .insert((connection, req.id()), (kind, Instant::now()))
+        {
+            // A client reused an id still in flight: the first is no longer told apart.
+            self.metrics.requests_in_flight.get_or_create(&old).dec();
+        }
+    }
+
+    pub fn answered(&mut self, connection: u64, id: Option<u64>) {
+        let Some(id) = id else { return };
+        if let Some((kind, at)) = self.pending.remove(&(connection, id)) {
+            self.metrics.requests_in_flight.get_or_create(&kind).dec();
+            self.metrics
+                .request_seconds
+                .get_or_create(&kind)
+                .observe(at.elapsed().as_secs_f64());
+        }
+    }
+
+    /// A connection closed: what it was owed is no longer in flight.
+    pub fn connection_closed(&mut self, connection: u64) {
+        let metrics = &self.metrics;
+        self.pending.retain(|(c, _), (kind, _)| {
+            if *c == connection {
+                metrics.requests_in_flight.get_or_create(kind).dec();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    pub fn sent(&self, env: &Envelope) {
+        match &env.msg {
+            RaftMessage::AppendEntries { entries, .. } if !entries.is_empty() => self
+                .metrics
+                .append_entries_batch
+                .observe(entries.len() as f64),
+            // The last chunk of a snapshot.
+            RaftMessage::InstallSnapshot { pos, data, .. }
+                if pos.offset + data.len() as u64 >= pos.total =>
+            {
+                self.metrics
+                    .snapshots
+                    .get_or_create(&SnapshotLabels { event: "sent" })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
+    pub fn peer(&self, peer: NodeId, up: bool) {
+        self.metrics
+            .peer_connected
+            .get_or_create(&PeerLabels {
+                peer: peer.to_string(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// After each turn: the Raft state, and the events its changes mean.
+    pub fn after_turn<R: crate::driver::ReplyTo>(&mut self, driver: &Driver<R>) {
+        let m = &self.metrics;
+        let raft = driver.raft();
+        let log = raft.log();
+        let role = raft.role();
+        if self.role != Some(role) {
+            match role {
+                Role::Candidate => m.elections_started.inc(),
+                Role::Leader => m.elections_won.inc(),
+                Role::Follower | Role::PreCandidate => 0,
+            };
+            m.set_role(match role {
+                Role::Follower => "follower",
+                Role::PreCandidate => "pre_candidate",
+                Role::Candidate => "candidate",
+                Role::Leader => "leader",
+            });
+            self.role = Some(role);
+        }
+        if raft.leader() != self.leader {
+            m.leader_changes.inc();
+            self.leader = raft.leader();
+        }
+        let (commit, last) = (log.committed(), log.last_index());
+        if commit > self.commit {
+            if self.commit > 0 {
+                m.commits.inc_by(commit - self.commit);
+            }
+            self.commit = commit;
+        }
+        if role == Role::Leader && last > self.last_index && self.last_index > 0 {
+            m.proposals.inc_by(last - self.last_index);
+        }
+        self.last_index = last;
+        m.term.set(g(raft.term()));
+        m.leader_id.set(g(raft.leader()));
+        m.commit_index.set(g(commit));
+        m.applied_index.set(g(log.applied()));
+        m.last_log_index.set(g(last));
+        m.snapshot_index.set(g(log.snapshot().index));
+        m.last_turn_ms.set(g(super::node::wall_clock_ms()));
+    }
+
+    /// Once a tick: what is costlier to look at than the Raft state.
+    pub fn on_tick<R: crate::driver::ReplyTo>(
+        &self,
+        driver: &Driver<R>,
+        transport: &raftd_transport::Transport<Envelope>,
+    ) {
+        let m = &self.metrics;
+        let store = driver.store();
+        m.keys.set(g(store.len() as u64));
+        m.revision.set(g(store.revision()));
+        m.sessions.set(g(store.sessions().len() as u64));
+        m.watches.set(g(driver.watch_count() as u64));
+        let membership = driver.raft().membership();
+        m.voters.set(g(membership.voters().count() as u64));
+        m.learners.set(g(membership.learners().count() as u64));
+        let alarms = driver.alarms();
+        for (name, label) in [("NoSpace", "no_space"), ("Corrupt", "corrupt")] {
+            m.alarms
+                .get_or_create(&AlarmLabels { alarm: label })
+                .set(i64::from(alarms.iter().any(|a| a == name)));
+        }
+        for (peer, stats) in transport.stats().peers {
+            let labels = PeerLabels {
+                peer: peer.to_string(),
+            };
+            Metrics::set_counter(&m.peer_sent_bytes.get_or_create(&labels), stats.bytes_sent);
+            Metrics::set_counter(
+                &m.peer_received_bytes.get_or_create(&labels),
+                stats.bytes_received,
+            );
+            Metrics::set_counter(
+                &m.peer_dropped_frames.get_or_create(&labels),
+                stats.frames_dropped,
+            );
+        }
+    }
+}
