@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Local 3-node raftd cluster on 127.0.0.1:8000-8002, data under data/, logs under data/logs/.
+# Local 3-node raftd cluster on 127.0.0.1:8000-8002 (HTTP on 9000-9002: /metrics, /readyz, the
+# store for curl), data under data/, logs under data/logs/.
 #
 #   scripts/cluster.sh start          build if needed, start nodes 1-3 (those not running)
 #   scripts/cluster.sh start --tls    the same with TLS: a CA and node certificates in data/tls/
@@ -25,7 +26,8 @@
 #
 # Environment: RUST_LOG (default info), RAFTD_PROFILE (release|debug, default release),
 # RAFTD_DATA (default data), RAFTD_BASE_PORT (node N listens on RAFTD_BASE_PORT-1+N; default
-# 8000), RAFTD_BIN_DIR (a directory holding raftd and raftctl already built: no cargo build).
+# 8000), RAFTD_HTTP_BASE_PORT (node N serves HTTP on RAFTD_HTTP_BASE_PORT-1+N; default 9000),
+# RAFTD_BIN_DIR (a directory holding raftd and raftctl already built: no cargo build).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -33,12 +35,14 @@ ROOT=$(pwd)
 DATA=${RAFTD_DATA:-data}
 PROFILE=${RAFTD_PROFILE:-release}
 BASE_PORT=${RAFTD_BASE_PORT:-8000}
+HTTP_BASE_PORT=${RAFTD_HTTP_BASE_PORT:-9000}
 FOUNDERS=(1 2 3)
 BIN_DIR=${RAFTD_BIN_DIR:-$ROOT/target/$PROFILE}
 BIN="$BIN_DIR/raftd"
 CTL="$BIN_DIR/raftctl"
 
 port_of() { echo $((BASE_PORT - 1 + $1)); }
+http_port_of() { echo $((HTTP_BASE_PORT - 1 + $1)); }
 
 # The managed nodes, one per line: data/members if present, else the founders.
 members() {
@@ -151,9 +155,10 @@ start_node() {
     # shellcheck disable=SC2046 # the flags are words without spaces
     RUST_LOG=${RUST_LOG:-info} nohup "$BIN" --id "$n" --listen "127.0.0.1:$(port_of "$n")" \
         "${where[@]}" --data-dir "$DATA/node$n" $(security_flags "$n") \
+        --http-listen "127.0.0.1:$(http_port_of "$n")" \
         >>"$DATA/logs/node$n.log" 2>&1 &
     echo $! >"$DATA/node$n.pid"
-    echo "node $n started (pid $!, 127.0.0.1:$(port_of "$n"), log $DATA/logs/node$n.log)"
+    echo "node $n started (pid $!, 127.0.0.1:$(port_of "$n"), HTTP 127.0.0.1:$(http_port_of "$n"), log $DATA/logs/node$n.log)"
 }
 
 stop_node() {

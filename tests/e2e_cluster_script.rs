@@ -22,6 +22,7 @@ struct Out {
 struct Script {
     data: tempfile::TempDir,
     base: u16,
+    http_base: u16,
     bin_dir: PathBuf,
 }
 
@@ -31,9 +32,17 @@ impl Script {
             .parent()
             .expect("the binaries' directory")
             .to_path_buf();
+        let base = free_block(5);
+        let http_base = loop {
+            let b = free_block(5);
+            if b.abs_diff(base) >= 5 {
+                break b;
+            }
+        };
         Script {
             data: tempfile::tempdir().expect("temp dir"),
-            base: free_block(5),
+            base,
+            http_base,
             bin_dir,
         }
     }
@@ -45,6 +54,7 @@ impl Script {
             .args(args)
             .env("RAFTD_DATA", self.data.path())
             .env("RAFTD_BASE_PORT", self.base.to_string())
+            .env("RAFTD_HTTP_BASE_PORT", self.http_base.to_string())
             .env("RAFTD_BIN_DIR", &self.bin_dir)
             .env("RUST_LOG", "info")
             .output()
@@ -164,6 +174,14 @@ fn cluster_script_starts_adds_removes_and_stops_nodes() {
         })
     });
     assert!(put.is_some(), "no write taken\n{}", s.logs());
+
+    // Each node serves HTTP on its port of the HTTP block.
+    let http = SocketAddr::from(([127, 0, 0, 1], s.http_base));
+    let got = wait_for(TWENTY_S, || {
+        let r = raftd_testkit::http::http(http, "GET", "/v1/kv/before-add", None).ok()?;
+        (r.status == 200).then(|| r.text())
+    });
+    assert_eq!(got.as_deref(), Some("1"), "{}", s.logs());
 
     // add 4: it answers once node 4 is in a committed configuration.
     let add = s.run(&["add", "4"]);

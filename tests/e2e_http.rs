@@ -332,6 +332,42 @@ fn metrics_are_prometheus_text_and_move_with_the_cluster() {
         ) > 0.0
     );
     assert_eq!(value(&after, "raftd_alarm", &[("alarm", "no_space")]), 0.0);
+    // Every metric the Grafana dashboard and the alerts of docs/OPERATIONS.md use exists.
+    let known: std::collections::BTreeSet<String> = after
+        .iter()
+        .map(|(n, _, _)| {
+            ["_bucket", "_count", "_sum"]
+                .iter()
+                .fold(n.clone(), |n, s| {
+                    n.strip_suffix(s).map_or(n.clone(), str::to_string)
+                })
+        })
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["config/grafana-dashboard.json", "docs/OPERATIONS.md"] {
+        let text = std::fs::read_to_string(root.join(file)).expect(file);
+        let mut used = 0;
+        for (i, _) in text.match_indices("raftd_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .fold(name.clone(), |n, s| {
+                    n.strip_suffix(s).map_or(n.clone(), str::to_string)
+                });
+            if base == "raftd_" || name.ends_with('_') {
+                continue;
+            }
+            used += 1;
+            assert!(
+                known.contains(&base),
+                "{file} uses {name}, which /metrics does not have"
+            );
+        }
+        assert!(used > 10, "{file} uses only {used} metrics");
+    }
 
     // Kill the leader: a survivor sees the leader change, and one of them won an election.
     let survivor = follower_of(leader);

@@ -116,3 +116,52 @@ fn raftctl_adds_a_learner_promotes_it_transfers_to_it_and_removes_it() {
 
     assert!(raftctl(&all, &["put", "after", "ok"]).code == 0);
 }
+
+/// `raftctl endpoint status`: a row per node with its own view, as a table and as JSON; a
+/// node that does not answer is a row saying so, and the exit code says some did not.
+#[test]
+fn endpoint_status_shows_every_node_and_one_that_is_down() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader(TEN_S);
+    let all = cluster.cluster_arg();
+    // The data size comes from the log writer, a moment after the first writes.
+    let rows = wait_for(TEN_S, || {
+        let r = raftctl(&all, &["endpoint", "status", "-w", "json"]);
+        let v: Value = serde_json::from_str(r.stdout.trim()).ok()?;
+        let rows = v["endpoints"].as_array()?.clone();
+        rows.iter()
+            .all(|e| e["data_bytes"].as_u64().is_some_and(|b| b > 0))
+            .then_some(rows)
+    })
+    .expect("every node reports its data size");
+    assert_eq!(rows.len(), 3);
+    for e in &rows {
+        assert_eq!(e["leader"], leader, "{e}");
+        assert!(e["term"].as_u64().is_some_and(|t| t >= 1), "{e}");
+        assert!(e["commit_index"].as_u64().is_some(), "{e}");
+        assert!(e["took_ms"].as_f64().is_some(), "{e}");
+    }
+    let roles: Vec<&str> = rows
+        .iter()
+        .map(|e| e["role"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "Leader").count(),
+        1,
+        "{roles:?}"
+    );
+
+    let down = leader % 3 + 1;
+    cluster.node(down).kill();
+    let r = raftctl(&all, &["endpoint", "status"]);
+    assert_eq!(r.code, 1, "some node did not answer: {}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].starts_with("ENDPOINT"), "{}", r.stdout);
+    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("unreachable")).count(),
+        1,
+        "{}",
+        r.stdout
+    );
+}

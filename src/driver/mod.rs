@@ -128,6 +128,8 @@ struct InFlight {
 }
 
 pub struct Driver<R> {
+    /// Bytes of the data dir (the shell says; `Status` shows it).
+    data_bytes: u64,
     raft: Raft,
     service: KvService<R>,
     in_flight: VecDeque<InFlight>,
@@ -180,6 +182,7 @@ impl<R: ReplyTo> Driver<R> {
         #[cfg(feature = "bugs")]
         service.set_bugs(cfg.bugs);
         let mut driver = Driver {
+            data_bytes: 0,
             raft,
             service,
             in_flight: VecDeque::new(),
@@ -698,7 +701,13 @@ impl<R: ReplyTo> Driver<R> {
             voters: m.voters().collect(),
             learners: m.learners().collect(),
             alarms: self.alarms(),
+            data_bytes: self.data_bytes,
         }
+    }
+
+    /// The shell's count of the data dir's bytes, for `Status`.
+    pub fn set_data_bytes(&mut self, bytes: u64) {
+        self.data_bytes = bytes;
     }
 
     /// The alarms `Status` shows (see `StatusResponse::alarms`).

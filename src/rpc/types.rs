@@ -367,6 +367,9 @@ pub struct StatusResponse {
     /// the same index). Empty when all is well.
     #[serde(default)]
     pub alarms: Vec<String>,
+    /// Bytes of the data dir's log and snapshot files (as the log writer last saw them).
+    #[serde(default)]
+    pub data_bytes: u64,
 }
 
 /// Error codes of the client protocol.

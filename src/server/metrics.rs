@@ -306,6 +306,17 @@ impl Metrics {
             "When the node loop last ran (ms since the epoch)",
             m.last_turn_ms.clone(),
         );
+        // Families shown from the start (at zero), so dashboards and alerts find them before
+        // the first snapshot or alarm.
+        for event in ["taken", "installed", "sent"] {
+            let labels = SnapshotLabels { event };
+            let _ = m.snapshots.get_or_create(&labels);
+            let _ = m.snapshot_seconds.get_or_create(&labels);
+        }
+        for alarm in ["no_space", "corrupt"] {
+            let _ = m.alarms.get_or_create(&AlarmLabels { alarm });
+        }
+        m.set_role("follower");
         Metrics { registry, ..m }
     }
 

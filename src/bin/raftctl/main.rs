@@ -17,6 +17,7 @@
 
 mod cert;
 mod elect;
+mod endpoint;
 mod members;
 mod store;
 
@@ -161,6 +162,9 @@ enum Cmd {
     /// Hand leadership to another voter.
     #[command(subcommand)]
     Leader(members::LeaderCmd),
+    /// Each node of --cluster as it sees itself (`endpoint status [-w table|json]`).
+    #[command(subcommand)]
+    Endpoint(endpoint::EndpointCmd),
 }
 
 fn main() -> ExitCode {
@@ -338,6 +342,7 @@ async fn run(cli: Cli, nodes: Vec<SocketAddr>, opts: ClientOptions) -> ExitCode 
         Cmd::Cert(_) => unreachable!("handled before connecting"),
         Cmd::Member(cmd) => members::member(&mut client, cmd).await,
         Cmd::Leader(cmd) => members::leader(&mut client, cmd).await,
+        Cmd::Endpoint(cmd) => endpoint::run(&mut client, &nodes, cmd, json_out).await,
         Cmd::Status => {
             let mut rows = Vec::new();
             let mut text = Vec::new();
