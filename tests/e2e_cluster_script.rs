@@ -97,6 +97,19 @@ impl Script {
         out
     }
 
+    /// Puts `key` through whichever of `via` takes it (within 20 s); whether one did.
+    fn put(&self, via: &[u64], key: &str, value: &str) -> bool {
+        let body = serde_json::json!({"type": "Put", "id": 1, "key": key, "value": value});
+        let body = body.to_string();
+        wait_for(TWENTY_S, || {
+            via.iter().find_map(|n| {
+                let v = request(self.addr(*n), body.as_bytes())?;
+                (v["type"] == "Ok").then_some(())
+            })
+        })
+        .is_some()
+    }
+
     /// The members as the leader lists them: (id, role), sorted.
     fn members(&self, via: &[u64]) -> Option<Vec<(u64, String)>> {
         via.iter().find_map(|n| {
@@ -164,16 +177,11 @@ fn cluster_script_starts_adds_removes_and_stops_nodes() {
         (1..=3).find(|n| status(s.addr(*n)).is_some_and(|st| st["role"] == "Leader"))
     });
     assert!(leader.is_some(), "no leader\n{}", s.logs());
-    let put = wait_for(TWENTY_S, || {
-        (1..=3).find_map(|n| {
-            let v = request(
-                s.addr(n),
-                br#"{"type":"Put","id":1,"key":"before-add","value":"1"}"#,
-            )?;
-            (v["type"] == "Ok").then_some(())
-        })
-    });
-    assert!(put.is_some(), "no write taken\n{}", s.logs());
+    assert!(
+        s.put(&[1, 2, 3], "before-add", "1"),
+        "no write taken\n{}",
+        s.logs()
+    );
 
     // Each node serves HTTP on its port of the HTTP block.
     let http = SocketAddr::from(([127, 0, 0, 1], s.http_base));
@@ -226,16 +234,11 @@ fn cluster_script_starts_adds_removes_and_stops_nodes() {
         s.logs()
     );
     // The cluster of 1, 3 and 4 takes writes.
-    let put = wait_for(TWENTY_S, || {
-        [1, 3, 4].into_iter().find_map(|n| {
-            let v = request(
-                s.addr(n),
-                br#"{"type":"Put","id":2,"key":"after-remove","value":"2"}"#,
-            )?;
-            (v["type"] == "Ok").then_some(())
-        })
-    });
-    assert!(put.is_some(), "no write after remove\n{}", s.logs());
+    assert!(
+        s.put(&[1, 3, 4], "after-remove", "2"),
+        "no write after remove\n{}",
+        s.logs()
+    );
 
     let st = s.run(&["status"]);
     assert!(st.ok, "{}", st.text);

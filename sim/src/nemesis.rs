@@ -380,12 +380,7 @@ impl Schedule {
                             {
                                 // A replacement: a founder (the leader, maybe) goes a while
                                 // after the new node was added (its add may still be pending).
-                                let left: Vec<NodeId> = ids
-                                    .iter()
-                                    .copied()
-                                    .filter(|n| !removed.contains(n))
-                                    .collect();
-                                let old = *left.choose(&mut rng).unwrap_or(&1);
+                                let old = pick_founder(&ids, &removed, &mut rng);
                                 removed.push(old);
                                 lost += 1;
                                 push(
@@ -410,12 +405,7 @@ impl Schedule {
                             Fault::RemoveMember { node }
                         }
                         "remove founder" => {
-                            let left: Vec<NodeId> = ids
-                                .iter()
-                                .copied()
-                                .filter(|n| !removed.contains(n))
-                                .collect();
-                            let node = *left.choose(&mut rng).unwrap_or(&1);
+                            let node = pick_founder(&ids, &removed, &mut rng);
                             removed.push(node);
                             lost += 1;
                             Fault::RemoveMember { node }
@@ -608,6 +598,16 @@ impl Schedule {
         }
         out
     }
+}
+
+/// A founder not removed yet, at random.
+fn pick_founder(ids: &[NodeId], removed: &[NodeId], rng: &mut StdRng) -> NodeId {
+    let left: Vec<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|n| !removed.contains(n))
+        .collect();
+    *left.choose(rng).unwrap_or(&1)
 }
 
 fn random_clock(rng: &mut StdRng, node: NodeId) -> Fault {
