@@ -1,12 +1,17 @@
 //! `raftd`: parse the command line, load the configuration, run the node until SIGTERM/Ctrl-C.
 
 use clap::Parser;
-use raftd::config::{Cli, NodeConfig};
+use raftd::config::{Cli, LogFormat, NodeConfig};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if cli.log_format == LogFormat::Json {
+        logger.format(json_line);
+    }
+    logger.init();
     let cfg = match NodeConfig::load(&cli) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -37,6 +42,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One log record as one JSON object on one line (`--log-format json`): the same events as the
+/// text format, with the node id taken from the message's `node N:` prefix when it has one.
+fn json_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record) -> std::io::Result<()> {
+    use std::io::Write;
+    let msg = record.args().to_string();
+    let node = msg
+        .strip_prefix("node ")
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(id, _)| id.parse::<u64>().ok());
+    let line = serde_json::json!({
+        "ts": buf.timestamp_micros().to_string(),
+        "level": record.level().as_str(),
+        "target": record.target(),
+        "node": node,
+        "msg": msg,
+    });
+    writeln!(buf, "{line}")
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

@@ -163,3 +163,28 @@ fn the_whole_member_list_is_a_whole_command_line() {
     let leader = leader.expect("the three nodes, each on its own entry, elect a leader");
     assert_eq!(leader["voters"], serde_json::json!([1, 2, 3]), "{leader}");
 }
+
+/// `--log-format json`: every line of a node's log is one JSON object with the time, level,
+/// target, node and message, and the events are those of the text format.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut cluster = process::Cluster::start_with(3, &["--log-format", "json"]);
+    let leader = cluster.leader(std::time::Duration::from_secs(10));
+    let log = cluster.node(leader).log();
+    let mut won = false;
+    let mut lines = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for field in ["ts", "level", "target", "msg"] {
+            assert!(v[field].is_string(), "no {field}: {line}");
+        }
+        if v["msg"].as_str().is_some_and(|m| m.contains("now leader")) {
+            assert_eq!(v["node"], leader, "{line}");
+            won = true;
+        }
+        lines += 1;
+    }
+    assert!(lines > 3, "{log}");
+    assert!(won, "the election it won is in its log:\n{log}");
+}

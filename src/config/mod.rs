@@ -19,6 +19,14 @@ use thiserror::Error;
 /// Revisions of history kept by default.
 pub const DEFAULT_AUTO_COMPACT_REVISIONS: u64 = 10_000;
 
+/// `--log-format`.
+#[derive(clap::ValueEnum, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 #[derive(Parser, Debug, Default, Clone)]
 #[command(name = "raftd", version, about = "A Raft consensus daemon")]
 pub struct Cli {
@@ -34,6 +42,10 @@ pub struct Cli {
     /// The other members, e.g. 2=127.0.0.1:8001,3=127.0.0.1:8002.
     #[arg(long, value_name = "ID=HOST:PORT,...")]
     pub peers: Option<String>,
+    /// How log lines are written to stderr: `text` (default) or `json` (one JSON object per
+    /// line: ts, level, target, node, msg).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Serve HTTP here: /metrics, /livez, /readyz and the store for curl (docs/HTTP.md).
     #[arg(long, value_name = "HOST:PORT")]
     pub http_listen: Option<String>,
