@@ -20,6 +20,7 @@ mod elect;
 mod endpoint;
 mod members;
 mod store;
+mod timeline;
 
 use clap::{Parser, Subcommand};
 use raftd::client::{tls_config, Client, ClientError, ClientOptions};
@@ -165,12 +166,34 @@ enum Cmd {
     /// Each node of --cluster as it sees itself (`endpoint status [-w table|json]`).
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCmd),
+    /// Draw the nodes' logs (text or --log-format json) as one HTML page: a lane per node,
+    /// terms, leaders, elections, stops and starts, peers down, snapshots.
+    Timeline {
+        /// The nodes' log files, e.g. data/logs/*.log.
+        #[arg(required = true)]
+        logs: Vec<std::path::PathBuf>,
+        /// The page to write.
+        #[arg(short = 'o', long = "output", default_value = "timeline.html")]
+        output: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Cmd::Cert(cmd) = &cli.command {
         return cert::run(cmd);
+    }
+    if let Cmd::Timeline { logs, output } = &cli.command {
+        return match timeline::run(logs, output) {
+            Ok(n) => {
+                println!("{}: {n} events drawn", output.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("raftctl: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     let tls = match (&cli.cacert, &cli.client_cert, &cli.client_key) {
         (None, None, None) => None,
@@ -339,7 +362,7 @@ async fn run(cli: Cli, nodes: Vec<SocketAddr>, opts: ClientOptions) -> ExitCode 
                     )
                 })
         }
-        Cmd::Cert(_) => unreachable!("handled before connecting"),
+        Cmd::Cert(_) | Cmd::Timeline { .. } => unreachable!("handled before connecting"),
         Cmd::Member(cmd) => members::member(&mut client, cmd).await,
         Cmd::Leader(cmd) => members::leader(&mut client, cmd).await,
         Cmd::Endpoint(cmd) => endpoint::run(&mut client, &nodes, cmd, json_out).await,
