@@ -7,8 +7,8 @@
 //!   what follows from their changes (elections started and won, leader changes, entries
 //!   proposed and committed), client request latency per type (arrival to answer), the
 //!   AppendEntries batch sizes it sends, snapshots sent, peers up and down;
-//! * the node loop, once a tick: the store's gauges (keys, revision, sessions, watches),
-//!   alarms, and the transport's per-peer byte counters;
+//! * the node loop, every tenth tick: the store's gauges (keys, revision, sessions, watches),
+//!   alarms, the transport's per-peer byte counters, and the time of its last turn (`/livez`);
 //! * the log writer: fsync (batch write) durations, snapshot save and install durations, WAL
 //!   and snapshot file sizes.
 //!

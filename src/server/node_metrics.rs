@@ -1,11 +1,13 @@
 //! What the node loop tells the metrics (`metrics.rs`): the Raft state after each turn and the
 //! events that follow from its changes, client request latency from arrival to answer, what
-//! it sends, and once a tick the store's size and the transport's counters.
+//! it sends, and every tenth tick the store's size, the transport's counters and the time.
 
 use super::metrics::SnapshotLabels;
 use super::metrics::{g, request_type, AlarmLabels, Metrics, PeerLabels, RequestType};
 use crate::driver::Driver;
 use crate::rpc::types::{ClientRequest, Envelope, NodeId, RaftMessage, Role};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +21,9 @@ pub struct NodeMetrics {
     last_index: u64,
     /// Requests not answered yet: (connection, request id) → (type, arrival).
     pending: HashMap<(u64, u64), (RequestType, Instant)>,
+    /// Each type's in-flight gauge and latency histogram, taken from their families once (a
+    /// family lookup takes a lock; these handles are plain atomics).
+    per_type: HashMap<RequestType, (Gauge, Histogram)>,
 }
 
 impl NodeMetrics {
@@ -30,43 +35,53 @@ impl NodeMetrics {
             commit: 0,
             last_index: 0,
             pending: HashMap::new(),
+            per_type: HashMap::new(),
         }
+    }
+
+    fn handles(&mut self, kind: RequestType) -> &(Gauge, Histogram) {
+        let m = &self.metrics;
+        self.per_type.entry(kind).or_insert_with(|| {
+            (
+                m.requests_in_flight.get_or_create(&kind).clone(),
+                m.request_seconds.get_or_create(&kind).clone(),
+            )
+        })
     }
 
     pub fn request(&mut self, connection: u64, req: &ClientRequest) {
         let kind = request_type(req);
-        self.metrics.requests_in_flight.get_or_create(&kind).inc();
+        self.handles(kind).0.inc();
         if let Some((old, _)) = self
             .pending
             .insert((connection, req.id()), (kind, Instant::now()))
         {
             // A client reused an id still in flight: the first is no longer told apart.
-            self.metrics.requests_in_flight.get_or_create(&old).dec();
+            self.handles(old).0.dec();
         }
     }
 
     pub fn answered(&mut self, connection: u64, id: Option<u64>) {
         let Some(id) = id else { return };
         if let Some((kind, at)) = self.pending.remove(&(connection, id)) {
-            self.metrics.requests_in_flight.get_or_create(&kind).dec();
-            self.metrics
-                .request_seconds
-                .get_or_create(&kind)
-                .observe(at.elapsed().as_secs_f64());
+            let (in_flight, seconds) = self.handles(kind);
+            in_flight.dec();
+            seconds.observe(at.elapsed().as_secs_f64());
         }
     }
 
     /// A connection closed: what it was owed is no longer in flight.
     pub fn connection_closed(&mut self, connection: u64) {
-        let metrics = &self.metrics;
+        let mut gone = Vec::new();
         self.pending.retain(|(c, _), (kind, _)| {
             if *c == connection {
-                metrics.requests_in_flight.get_or_create(kind).dec();
-                false
-            } else {
-                true
+                gone.push(*kind);
             }
+            *c != connection
         });
+        for kind in gone {
+            self.handles(kind).0.dec();
+        }
     }
 
     pub fn sent(&self, env: &Envelope) {
@@ -138,7 +153,6 @@ impl NodeMetrics {
         m.applied_index.set(g(log.applied()));
         m.last_log_index.set(g(last));
         m.snapshot_index.set(g(log.snapshot().index));
-        m.last_turn_ms.set(g(super::node::wall_clock_ms()));
     }
 
     /// Once a tick: what is costlier to look at than the Raft state.
@@ -148,6 +162,8 @@ impl NodeMetrics {
         transport: &raftd_transport::Transport<Envelope>,
     ) {
         let m = &self.metrics;
+        // The loop runs at least once a tick; /livez needs no finer clock than this.
+        m.last_turn_ms.set(g(super::node::wall_clock_ms()));
         let store = driver.store();
         m.keys.set(g(store.len() as u64));
         m.revision.set(g(store.revision()));
