@@ -10,13 +10,11 @@ use raftd::rpc::types::Consistency;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TEN_S: Duration = Duration::from_secs(10);
-const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
 const LIN: Consistency = Consistency::Linearizable;
 
 fn opts() -> ClientOptions {
@@ -43,25 +41,7 @@ fn cluster_arg(addrs: &[SocketAddr]) -> String {
         .join(",")
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn raftctl(cluster: &str, args: &[&str]) -> Run {
-    let out = Command::new(RAFTCTL)
-        .arg("--cluster")
-        .arg(cluster)
-        .args(args)
-        .output()
-        .expect("run raftctl");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
+use raftd_testkit::process::raftctl;
 
 /// Runs raftctl and checks its exit code, returning stdout.
 fn raftctl_ok(cluster: &str, args: &[&str], want_code: i32) -> String {

@@ -8,7 +8,7 @@
 //! as any entry would (a node can die right after any check). `member list` shows a voter the
 //! leader no longer hears as "not answering the leader".
 
-use raftd_testkit::process::{wait_for, Cluster};
+use raftd_testkit::process::{wait_for, Cluster, Run};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -16,23 +16,12 @@ use std::time::Duration;
 const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
 const TEN_S: Duration = Duration::from_secs(10);
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn raftctl(cluster: &str, args: &[&str]) -> Run {
-    let out = Command::new(RAFTCTL)
-        .args(["--cluster", cluster, "--timeout", "10"])
-        .args(args)
-        .output()
-        .expect("run raftctl");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let all: Vec<&str> = ["--timeout", "10"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    raftd_testkit::process::raftctl(cluster, &all)
 }
 
 fn members(cluster: &str) -> Vec<Value> {

@@ -761,7 +761,10 @@ impl Cluster {
             // These clients neither ask for status nor watch.
             ClientResponse::Status(_)
             | ClientResponse::Watching { .. }
-            | ClientResponse::Events { .. } => {
+            | ClientResponse::Events { .. }
+            | ClientResponse::SnapshotHeader { .. }
+            | ClientResponse::SnapshotChunk { .. }
+            | ClientResponse::SnapshotDone { .. } => {
                 self.clients.stats.bad_answers += 1;
             }
         }

@@ -749,9 +749,15 @@ impl Cluster {
             peers: _,
             hash_states,
             watch_events,
+            backups,
         } = out;
         for env in messages {
             self.send(env);
+        }
+        // The simulated clients take no backups; a backup from a test is checked against the
+        // state every node must hold at its index.
+        for task in backups {
+            self.check_snapshot_state(id, task.meta(), &task.store);
         }
         // The daemon hashes on a blocking thread; here at once (virtual time does not move).
         for task in hash_states {

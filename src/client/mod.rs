@@ -5,10 +5,12 @@
 //! `client_id`/`seq`, so the cluster applies it at most once. One request is in flight per
 //! `Client`; use several for concurrency.
 
+mod backup;
 mod conn;
 pub mod store;
 mod watch;
 
+pub use backup::BackupInfo;
 pub use conn::Connection;
 pub use watch::{WatchEvent, Watcher};
 
@@ -118,7 +120,8 @@ impl Tried {
 
 /// What a write or read needs from one attempt.
 enum Attempt {
-    Done(Box<OkResponse>),
+    /// An answer that is not an error (`Ok`, or the first answer of a stream).
+    Done(Box<ClientResponse>),
     Fatal(ClientError),
     /// Not the leader, and it named another node: try that one at once (a leader change is
     /// under way, and the sooner the request reaches the new leader, the shorter the stall).
@@ -340,6 +343,21 @@ impl Client {
         &mut self,
         make: impl Fn(u64) -> ClientRequest,
     ) -> Result<OkResponse, ClientError> {
+        match self.call_raw(make).await? {
+            ClientResponse::Ok(ok) => Ok(ok),
+            other => Err(ClientError::Protocol {
+                addr: self.nodes[self.target % self.nodes.len()],
+                what: format!("an answer of another kind to a key-value request: {other:?}"),
+            }),
+        }
+    }
+
+    /// `call`, for any answer that is not an error (the first answer of a stream, whose
+    /// remainder is read from `self.conn`).
+    async fn call_raw(
+        &mut self,
+        make: impl Fn(u64) -> ClientRequest,
+    ) -> Result<ClientResponse, ClientError> {
         let deadline = Instant::now() + self.opts.deadline;
         let mut tried = Tried::default();
         let mut backoff = Duration::from_millis(10);
@@ -412,7 +430,6 @@ impl Client {
             }
         };
         match resp {
-            ClientResponse::Ok(ok) => Attempt::Done(Box::new(ok)),
             ClientResponse::Error(err) => {
                 if err.id.is_none() {
                     // The node refused the frame and is closing the connection.
@@ -420,10 +437,7 @@ impl Client {
                 }
                 self.on_error(addr, err, tried)
             }
-            other => Attempt::Fatal(ClientError::Protocol {
-                addr,
-                what: format!("an answer of another kind to a key-value request: {other:?}"),
-            }),
+            other => Attempt::Done(Box::new(other)),
         }
     }
 

@@ -29,7 +29,7 @@ mod snapshot;
 mod tests;
 mod watch;
 
-pub use output::{Applied, DiskJob, HashTask, Output, SnapshotTask};
+pub use output::{Applied, BackupTask, DiskJob, HashTask, Output, SnapshotTask};
 pub use snapshot::SnapshotPolicy;
 pub use watch::{ReplyTo, MAX_WATCHES};
 
@@ -609,6 +609,9 @@ impl<R: ReplyTo> Driver<R> {
                     .into_iter()
                     .map(|(index, store)| HashTask { index, store }),
             );
+            for (reply, id, store) in self.service.take_backups() {
+                self.start_backup(reply, id, store);
+            }
             self.out
                 .applied
                 .extend(rd.committed_entries.drain(..).map(Applied::Entry));
@@ -803,6 +806,30 @@ impl<R: ReplyTo> Driver<R> {
         self.snapshot = SnapshotState::Preparing { index };
         self.out.prepare_snapshot = Some(task);
         Some(meta)
+    }
+
+    /// A backup's read index is applied: hand the store as of now, with the configuration at
+    /// its index, to the shell to stream.
+    fn start_backup(&mut self, reply: R, id: u64, mut store: KvStore) {
+        let index = store.applied();
+        let Some(term) = self.raft.log().term(index) else {
+            // Only if a leader's snapshot replaced the log within this very turn; the client
+            // may simply ask again.
+            let answer = ClientResponse::error(
+                Some(id),
+                ErrorCode::Timeout,
+                "the log moved past the backup's index while it was taken; ask again",
+            );
+            self.out.answers.push((reply, answer));
+            return;
+        };
+        store.set_membership(self.raft.membership_at(index));
+        self.out.backups.push(BackupTask {
+            reply,
+            id,
+            store,
+            term,
+        });
     }
 
     /// The shell encoded (and, in the daemon, wrote under a temporary name) the snapshot of

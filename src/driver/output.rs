@@ -97,6 +97,39 @@ impl HashTask {
     }
 }
 
+/// A backup to stream to the client that asked for it (`Snapshot`): the store as of the
+/// backup's index, with the configuration at that index, to encode off the node's thread
+/// (an O(1) copy of a persistent map), sent as `SnapshotHeader`, `SnapshotChunk`s and
+/// `SnapshotDone` with the request's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupTask<R> {
+    pub reply: R,
+    pub id: u64,
+    pub store: KvStore,
+    /// The term of the entry at the store's applied index.
+    pub term: u64,
+}
+
+impl<R> BackupTask<R> {
+    pub fn meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            index: self.store.applied(),
+            term: self.term,
+        }
+    }
+
+    /// The first answer of the stream.
+    pub fn header(&self) -> ClientResponse {
+        ClientResponse::SnapshotHeader {
+            id: self.id,
+            index: self.store.applied(),
+            term: self.term,
+            revision: self.store.revision(),
+            keys: self.store.len() as u64,
+        }
+    }
+}
+
 /// Everything the driver produced since the last `Driver::take_output`. The shell does it all,
 /// in any order except that `disk` jobs are queued in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +157,8 @@ pub struct Output<R> {
     /// `Watching`): not answers to a request, so a connection does not count them against its
     /// requests in flight.
     pub watch_events: Vec<(R, ClientResponse)>,
+    /// Backups to encode and stream.
+    pub backups: Vec<BackupTask<R>>,
 }
 
 impl<R> Default for Output<R> {
@@ -138,6 +173,7 @@ impl<R> Default for Output<R> {
             peers: None,
             hash_states: Vec::new(),
             watch_events: Vec::new(),
+            backups: Vec::new(),
         }
     }
 }
@@ -153,5 +189,6 @@ impl<R> Output<R> {
             && self.peers.is_none()
             && self.hash_states.is_empty()
             && self.watch_events.is_empty()
+            && self.backups.is_empty()
     }
 }

@@ -743,3 +743,79 @@ fn a_leader_that_removes_itself_answers_ok() {
         .collect();
     assert_eq!(ids, vec![2]);
 }
+
+#[test]
+fn a_backup_is_taken_only_after_the_leader_confirms_it_leads_and_holds_every_committed_write() {
+    let mut d = leader_of_two();
+    d.request(put(1, "k", "v"), 10);
+    let o = d.drive().unwrap();
+    sync(&mut d, &o);
+    let o = ack(&mut d, 3);
+    assert_eq!(o.answers, vec![(10, put_ok(1, 1))]);
+
+    d.request(ClientRequest::Snapshot { id: 2 }, 20);
+    let o = d.drive().unwrap();
+    assert!(
+        o.backups.is_empty() && o.answers.is_empty(),
+        "no copy before the ReadIndex round"
+    );
+    let round = o
+        .messages
+        .iter()
+        .find_map(|m| match m.msg {
+            RaftMessage::AppendEntries { read_round, .. } if read_round > 0 => Some(read_round),
+            _ => None,
+        })
+        .expect("a heartbeat that asks node 2 to confirm the leadership");
+    d.step(env(
+        2,
+        1,
+        RaftMessage::AppendEntriesReply {
+            term: 2,
+            success: true,
+            match_index: 3,
+            conflict: None,
+            read_round: round,
+        },
+    ));
+    let o = d.drive().unwrap();
+    assert!(
+        o.answers.is_empty(),
+        "a backup is streamed by the shell, not answered"
+    );
+    let [task] = o.backups.as_slice() else {
+        panic!("one backup: {:?}", o.backups);
+    };
+    assert_eq!((task.reply, task.id), (20, 2));
+    assert_eq!(task.meta(), SnapshotMeta { index: 3, term: 2 });
+    assert_eq!(task.store.get("k").map(String::as_str), Some("v"));
+    assert_eq!(
+        task.store
+            .membership()
+            .members
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![1, 2],
+        "the copy carries the configuration at its index"
+    );
+    assert_eq!(
+        task.header(),
+        ClientResponse::SnapshotHeader {
+            id: 2,
+            index: 3,
+            term: 2,
+            revision: 1,
+            keys: 1
+        }
+    );
+}
+
+#[test]
+fn a_backup_asked_of_a_follower_names_the_leader() {
+    let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
+    d.request(ClientRequest::Snapshot { id: 5 }, 50);
+    let o = d.drive().unwrap();
+    assert_eq!(o.answers, vec![(50, d.service().not_leader(5, 0))]);
+    assert!(o.backups.is_empty());
+}

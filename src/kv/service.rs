@@ -67,6 +67,9 @@ enum Query {
     /// arrived).
     KeepAlive(u64),
     TimeToLive(u64),
+    /// A backup: a copy of the whole store, handed to the driver (`take_backups`) rather than
+    /// answered here, since it is streamed in chunks.
+    Backup,
 }
 
 /// The service's injected bugs (only with the `bugs` feature; all off by default).
@@ -122,6 +125,9 @@ pub struct KvService<R> {
     hash_every: u64,
     /// Copies taken for the consistency check, for the driver to collect.
     hash_points: Vec<(u64, KvStore)>,
+    /// Backups whose read index is applied: the reply token, the request id and the store as
+    /// of then (an O(1) copy), for the driver to collect.
+    backups: Vec<(R, u64, KvStore)>,
     #[cfg(feature = "bugs")]
     bugs: KvBugs,
 }
@@ -159,6 +165,7 @@ impl<R> KvService<R> {
             compact_proposed: None,
             hash_every: 0,
             hash_points: Vec::new(),
+            backups: Vec::new(),
             #[cfg(feature = "bugs")]
             bugs: KvBugs::default(),
         }
@@ -303,6 +310,11 @@ impl<R> KvService<R> {
     /// The copies taken since the last call: (index, the store as of it).
     pub fn take_hash_points(&mut self) -> Vec<(u64, KvStore)> {
         std::mem::take(&mut self.hash_points)
+    }
+
+    /// Backups ready to stream: (reply, request id, the store at the backup's index).
+    pub fn take_backups(&mut self) -> Vec<(R, u64, KvStore)> {
+        std::mem::take(&mut self.backups)
     }
 
     /// Test hook (see `KvStore::corrupt_for_test`).
@@ -485,6 +497,9 @@ impl<R> KvService<R> {
                 Consistency::Linearizable,
                 Query::TimeToLive(lease_id),
             ),
+            ClientRequest::Snapshot { id } => {
+                self.read(raft, id, Consistency::Linearizable, Query::Backup)
+            }
             ClientRequest::Put {
                 id,
                 key,
@@ -624,7 +639,10 @@ impl<R> KvService<R> {
         query: Query,
     ) -> Result<Admitted, ClientResponse> {
         let stale = consistency == Consistency::Stale
-            && !matches!(query, Query::KeepAlive(_) | Query::TimeToLive(_));
+            && !matches!(
+                query,
+                Query::KeepAlive(_) | Query::TimeToLive(_) | Query::Backup
+            );
         if stale {
             return Err(self.answer_query(id, &query));
         }
@@ -699,6 +717,8 @@ impl<R> KvService<R> {
                 }
                 _ => lease_not_found(id, *lease_id),
             },
+            // Never answered from here (see `serve_applied_reads`).
+            Query::Backup => bad_request(Some(id), "a snapshot is streamed, not answered"),
         }
     }
 
@@ -835,6 +855,11 @@ impl<R> KvService<R> {
                 break;
             }
             for read in entry.remove() {
+                if let Query::Backup = read.query {
+                    self.backups
+                        .push((read.request, read.id, self.store.clone()));
+                    continue;
+                }
                 let answer = self.answer_query(read.id, &read.query);
                 answers.push((read.request, answer));
             }

@@ -186,6 +186,13 @@ pub enum ClientRequest {
         id: u64,
         lease_id: u64,
     },
+    // ----- v2: backups (docs/CLIENT_PROTOCOL.md, "Backups") -----
+    /// A consistent copy of the whole store, taken by the leader after a ReadIndex round (so
+    /// it holds every write acknowledged before the request) and streamed as one
+    /// `SnapshotHeader`, `SnapshotChunk`s and a `SnapshotDone` with this request's id.
+    Snapshot {
+        id: u64,
+    },
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -230,7 +237,8 @@ impl ClientRequest {
             | ClientRequest::LeaseGrant { id, .. }
             | ClientRequest::LeaseKeepAlive { id, .. }
             | ClientRequest::LeaseRevoke { id, .. }
-            | ClientRequest::LeaseTimeToLive { id, .. } => *id,
+            | ClientRequest::LeaseTimeToLive { id, .. }
+            | ClientRequest::Snapshot { id } => *id,
         }
     }
 }
@@ -434,6 +442,31 @@ pub enum ClientResponse {
         events: WatchEvents,
         revision: u64,
     },
+    /// The first answer to `Snapshot`: what the copy covers. Chunks follow.
+    SnapshotHeader {
+        id: u64,
+        /// The last log index the copy reflects, and that entry's term.
+        index: u64,
+        term: u64,
+        /// The store revision at `index`.
+        revision: u64,
+        /// Live keys in the copy.
+        keys: u64,
+    },
+    /// The next bytes of the snapshot's data, from `offset`; base64 in the JSON.
+    SnapshotChunk {
+        id: u64,
+        offset: u64,
+        #[serde(with = "raftd_core::message::b64")]
+        data: Vec<u8>,
+    },
+    /// The last answer to `Snapshot`: the data was `size` bytes with this CRC-32 (IEEE), which
+    /// the client checks before it keeps the file.
+    SnapshotDone {
+        id: u64,
+        size: u64,
+        crc32: u32,
+    },
 }
 
 /// The changes of one `Events` answer. A node sends the same changes to every watch of the
@@ -513,7 +546,11 @@ impl ClientResponse {
             ClientResponse::Ok(ok) => Some(ok.id),
             ClientResponse::Status(s) => Some(s.id),
             ClientResponse::Error(e) => e.id,
-            ClientResponse::Watching { id, .. } | ClientResponse::Events { id, .. } => Some(*id),
+            ClientResponse::Watching { id, .. }
+            | ClientResponse::Events { id, .. }
+            | ClientResponse::SnapshotHeader { id, .. }
+            | ClientResponse::SnapshotChunk { id, .. }
+            | ClientResponse::SnapshotDone { id, .. } => Some(*id),
         }
     }
 }

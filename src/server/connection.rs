@@ -65,32 +65,50 @@ pub fn watch_backlog_total() -> usize {
 /// loop checks before it queues more.
 #[derive(Clone)]
 pub struct Reply {
-    tx: mpsc::UnboundedSender<(ClientResponse, bool)>,
+    tx: mpsc::UnboundedSender<(ClientResponse, Kind)>,
     budget: Arc<ByteBudget>,
     connection: u64,
+}
+
+/// What a queued message is to the connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// The (last) answer to a request: gives back the request's slot when written.
+    Answer,
+    /// A message of a running watch: counted in the node-wide watch backlog.
+    Watch,
+    /// A message of a streamed answer (a backup's chunks): neither; its sender waits for the
+    /// connection's backlog to drain before it queues more.
+    Stream,
 }
 
 impl Reply {
     /// Queues the answer to a request (it gives back the request's slot when written).
     pub fn send(&self, resp: ClientResponse) {
-        self.queue(resp, true);
+        self.queue(resp, Kind::Answer);
     }
 
     /// Queues a message of a running watch (not an answer to a request).
     pub fn send_stream(&self, resp: ClientResponse) {
-        self.queue(resp, false);
+        self.queue(resp, Kind::Watch);
     }
 
-    fn queue(&self, resp: ClientResponse, answer: bool) {
+    /// Queues a part of a streamed answer (not its end). The caller bounds what it queues
+    /// with `drained_below`.
+    pub fn send_part(&self, resp: ClientResponse) {
+        self.queue(resp, Kind::Stream);
+    }
+
+    fn queue(&self, resp: ClientResponse, kind: Kind) {
         let w = weight(&resp);
         self.budget.queued.fetch_add(w, Ordering::AcqRel);
-        if !answer {
+        if kind == Kind::Watch {
             WATCH_BACKLOG.fetch_add(w, Ordering::AcqRel);
         }
-        if self.tx.send((resp, answer)).is_err() {
+        if self.tx.send((resp, kind)).is_err() {
             // The connection is gone; nothing will be written.
             self.budget.release(w);
-            if !answer {
+            if kind == Kind::Watch {
                 WATCH_BACKLOG.fetch_sub(w, Ordering::AcqRel);
             }
         }
@@ -99,6 +117,15 @@ impl Reply {
     /// Bytes queued for this connection and not written yet.
     pub fn backlog(&self) -> usize {
         self.budget.queued.load(Ordering::Acquire)
+    }
+
+    /// Waits until no more than `limit` bytes are queued for this connection. Returns false if
+    /// the connection is gone (nothing more will be written).
+    pub async fn drained_below(&self, limit: usize) -> bool {
+        tokio::select! {
+            _ = self.budget.wait_below(limit) => !self.tx.is_closed(),
+            _ = self.tx.closed() => false,
+        }
     }
 }
 
@@ -170,18 +197,21 @@ fn weight(resp: &ClientResponse) -> usize {
             .iter()
             .map(|e| 96 + e.key.len() + e.value.as_ref().map_or(0, String::len))
             .sum(),
+        // Base64 on the wire.
+        ClientResponse::SnapshotChunk { data, .. } => data.len() / 3 * 4 + 4,
+        ClientResponse::SnapshotHeader { .. } | ClientResponse::SnapshotDone { .. } => 0,
     }
 }
 
 /// The writer's queue. Whatever is still in it when the writer stops (the connection broke,
 /// or the node is stopping) is taken off the node-wide watch backlog.
-struct Outbox(mpsc::UnboundedReceiver<(ClientResponse, bool)>);
+struct Outbox(mpsc::UnboundedReceiver<(ClientResponse, Kind)>);
 
 impl Drop for Outbox {
     fn drop(&mut self) {
         self.0.close();
-        while let Ok((resp, answer)) = self.0.try_recv() {
-            if !answer {
+        while let Ok((resp, kind)) = self.0.try_recv() {
+            if kind == Kind::Watch {
                 WATCH_BACKLOG.fetch_sub(weight(&resp), Ordering::AcqRel);
             }
         }
@@ -204,7 +234,7 @@ pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: 
     } = conn;
     let (mut sink, stream) = framed.split();
     // Unbounded in messages, bounded in bytes: see `Reply`.
-    let (tx, rx) = mpsc::unbounded_channel::<(ClientResponse, bool)>();
+    let (tx, rx) = mpsc::unbounded_channel::<(ClientResponse, Kind)>();
     let budget = Arc::new(ByteBudget::default());
     let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let tx = Reply {
@@ -217,18 +247,18 @@ pub async fn serve(conn: ClientConn, node: mpsc::Sender<NodeRequest>, shutdown: 
     let writer_permits = permits.clone();
     let mut rx = Outbox(rx);
     let writer = async move {
-        while let Some((resp, answer)) = rx.0.recv().await {
+        while let Some((resp, kind)) = rx.0.recv().await {
             let written = sink.send(encode(&resp)).await;
             let w = weight(&resp);
             budget.release(w);
-            if !answer {
+            if kind == Kind::Watch {
                 WATCH_BACKLOG.fetch_sub(w, Ordering::AcqRel);
             }
             budget.written.fetch_add(1, Ordering::Relaxed);
             if written.is_err() {
                 return;
             }
-            if answer {
+            if kind == Kind::Answer {
                 writer_permits.add_permits(1);
             }
         }

@@ -59,6 +59,7 @@ pub enum RequestName {
     Lease,
     Member,
     Status,
+    Snapshot,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -267,7 +268,7 @@ impl Metrics {
         );
         r.register(
             "snapshots",
-            "Snapshots taken by this node, installed from the leader, and sent to followers",
+            "Snapshots taken by this node, installed from the leader, sent to followers, and streamed to clients as backups",
             m.snapshots.clone(),
         );
         r.register_with_unit(
@@ -308,7 +309,7 @@ impl Metrics {
         );
         // Families shown from the start (at zero), so dashboards and alerts find them before
         // the first snapshot or alarm.
-        for event in ["taken", "installed", "sent"] {
+        for event in ["taken", "installed", "sent", "backup"] {
             let labels = SnapshotLabels { event };
             let _ = m.snapshots.get_or_create(&labels);
             let _ = m.snapshot_seconds.get_or_create(&labels);
@@ -376,6 +377,7 @@ pub fn request_type(req: &crate::rpc::types::ClientRequest) -> RequestType {
         | R::MemberRemove { .. }
         | R::TransferLeader { .. } => RequestName::Member,
         R::Status { .. } => RequestName::Status,
+        R::Snapshot { .. } => RequestName::Snapshot,
     };
     RequestType { name }
 }

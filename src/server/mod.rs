@@ -1,6 +1,7 @@
 //! Wires the driver (core and key-value service), storage, transport and client connections
 //! together on tokio.
 
+mod backup;
 mod connection;
 mod http;
 mod http_kv;
@@ -10,6 +11,7 @@ pub mod metrics;
 mod node;
 mod node_metrics;
 mod repair;
+pub mod restore;
 
 pub use connection::NodeRequest;
 pub use node::NodeError;

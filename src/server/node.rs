@@ -359,7 +359,16 @@ impl NodeLoop {
             peers,
             hash_states,
             watch_events,
+            backups,
         } = out;
+        for task in backups {
+            // Its latency as a request is the time to take the consistent copy; the stream's
+            // is `raftd_snapshot_duration_seconds{event="backup"}`.
+            use crate::driver::ReplyTo;
+            self.metrics
+                .answered(task.reply.connection(), Some(task.id));
+            super::backup::spawn(self.id(), task, &self.metrics.metrics);
+        }
         for task in hash_states {
             // Reads the whole state: off the node's thread, like a snapshot.
             let tx = self.hashes_tx.clone();

@@ -41,13 +41,18 @@ const VERSION: u32 = 1;
 pub const SNAPSHOT_HEADER_LEN: u64 = 44;
 
 fn header(meta: SnapshotMeta, data: &[u8]) -> [u8; SNAPSHOT_HEADER_LEN as usize] {
+    header_of(meta, data.len() as u64, crc32fast::hash(data))
+}
+
+/// The header of a snapshot whose data is `len` bytes with CRC-32 `crc`.
+fn header_of(meta: SnapshotMeta, len: u64, crc: u32) -> [u8; SNAPSHOT_HEADER_LEN as usize] {
     let mut h = [0u8; SNAPSHOT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(MAGIC);
     h[8..12].copy_from_slice(&VERSION.to_be_bytes());
     h[12..20].copy_from_slice(&meta.index.to_be_bytes());
     h[20..28].copy_from_slice(&meta.term.to_be_bytes());
-    h[28..36].copy_from_slice(&(data.len() as u64).to_be_bytes());
-    h[36..40].copy_from_slice(&crc32fast::hash(data).to_be_bytes());
+    h[28..36].copy_from_slice(&len.to_be_bytes());
+    h[36..40].copy_from_slice(&crc.to_be_bytes());
     let header_crc = crc32fast::hash(&h[0..40]);
     h[40..44].copy_from_slice(&header_crc.to_be_bytes());
     h
@@ -125,10 +130,10 @@ pub fn prepare(
     })
 }
 
-/// Reads and verifies `<dir>/snapshot`. `Ok(None)` if there is none. Returns the snapshot and
-/// the file's length.
-pub(crate) fn load(dir: &Path) -> Result<Option<(Snapshot, u64)>, StorageError> {
-    let path = dir.join(SNAPSHOT_FILE_NAME);
+/// Reads and verifies a snapshot file (a node's `snapshot`, or a backup: they are the same
+/// format). `Ok(None)` if there is none. Returns its meta, its data and the file's length.
+pub fn read_file(path: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>, u64)>, StorageError> {
+    let path = path.to_path_buf();
     let mut file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -187,6 +192,15 @@ pub(crate) fn load(dir: &Path) -> Result<Option<(Snapshot, u64)>, StorageError> 
             "data checksum mismatch".to_string(),
         ));
     }
+    Ok(Some((meta, data, file_len)))
+}
+
+/// Reads and verifies `<dir>/snapshot`. `Ok(None)` if there is none. Returns the snapshot and
+/// the file's length.
+pub(crate) fn load(dir: &Path) -> Result<Option<(Snapshot, u64)>, StorageError> {
+    let Some((meta, data, file_len)) = read_file(&dir.join(SNAPSHOT_FILE_NAME))? else {
+        return Ok(None);
+    };
     Ok(Some((
         Snapshot {
             // The configuration is inside the state machine's bytes; whoever decodes them
@@ -197,4 +211,80 @@ pub(crate) fn load(dir: &Path) -> Result<Option<(Snapshot, u64)>, StorageError> 
         },
         file_len,
     )))
+}
+
+/// Writes a snapshot file (a backup) whose data arrives in pieces: to `<path>.part` first,
+/// the header last (once the data's length and CRC are known), fsynced, then renamed to
+/// `path`. A file under `path` is therefore always whole; a `.part` left by a crash or an
+/// abandoned backup is overwritten by the next attempt.
+pub struct SnapshotFileWriter {
+    path: std::path::PathBuf,
+    part: std::path::PathBuf,
+    file: File,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl SnapshotFileWriter {
+    pub fn create(path: &Path) -> Result<SnapshotFileWriter, StorageError> {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(".part");
+        let part = std::path::PathBuf::from(name);
+        let mut file = File::create(&part).map_err(io_err(&part, "create"))?;
+        // Room for the header, written once the data is complete.
+        file.write_all(&[0u8; SNAPSHOT_HEADER_LEN as usize])
+            .map_err(io_err(&part, "write"))?;
+        Ok(SnapshotFileWriter {
+            path: path.to_path_buf(),
+            part,
+            file,
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        })
+    }
+
+    /// Appends the next data bytes.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        self.file
+            .write_all(data)
+            .map_err(io_err(&self.part, "write"))?;
+        self.crc.update(data);
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    /// Data bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The CRC-32 of the data written so far.
+    pub fn crc32(&self) -> u32 {
+        self.crc.clone().finalize()
+    }
+
+    /// Writes the header for `meta`, makes the file durable and gives it its name. Returns
+    /// the file's length.
+    pub fn finish(mut self, meta: SnapshotMeta) -> Result<u64, StorageError> {
+        use std::io::{Seek, SeekFrom};
+        let h = header_of(meta, self.len, self.crc32());
+        self.file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.file.write_all(&h))
+            .map_err(io_err(&self.part, "write the header of"))?;
+        self.file.sync_all().map_err(io_err(&self.part, "fsync"))?;
+        fs::rename(&self.part, &self.path)
+            .map_err(io_err(&self.path, "rename the finished backup to"))?;
+        sync_dir(super::wal::parent_dir(&self.path))?;
+        Ok(SNAPSHOT_HEADER_LEN + self.len)
+    }
+
+    /// Gives up: the partial file is removed.
+    pub fn abandon(self) {
+        let _ = fs::remove_file(&self.part);
+    }
 }

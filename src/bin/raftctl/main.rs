@@ -7,6 +7,7 @@
 //! raftctl cert ca|node ID|client NAME --dir DIR               (make certificates)
 //! raftctl … member list | member add ID ADDR [--learner] | member promote ID | member remove ID
 //! raftctl … leader transfer [ID]
+//! raftctl … snapshot save FILE | snapshot status FILE
 //! raftctl … get KEY --prefix [--limit N] [--keys-only] [--rev N] | del KEY --prefix
 //! raftctl … watch KEY [--prefix] [--rev N] | txn (JSON on stdin) | compact REV
 //! raftctl … lease grant TTL | lease keepalive ID | lease revoke ID | lease ttl ID
@@ -19,6 +20,7 @@ mod cert;
 mod elect;
 mod endpoint;
 mod members;
+mod snapshot;
 mod store;
 mod timeline;
 
@@ -166,6 +168,9 @@ enum Cmd {
     /// Each node of --cluster as it sees itself (`endpoint status [-w table|json]`).
     #[command(subcommand)]
     Endpoint(endpoint::EndpointCmd),
+    /// Back the cluster up (`snapshot save FILE`), or check a backup (`snapshot status FILE`).
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Draw the nodes' logs (text or --log-format json) as one HTML page: a lane per node,
     /// terms, leaders, elections, stops and starts, peers down, snapshots.
     Timeline {
@@ -192,6 +197,22 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("raftctl: {e}");
                 ExitCode::from(2)
+            }
+        };
+    }
+    if let Cmd::Snapshot(snapshot::SnapshotCmd::Status { file }) = &cli.command {
+        return match snapshot::status(file) {
+            Ok((value, text)) => {
+                if cli.json {
+                    println!("{value}");
+                } else {
+                    println!("{text}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("raftctl: {e}");
+                ExitCode::from(1)
             }
         };
     }
@@ -362,7 +383,14 @@ async fn run(cli: Cli, nodes: Vec<SocketAddr>, opts: ClientOptions) -> ExitCode 
                     )
                 })
         }
-        Cmd::Cert(_) | Cmd::Timeline { .. } => unreachable!("handled before connecting"),
+        Cmd::Cert(_)
+        | Cmd::Timeline { .. }
+        | Cmd::Snapshot(snapshot::SnapshotCmd::Status { .. }) => {
+            unreachable!("handled before connecting")
+        }
+        Cmd::Snapshot(snapshot::SnapshotCmd::Save { file }) => {
+            snapshot::save(&mut client, &file).await
+        }
         Cmd::Member(cmd) => members::member(&mut client, cmd).await,
         Cmd::Leader(cmd) => members::leader(&mut client, cmd).await,
         Cmd::Endpoint(cmd) => endpoint::run(&mut client, &nodes, cmd, json_out).await,

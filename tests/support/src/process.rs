@@ -22,6 +22,46 @@ pub fn bin() -> PathBuf {
     profile_dir.join(format!("raftd{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// A tool built next to `raftd` (`raftctl`): `$RAFTCTL_BIN` for raftctl, or the sibling of
+/// [`bin`].
+pub fn tool_bin(name: &str) -> PathBuf {
+    if name == "raftctl" {
+        if let Some(path) = std::env::var_os("RAFTCTL_BIN") {
+            return PathBuf::from(path);
+        }
+    }
+    bin().with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// What a command printed, and its exit code.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program` with `args` to its end.
+pub fn run(program: &Path, args: &[&str]) -> Run {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `raftctl --cluster CLUSTER ARGS...`.
+pub fn raftctl(cluster: &str, args: &[&str]) -> Run {
+    let all: Vec<&str> = ["--cluster", cluster]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    run(&tool_bin("raftctl"), &all)
+}
+
 /// `n` free loopback ports (bound and released; the OS does not hand them out again at once).
 pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
@@ -356,21 +396,34 @@ impl Cluster {
     /// Like `start`, with the disk-fault shim in every node (faults off until a test turns
     /// them on through `Node::faults`).
     pub fn start_with_disk_faults(n: usize, extra: &[&str]) -> Cluster {
-        Cluster::build(n, extra, Auth::Secret, true, false)
+        Cluster::build(n, extra, Auth::Secret, true, false, &mut |_, _, _| {})
     }
 
     /// Like `start_with`, with the peers authenticated as `auth` says.
     pub fn start_auth(n: usize, extra: &[&str], auth: Auth) -> Cluster {
-        Cluster::build(n, extra, auth, false, false)
+        Cluster::build(n, extra, auth, false, false, &mut |_, _, _| {})
+    }
+
+    /// Like `start`, with `prepare(id, data_dir, members)` run for each node before it starts
+    /// (`members`: every node, `ID=127.0.0.1:PORT,...`), e.g. to restore a backup into it.
+    pub fn start_prepared(n: usize, prepare: &mut dyn FnMut(u64, &Path, &str)) -> Cluster {
+        Cluster::build(n, &[], Auth::Secret, false, false, prepare)
     }
 
     /// Like `start_auth`, each node also serving HTTP on a port of its own
     /// ([`Node::http_addr`]).
     pub fn start_http(n: usize, extra: &[&str], auth: Auth) -> Cluster {
-        Cluster::build(n, extra, auth, false, true)
+        Cluster::build(n, extra, auth, false, true, &mut |_, _, _| {})
     }
 
-    fn build(n: usize, extra: &[&str], auth: Auth, disk_faults: bool, http: bool) -> Cluster {
+    fn build(
+        n: usize,
+        extra: &[&str],
+        auth: Auth,
+        disk_faults: bool,
+        http: bool,
+        prepare: &mut dyn FnMut(u64, &Path, &str),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let mut pki = None;
@@ -389,6 +442,12 @@ impl Cluster {
         }
         let ports = free_ports(if http { 2 * n } else { n });
         let (ports, http_ports) = ports.split_at(n);
+        let members: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(j, p)| format!("{}=127.0.0.1:{p}", j + 1))
+            .collect();
+        let members = members.join(",");
         let mut nodes = Vec::new();
         for i in 0..n {
             let id = i as u64 + 1;
@@ -420,6 +479,7 @@ impl Cluster {
                 faults: disk_faults.then(DiskFaults::new),
                 child: None,
             };
+            prepare(id, &node.data_dir, &members);
             node.start();
             nodes.push(node);
         }
