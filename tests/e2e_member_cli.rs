@@ -10,10 +10,8 @@
 
 use raftd_testkit::process::{wait_for, Cluster, Run};
 use serde_json::Value;
-use std::process::Command;
 use std::time::Duration;
 
-const RAFTCTL: &str = env!("CARGO_BIN_EXE_raftctl");
 const TEN_S: Duration = Duration::from_secs(10);
 
 fn raftctl(cluster: &str, args: &[&str]) -> Run {
@@ -152,58 +150,5 @@ fn endpoint_status_shows_every_node_and_one_that_is_down() {
         1,
         "{}",
         r.stdout
-    );
-}
-
-/// `raftctl timeline` on a real cluster's logs: a lane per node, a band per term each node
-/// was in, the leaders, and the restart of the node that was killed.
-#[test]
-fn timeline_draws_a_lane_per_node_and_a_band_per_term() {
-    let mut cluster = Cluster::start_with(3, &["--log-format", "json"]);
-    let first = cluster.leader(TEN_S);
-    cluster.node(first).kill();
-    let rest: Vec<u64> = (1..=3).filter(|n| *n != first).collect();
-    let (second, _) = cluster
-        .wait_for_leader(&rest, TEN_S)
-        .expect("a new leader after the kill");
-    cluster.node(first).start();
-    let (back, _) = cluster
-        .wait_for_leader(&[1, 2, 3], TEN_S)
-        .expect("one leader once the killed node is back");
-    assert_eq!(back, second);
-    let out = cluster.dir.path().join("timeline.html");
-    let logs: Vec<String> = (1..=3)
-        .map(|n| cluster.node(n).log_path.display().to_string())
-        .collect();
-    let mut args = vec!["timeline"];
-    args.extend(logs.iter().map(String::as_str));
-    let out_s = out.display().to_string();
-    args.extend(["-o", out_s.as_str()]);
-    let r = Command::new(RAFTCTL)
-        .args(&args)
-        .output()
-        .expect("run raftctl");
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let html = std::fs::read_to_string(&out).expect("the page");
-    assert!(html.starts_with("<!doctype html>"));
-    assert_eq!(html.matches(r#"class="lane""#).count(), 3);
-    for n in 1..=3 {
-        assert!(html.contains(&format!(r#"data-node="{n}""#)));
-    }
-    let terms: std::collections::BTreeSet<&str> = html
-        .match_indices(r#"data-term=""#)
-        .map(|(i, m)| {
-            let rest = &html[i + m.len()..];
-            &rest[..rest.find('"').unwrap_or(0)]
-        })
-        .collect();
-    assert!(terms.len() >= 2, "two terms at least: {terms:?}");
-    assert!(
-        html.matches(r#"class="leader""#).count() >= 2,
-        "two leaderships"
-    );
-    assert!(
-        html.matches("event start").count() >= 4,
-        "three starts and a restart"
     );
 }

@@ -124,6 +124,7 @@ impl NodeLoop {
                     self.ticks += 1;
                     if self.ticks.is_multiple_of(10) {
                         self.metrics.on_tick(&self.driver, &self.transport);
+                        self.metrics.log_progress(&self.driver);
                         let m = &self.metrics.metrics;
                         let bytes = m.wal_bytes.get().max(0) + m.snapshot_bytes.get().max(0);
                         self.driver.set_data_bytes(bytes as u64);

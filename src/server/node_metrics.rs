@@ -24,7 +24,13 @@ pub struct NodeMetrics {
     /// Each type's in-flight gauge and latency histogram, taken from their families once (a
     /// family lookup takes a lock; these handles are plain atomics).
     per_type: HashMap<RequestType, (Gauge, Histogram)>,
+    /// When the last progress line was logged, and the commit index it named.
+    progress: (Instant, u64),
 }
+
+/// How often a node logs its commit index (at `info`, only when it moved): the commit index
+/// over time in `raftctl timeline`, and a rate an operator can read off the log.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl NodeMetrics {
     pub fn new(metrics: Arc<Metrics>) -> NodeMetrics {
@@ -36,6 +42,7 @@ impl NodeMetrics {
             last_index: 0,
             pending: HashMap::new(),
             per_type: HashMap::new(),
+            progress: (Instant::now(), 0),
         }
     }
 
@@ -153,6 +160,28 @@ impl NodeMetrics {
         m.applied_index.set(g(log.applied()));
         m.last_log_index.set(g(last));
         m.snapshot_index.set(g(log.snapshot().index));
+    }
+
+    /// Logs the commit index if it moved and the last such line is `PROGRESS_EVERY` old.
+    pub fn log_progress<R: crate::driver::ReplyTo>(&mut self, driver: &Driver<R>) {
+        let (at, was) = self.progress;
+        let raft = driver.raft();
+        let log = raft.log();
+        let commit = log.committed();
+        // The first time it moves at once (a start, a catch-up), then at most every 5 s.
+        if commit == was || (was > 0 && at.elapsed() < PROGRESS_EVERY) {
+            return;
+        }
+        let secs = at.elapsed().as_secs_f64();
+        ::log::info!(
+            "node {}: commit index {commit}, applied {}, last log {} in term {} ({} entries committed in {secs:.1} s)",
+            raft.id(),
+            log.applied(),
+            log.last_index(),
+            raft.term(),
+            commit.saturating_sub(was)
+        );
+        self.progress = (Instant::now(), commit);
     }
 
     /// Once a tick: what is costlier to look at than the Raft state.

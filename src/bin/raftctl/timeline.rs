@@ -1,7 +1,13 @@
 //! `raftctl timeline LOG... -o FILE.html`: the nodes' logs (text or `--log-format json`) as
 //! one self-contained HTML page with an SVG picture: a lane per node over time, its terms as
 //! coloured bands, when it led, elections started and won, stops and starts, peers seen down,
-//! snapshots taken and installed. Every mark has a tooltip with the log line it comes from.
+//! snapshots taken and installed, and under the lanes the commit index over time, a line per
+//! node (from the progress line each node logs every few seconds while it commits). Every mark
+//! has a tooltip with the log line it comes from.
+//!
+//! A small script in the page checks, once the browser has laid it out, that each lane, term
+//! band and commit line has a size, and records what it found in `<body data-rendered>`: the
+//! end-to-end test reads that back from headless Chromium.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,6 +34,8 @@ enum Kind {
     PeerUp(u64),
     SnapshotTaken,
     SnapshotInstalled,
+    /// The node's commit index (its periodic progress line).
+    Commit(u64),
     /// Any other line that names a term.
     Term,
 }
@@ -114,6 +122,8 @@ fn parse_line(line: &str) -> Option<Event> {
         Kind::SnapshotTaken
     } else if msg.contains("installed a snapshot at index") {
         Kind::SnapshotInstalled
+    } else if let Some(c) = number_after(&msg, ": commit index ") {
+        Kind::Commit(c)
     } else if term.is_some() {
         Kind::Term
     } else {
@@ -150,7 +160,18 @@ fn render(events: &[Event]) -> String {
         .collect();
     let (left, width, lane_h) = (90.0, 1100.0, 70.0);
     let x = |t: f64| left + (t - t0) / (t1 - t0) * width;
-    let height = 60.0 + lane_h * nodes.len() as f64;
+    let lanes_bottom = 30.0 + lane_h * nodes.len() as f64;
+    let chart_h = 160.0;
+    let commits: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Commit(_)))
+        .collect();
+    let height = lanes_bottom
+        + if commits.is_empty() {
+            30.0
+        } else {
+            chart_h + 50.0
+        };
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -202,6 +223,21 @@ fn render(events: &[Event]) -> String {
                 colour(*term)
             );
         }
+        // A start not preceded by a stop: the node died without a word (SIGKILL, a crash, a
+        // power loss). Shade the silence from its last line to the restart.
+        for pair in mine.windows(2) {
+            let (before, start) = (pair[0], pair[1]);
+            if start.kind == Kind::Start && before.kind != Kind::Stop {
+                let _ = write!(
+                    svg,
+                    r##"<rect class="gap" x="{}" y="{}" width="{}" height="{}" fill="#777" fill-opacity="0.45"><title>node {node}: silent from its last log line to its restart (killed or crashed)</title></rect>"##,
+                    x(before.t),
+                    y + 2.0,
+                    (x(start.t) - x(before.t)).max(1.0),
+                    lane_h - 14.0
+                );
+            }
+        }
         // Leadership: from winning to stepping down, stopping, or the end.
         let mut led_since: Option<(f64, Option<u64>)> = None;
         let mut leads: Vec<(f64, f64, Option<u64>)> = Vec::new();
@@ -240,7 +276,7 @@ fn render(events: &[Event]) -> String {
                 Kind::PeerUp(_) => ("✓", "#393", "peer-up"),
                 Kind::SnapshotTaken => ("◆", "#36c", "snapshot-taken"),
                 Kind::SnapshotInstalled => ("◇", "#36c", "snapshot-installed"),
-                Kind::Term => continue,
+                Kind::Term | Kind::Commit(_) => continue,
             };
             let _ = write!(
                 svg,
@@ -252,8 +288,17 @@ fn render(events: &[Event]) -> String {
         }
         svg.push_str("</g>");
     }
+    if !commits.is_empty() {
+        let area = ChartArea {
+            top: lanes_bottom + 20.0,
+            h: chart_h,
+            left,
+            right: left + width,
+        };
+        draw_commits(&mut svg, &commits, &nodes, area, &x);
+    }
     svg.push_str("</svg>");
-    let legend = "▶ start · ■ stop · ? campaigns · ★ wins · ▽ steps down · ✕ peer down · ✓ peer up · ◆ snapshot taken · ◇ snapshot installed · black bar: leading · band colour: term";
+    let legend = "▶ start · ■ stop · ? campaigns · ★ wins · ▽ steps down · ✕ peer down · ✓ peer up · ◆ snapshot taken · ◇ snapshot installed · black bar: leading · band colour: term · grey: silent until a restart (killed) · bottom: commit index, a line per node";
     format!(
         r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>raftd timeline</title>
@@ -262,6 +307,7 @@ fn render(events: &[Event]) -> String {
 <p>{} nodes, {} terms, {} events over {}s, from {}. Hover a mark for its log line.</p>
 <p>{legend}</p>
 {svg}
+<script>{CHECK_SCRIPT}</script>
 </body></html>
 "#,
         nodes.len(),
@@ -270,6 +316,125 @@ fn render(events: &[Event]) -> String {
         fmt_secs(t1 - t0),
         fmt_epoch(t0)
     )
+}
+
+/// Runs in the browser once the page is laid out: counts what has a size, for a test (or a
+/// curious reader) to read from `document.body.dataset.rendered`.
+const CHECK_SCRIPT: &str = r#"
+(function () {
+  // A line may be flat (no height); everything else must have both.
+  function sized(sel) {
+    return Array.prototype.filter.call(document.querySelectorAll(sel), function (el) {
+      var b = el.getBBox();
+      return b.width > 0 && (b.height > 0 || el.tagName === 'polyline');
+    });
+  }
+  var terms = {};
+  sized('rect.term').forEach(function (el) { terms[el.getAttribute('data-term')] = true; });
+  document.body.dataset.rendered = JSON.stringify({
+    lanes: sized('g.lane').length,
+    bands: sized('rect.term').length,
+    terms: Object.keys(terms).length,
+    leaderships: sized('rect.leader').length,
+    gaps: sized('rect.gap').length,
+    events: sized('text.event').length,
+    commit_lines: sized('polyline.commit').length
+  });
+})();
+"#;
+
+/// Where the commit chart goes: `h` high from `top`, across the lanes' `left..right`.
+struct ChartArea {
+    top: f64,
+    h: f64,
+    left: f64,
+    right: f64,
+}
+
+/// The commit index over time: a line per node.
+fn draw_commits(
+    svg: &mut String,
+    commits: &[&Event],
+    nodes: &[u64],
+    area: ChartArea,
+    x: &dyn Fn(f64) -> f64,
+) {
+    let ChartArea {
+        top,
+        h,
+        left,
+        right,
+    } = area;
+    let max = commits
+        .iter()
+        .filter_map(|e| match e.kind {
+            Kind::Commit(c) => Some(c),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let y = |c: u64| top + h - (c as f64 / max as f64) * h;
+    let _ = write!(
+        svg,
+        r##"<g class="commits"><text x="8" y="{}" font-weight="bold">commit</text><text x="8" y="{}" fill="#666">{max}</text><text x="8" y="{}" fill="#666">0</text><line x1="{left}" x2="{right}" y1="{}" y2="{}" stroke="#ccc"/>"##,
+        top + h / 2.0,
+        top + 10.0,
+        top + h,
+        top + h,
+        top + h
+    );
+    for (i, node) in nodes.iter().enumerate() {
+        let hue = (i as u64 * 137 + 200) % 360;
+        let points: Vec<(f64, u64, &str)> = commits
+            .iter()
+            .filter(|e| e.node == *node)
+            .filter_map(|e| match e.kind {
+                Kind::Commit(c) => Some((e.t, c, e.line.as_str())),
+                _ => None,
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = points
+            .iter()
+            .map(|(t, c, _)| format!("{:.1},{:.1}", x(*t), y(*c)))
+            .collect();
+        // A single point still gets a visible line: a short flat stroke.
+        let path = if path.len() == 1 {
+            let (t, c, _) = points[0];
+            format!(
+                "{:.1},{:.1} {:.1},{:.1}",
+                x(t) - 3.0,
+                y(c),
+                x(t) + 3.0,
+                y(c)
+            )
+        } else {
+            path.join(" ")
+        };
+        let _ = write!(
+            svg,
+            r#"<polyline class="commit" data-node="{node}" points="{path}" fill="none" stroke="hsl({hue}, 70%, 40%)" stroke-width="2"><title>node {node}: commit index</title></polyline>"#
+        );
+        for (t, c, line) in &points {
+            let _ = write!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="hsl({hue}, 70%, 40%)"><title>{}</title></circle>"#,
+                x(*t),
+                y(*c),
+                esc(&format!("commit index {c}: {line}"))
+            );
+        }
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{:.1}" fill="hsl({hue}, 70%, 40%)" text-anchor="end" dy="-4">node {node}</text>"#,
+            right + 5.0,
+            y(points.last().map_or(0, |p| p.1))
+        );
+    }
+    svg.push_str("</g>");
 }
 
 fn nice_step(raw: f64) -> f64 {
@@ -310,6 +475,13 @@ mod tests {
         assert!((b.t - a.t - 0.25).abs() < 1e-6);
         // 2026-12-07T16:52:15Z.
         assert_eq!(a.t, 1_796_662_335.0);
+    }
+
+    #[test]
+    fn the_progress_line_gives_the_commit_index_and_the_term() {
+        let line = "[2026-12-07T18:18:53Z INFO  raftd::server::node_metrics] node 1: commit index 449, applied 449, last log 450 in term 2 (448 entries committed in 5.0 s)";
+        let e = parse_line(line).expect("an event");
+        assert_eq!((e.node, e.kind, e.term), (1, Kind::Commit(449), Some(2)));
     }
 
     #[test]
