@@ -24,6 +24,12 @@
 #                    copied to target/bench-vs-etcd.jsonl)
 #   RAFTD_BIN        a raftd binary to measure instead of building this checkout's (to
 #                    compare versions)
+#   --keys N         scale mode (or BENCH_KEYS=N): instead of the loads above, fill each
+#                    system with BENCH_PUTS puts (default 1.2 N) over N distinct keys by 128
+#                    clients, timing each tenth of the fill; count the elections during it;
+#                    then each member's RSS and data dir size, and puts at 64 clients over
+#                    the N keys. BENCH_SYSTEMS picks the systems (default "etcd raftd"; use
+#                    "raftd" for 10M keys, past etcd's default quota).
 #   BENCH_AUTH       raftd's peer authentication: secret (default; clients in plaintext), tls
 #                    (TLS on its port, certificates made with raftctl cert, the benchmark's
 #                    clients speaking TLS; etcd stays plaintext), or none (for a RAFTD_BIN
@@ -33,6 +39,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+
+KEYS=${BENCH_KEYS:-}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --keys) KEYS=$2; shift 2 ;;
+        --keys=*) KEYS=${1#--keys=}; shift ;;
+        *) echo "usage: $0 [--keys N]" >&2; exit 2 ;;
+    esac
+done
+SYSTEMS=${BENCH_SYSTEMS:-etcd raftd}
 
 SECS=${BENCH_SECS:-10}
 WARMUP=${BENCH_WARMUP:-2}
@@ -141,10 +157,14 @@ eps_of() { [ "$1" = raftd ] && echo "$RAFTD_EPS" || echo "$ETCD_EPS"; }
 
 ready() { "$BENCH" ready --system "$1" --endpoints "$(eps_of "$1")" --timeout-secs 60 >/dev/null; }
 
-say "starting etcd (ports $ETCD_EPS) and raftd (ports $RAFTD_EPS) under $DIR"
-for n in "${NODES[@]}"; do start_etcd "$n"; start_raftd "$n"; done
-ready etcd
-ready raftd
+has() { [[ " $SYSTEMS " == *" $1 "* ]]; }
+say "starting $SYSTEMS (etcd ports $ETCD_EPS, raftd ports $RAFTD_EPS) under $DIR"
+for n in "${NODES[@]}"; do
+    if [ -z "$KEYS" ] || has etcd; then start_etcd "$n"; fi
+    if [ -z "$KEYS" ] || has raftd; then start_raftd "$n"; fi
+done
+if [ -z "$KEYS" ] || has etcd; then ready etcd; fi
+if [ -z "$KEYS" ] || has raftd; then ready raftd; fi
 
 # Leader elections so far, from the members' logs (each election won is logged once).
 elections() {
@@ -156,6 +176,76 @@ elections() {
 }
 E0_etcd=$(elections etcd)
 E0_raftd=$(elections raftd)
+
+# ---- scale mode -----------------------------------------------------------------------------
+member_pid() { # system member
+    local port
+    port=$([ "$1" = raftd ] && raftd_port "$2" || etcd_client_port "$2")
+    cat "$DIR/pids/$port.pid"
+}
+if [ -n "$KEYS" ]; then
+    PUTS=${BENCH_PUTS:-$((KEYS + KEYS / 5))}
+    for sys in $SYSTEMS; do
+        e0=$(elections "$sys")
+        say "fill $sys: $PUTS puts over $KEYS keys, 128 clients"
+        extra=()
+        [ "$sys" = etcd ] && extra=(--conns "$ETCD_CONNS")
+        "$BENCH" fill --system "$sys" --endpoints "$(eps_of "$sys")" --keys "$KEYS" \
+            --puts "$PUTS" --clients 128 "${extra[@]}" | tee -a "$RESULTS" >/dev/null
+        e1=$(elections "$sys")
+        for n in "${NODES[@]}"; do
+            pid=$(member_pid "$sys" "$n")
+            rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+            hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+            disk=$(du -sb "$DIR/$sys$n" | cut -f1)
+            printf '{"system":"%s","member":%s,"rss_kib":%s,"peak_rss_kib":%s,"disk_bytes":%s,"scale":true}\n' \
+                "$sys" "$n" "$rss" "$hwm" "$disk" >>"$RESULTS"
+        done
+        printf '{"system":"%s","elections_during_fill":%s}\n' "$sys" $((e1 - e0)) >>"$RESULTS"
+        say "puts x64 over $KEYS keys: $sys"
+        extra=()
+        [ "$sys" = etcd ] && extra=(--conns "$ETCD_CONNS" --leader-only)
+        "$BENCH" load --system "$sys" --endpoints "$(eps_of "$sys")" --op put --clients 64 \
+            --keys "$KEYS" --warmup-secs "$WARMUP" --secs "$SECS" "${extra[@]}" |
+            tee -a "$RESULTS" >/dev/null
+        printf '{"system":"%s","elections_after_fill":%s}\n' "$sys" $(($(elections "$sys") - e1)) >>"$RESULTS"
+    done
+    say "results ($RESULTS)"
+    python3 - "$RESULTS" "$KEYS" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+keys = int(sys.argv[2])
+systems = [s for s in ("etcd", "raftd") if any(r.get("system") == s for r in rows)]
+def one(s, key):
+    for r in rows:
+        if r.get("system") == s and key in r:
+            return r
+    return None
+print(f"scale: {keys} keys")
+print(f"{'':<34}" + "".join(f"{s:>14}" for s in systems))
+def line(label, f):
+    print(f"{label:<34}" + "".join(f"{f(s):>14}" for s in systems))
+fill = {s: one(s, "tenths_ops_per_sec") for s in systems}
+line("fill puts/s (all)", lambda s: f"{fill[s]['ops_per_sec']:.0f}")
+for i in range(10):
+    line(f"  tenth {i + 1} puts/s", lambda s: f"{fill[s]['tenths_ops_per_sec'][i]:.0f}" if len(fill[s]['tenths_ops_per_sec']) > i else "-")
+line("last tenth / first tenth", lambda s: f"{fill[s]['last_over_first']:.2f}")
+line("fill p99 ms / max ms", lambda s: f"{fill[s]['p99_ms']:.0f}/{fill[s]['max_ms']:.0f}")
+line("longest stall s", lambda s: f"{fill[s]['longest_stall_secs']:.1f}")
+line("put errors (retried)", lambda s: f"{fill[s]['errors']}")
+line("elections during fill", lambda s: f"{one(s, 'elections_during_fill')['elections_during_fill']}")
+mem = {s: [r for r in rows if r.get("system") == s and r.get("scale")] for s in systems}
+line("RSS MiB (max member)", lambda s: f"{max(r['rss_kib'] for r in mem[s]) / 1024:.0f}")
+line("peak RSS MiB (max member)", lambda s: f"{max(r['peak_rss_kib'] for r in mem[s]) / 1024:.0f}")
+line("RSS bytes per key", lambda s: f"{max(r['rss_kib'] for r in mem[s]) * 1024 / keys:.0f}")
+line("data dir MiB (max member)", lambda s: f"{max(r['disk_bytes'] for r in mem[s]) / 2**20:.0f}")
+put = {s: next((r for r in rows if r.get("system") == s and r.get("op") == "put"), None) for s in systems}
+line("puts x64 after fill ops/s", lambda s: f"{put[s]['ops_per_sec']:.0f}")
+line("puts x64 after fill p99 ms", lambda s: f"{put[s]['p99_ms']:.1f}")
+line("elections after fill", lambda s: f"{one(s, 'elections_after_fill')['elections_after_fill']}")
+PY
+    exit 0
+fi
 
 # ---- loads ----------------------------------------------------------------------------------
 load() { # system op clients watchers [raw]

@@ -517,8 +517,10 @@ fn a_follower_far_behind_catches_up_by_snapshot() {
 /// 10,000 revisions it measured 2.7-3.4 MiB, flat from the second quarter of the load on; with
 /// no history compaction at all it grew to 14 MiB. Without log compaction the log reaches
 /// 16 MiB; with the finished snapshot starved by the load (the bug this test found) the
-/// leader's dir grew to 6-13 MiB.
-const LOAD_BOUND: u64 = 3 * MIB;
+/// leader's dir grew to 6-13 MiB. Since snapshots are encoded at nice 10 (heartbeats first;
+/// src/server/background.rs), on this saturated 2-core load they take longer and more log
+/// waits behind them: peaks measured 2.7-4.5 MiB (below 3 MiB at normal priority).
+const LOAD_BOUND: u64 = 5 * MIB;
 
 #[test]
 fn disk_use_stays_bounded_under_a_long_overwrite_load() {
@@ -593,7 +595,7 @@ fn disk_use_stays_bounded_under_a_long_overwrite_load() {
         );
     }
     assert!(
-        uncompacted > 4 * LOAD_BOUND,
+        uncompacted > 3 * LOAD_BOUND,
         "the bound cannot tell compaction from none"
     );
 

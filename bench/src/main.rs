@@ -6,6 +6,7 @@ mod backend;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod failover;
+mod fill;
 mod latency;
 mod load;
 
@@ -72,6 +73,26 @@ enum Cmd {
         /// machine little and the figure is what serving them costs the node.
         #[arg(long)]
         watch_raw: bool,
+    },
+    /// Fill the store: PUTS puts over KEYS distinct keys, each tenth of the load timed (JSON on
+    /// stdout).
+    Fill {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Puts in all (default: KEYS, one per key).
+        #[arg(long)]
+        puts: Option<u64>,
+        #[arg(long, default_value_t = 128)]
+        clients: usize,
+        /// etcd only: gRPC channels the clients share.
+        #[arg(long, default_value_t = 16)]
+        conns: usize,
+        #[arg(long, default_value_t = 256)]
+        value_bytes: usize,
+        #[arg(long)]
+        quiet: bool,
     },
     /// SIGKILL the leader under writes and time the next acknowledged write (JSON on stdout).
     Failover {
@@ -141,6 +162,26 @@ async fn run(cli: Cli) -> Result<String, String> {
                 watch_raw,
             };
             let report = load::run(target.system, &endpoints, &spec).await?;
+            serde_json::to_string(&report).map_err(|e| e.to_string())
+        }
+        Cmd::Fill {
+            target,
+            keys,
+            puts,
+            clients,
+            conns,
+            value_bytes,
+            quiet,
+        } => {
+            let spec = fill::FillSpec {
+                keys,
+                puts: puts.unwrap_or(keys),
+                clients: clients.max(1),
+                conns,
+                value_bytes,
+                progress: !quiet,
+            };
+            let report = fill::run(target.system, &target.endpoints, &spec).await?;
             serde_json::to_string(&report).map_err(|e| e.to_string())
         }
         Cmd::Failover {

@@ -538,9 +538,11 @@ impl Cluster {
             .collect();
         let driver_cfg = DriverConfig {
             snapshots: match self.cfg.snapshot_entries {
+                // No ratio: the simulation's states are small, and its schedules snapshot often.
                 Some(entries) => SnapshotPolicy {
                     entries,
                     bytes: u64::MAX,
+                    log_percent: 0,
                 },
                 None => SnapshotPolicy::never(),
             },

@@ -19,6 +19,9 @@ use thiserror::Error;
 /// Revisions of history kept by default.
 pub const DEFAULT_AUTO_COMPACT_REVISIONS: u64 = 10_000;
 
+/// `--snapshot-log-percent`: a snapshot waits for a log a quarter of the state's size.
+pub const DEFAULT_SNAPSHOT_LOG_PERCENT: u64 = 25;
+
 /// `--log-format`.
 #[derive(clap::ValueEnum, Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -67,6 +70,11 @@ pub struct Cli {
     /// ... or once the log holds this many bytes of commands (default 64 MiB).
     #[arg(long, value_name = "BYTES")]
     pub snapshot_bytes: Option<u64>,
+    /// ... and either way only once the log's commands add up to this percentage of the last
+    /// snapshot's size, so that snapshot work per write stays the same as the state grows
+    /// (default 25; 0 turns the condition off).
+    #[arg(long, value_name = "PERCENT")]
+    pub snapshot_log_percent: Option<u64>,
     /// Keep this many revisions of history (reads of the past, watches that resume); the
     /// leader compacts older ones away (default 10000; 0 keeps all until a `Compact`).
     #[arg(long, value_name = "N")]
@@ -124,6 +132,7 @@ struct FileConfig {
     max_frame_bytes: Option<usize>,
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
+    snapshot_log_percent: Option<u64>,
     auto_compact_revisions: Option<u64>,
     cluster_secret_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -151,6 +160,8 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// ... or when the log holds this many command bytes.
     pub snapshot_bytes: u64,
+    /// See `Cli::snapshot_log_percent`.
+    pub snapshot_log_percent: u64,
     /// Revisions of history the leader keeps (0: all).
     pub auto_compact_revisions: u64,
     pub security: SecurityConfig,
@@ -277,6 +288,10 @@ impl NodeConfig {
             .snapshot_bytes
             .or(file.snapshot_bytes)
             .unwrap_or(64 << 20);
+        let snapshot_log_percent = cli
+            .snapshot_log_percent
+            .or(file.snapshot_log_percent)
+            .unwrap_or(DEFAULT_SNAPSHOT_LOG_PERCENT);
         if snapshot_entries == 0 || snapshot_bytes == 0 {
             return Err(ConfigError::ZeroSnapshotThreshold);
         }
@@ -315,6 +330,7 @@ impl NodeConfig {
                 .or(file.auto_compact_revisions)
                 .unwrap_or(DEFAULT_AUTO_COMPACT_REVISIONS),
             snapshot_bytes,
+            snapshot_log_percent,
             id,
             listen,
             http_listen,

@@ -777,6 +777,7 @@ impl<R: ReplyTo> Driver<R> {
                 applied,
                 log.snapshot().index,
                 log.bytes(),
+                self.raft.snapshot().map_or(0, |s| s.data.len() as u64),
                 self.snapshot.failed_at(),
             )
         {

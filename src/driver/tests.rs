@@ -333,6 +333,7 @@ fn snapshotting_leader(entries: u64) -> Driver<Token> {
         snapshots: SnapshotPolicy {
             entries,
             bytes: u64::MAX,
+            log_percent: 0,
         },
         ..DriverConfig::default()
     })
@@ -522,6 +523,7 @@ fn a_prepared_snapshot_older_than_the_leaders_is_dropped() {
     let policy = SnapshotPolicy {
         entries: 1,
         bytes: u64::MAX,
+        log_percent: 0,
     };
     let raft = Raft::new(config(2, &[1, 2, 3]), HardState::default(), Vec::new()).unwrap();
     let mut d: Driver<Token> = Driver::new(

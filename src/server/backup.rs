@@ -1,7 +1,7 @@
 //! Streaming a backup (`Snapshot`) to the client that asked for it.
 //!
 //! The driver hands over the store as of the backup's index (an O(1) copy of a persistent
-//! map). Encoding it reads the whole state, so it runs on a blocking thread, which writes the
+//! map). Encoding it reads the whole state, so it runs on a background thread, which writes the
 //! encoding in chunks into a small bounded channel; a task forwards each chunk to the
 //! connection once what is queued there has drained. So a backup holds a few chunks in memory
 //! at a time, however large the store, a slow reader slows the encoder instead of growing the
@@ -48,16 +48,19 @@ pub fn spawn(node: u64, task: BackupTask<Reply>, metrics: &Metrics) {
         keys: store.len() as u64,
     });
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CHUNKS_AHEAD);
-    let encoder = tokio::task::spawn_blocking(move || {
+    let (done_tx, encoder) = tokio::sync::oneshot::channel();
+    super::background::spawn("backup", move || {
         let mut out = ChunkWriter {
             tx,
             buf: Vec::with_capacity(CHUNK_BYTES),
             crc: crc32fast::Hasher::new(),
             size: 0,
         };
-        serde_json::to_writer(&mut out, &store).map_err(io::Error::from)?;
-        out.flush()?;
-        Ok::<_, io::Error>((out.size, out.crc.finalize()))
+        let result = serde_json::to_writer(&mut out, &store)
+            .map_err(io::Error::from)
+            .and_then(|()| out.flush())
+            .map(|()| (out.size, out.crc.finalize()));
+        let _ = done_tx.send(result);
     });
     let labels = SnapshotLabels { event: "backup" };
     let counter = metrics.snapshots.get_or_create(&labels).clone();
@@ -85,7 +88,7 @@ pub fn spawn(node: u64, task: BackupTask<Reply>, metrics: &Metrics) {
                 ClientResponse::SnapshotDone { id, size, crc32 }
             }
             Ok(Err(e)) => failed(node, id, &e.to_string()),
-            Err(e) => failed(node, id, &e.to_string()),
+            Err(_) => failed(node, id, "the encoding thread could not be started"),
         };
         reply.send(answer);
     });

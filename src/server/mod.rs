@@ -1,6 +1,7 @@
 //! Wires the driver (core and key-value service), storage, transport and client connections
 //! together on tokio.
 
+mod background;
 mod backup;
 mod connection;
 mod http;
@@ -192,6 +193,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
             snapshots: SnapshotPolicy {
                 entries: cfg.snapshot_entries,
                 bytes: cfg.snapshot_bytes,
+                log_percent: cfg.snapshot_log_percent,
             },
             max_command_bytes: ReplicationLimits::for_frame(cfg.max_frame_bytes).max_command_bytes,
             tick_ms: timing.tick_ms,

@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 /// messages cannot starve ticks or delay fsyncs without bound.
 const MAX_INPUTS_PER_TURN: usize = 4096;
 
+/// A turn of the node loop longer than this is logged (it holds back heartbeats).
+const SLOW_TURN: Duration = Duration::from_millis(50);
+
 /// Why the node loop stopped on its own.
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -134,16 +137,31 @@ impl NodeLoop {
                 Some(event) = self.events.recv() => self.on_peer_event(event),
                 Some(request) = self.requests.recv() => self.on_request(request),
             }
+            let turn_started = std::time::Instant::now();
+            let mut inputs = 0usize;
             for _ in 0..MAX_INPUTS_PER_TURN {
                 match self.events.try_recv() {
                     Ok(event) => self.on_peer_event(event),
                     Err(_) => break,
                 }
+                inputs += 1;
             }
             while let Ok(request) = self.requests.try_recv() {
                 self.on_request(request);
+                inputs += 1;
             }
             self.carry_out()?;
+            let took = turn_started.elapsed();
+            if took >= SLOW_TURN {
+                // Heartbeats and votes wait for the turn to end: a turn this long on a leader
+                // delays them toward the election timeout.
+                ::log::warn!(
+                    "node {}: a turn of the node loop took {} ms ({inputs} inputs) in term {}",
+                    self.id(),
+                    took.as_millis(),
+                    self.driver.raft().term()
+                );
+            }
             if handing_over.is_some() {
                 let raft = self.driver.raft();
                 if raft.role() != Role::Leader && raft.leader() != 0 && raft.leader() != raft.id() {
@@ -373,7 +391,7 @@ impl NodeLoop {
         for task in hash_states {
             // Reads the whole state: off the node's thread, like a snapshot.
             let tx = self.hashes_tx.clone();
-            tokio::task::spawn_blocking(move || {
+            super::background::spawn("hash", move || {
                 let _ = tx.send((task.index, task.hash()));
             });
         }
@@ -434,13 +452,13 @@ impl NodeLoop {
         }
     }
 
-    /// Encodes the snapshot and writes its file under a temporary name on a blocking thread,
+    /// Encodes the snapshot and writes its file under a temporary name on a background thread,
     /// so the node keeps serving (heartbeats included) meanwhile.
     fn start_snapshot(&mut self, task: SnapshotTask) {
         let (tx, rx) = oneshot::channel();
         self.snapshot_started = Some(std::time::Instant::now());
         let dir = self.data_dir.clone();
-        tokio::task::spawn_blocking(move || {
+        super::background::spawn("snapshot", move || {
             let result = task
                 .encode()
                 .map_err(|e| (format!("cannot serialize the state machine: {e}"), None))
