@@ -866,6 +866,18 @@ impl<R: ReplyTo> Driver<R> {
         true
     }
 
+    /// The snapshot at `meta` is on disk, and `data` holds its bytes from there: the core keeps
+    /// that rather than its copy in memory (ignored if the core's snapshot is another).
+    pub fn snapshot_stored(&mut self, meta: SnapshotMeta, data: bytes::Bytes) {
+        if self.raft.replace_snapshot_data(meta, data) {
+            ::log::debug!(
+                "node {}: the snapshot at index {} is now read from its file",
+                self.raft.id(),
+                meta.index
+            );
+        }
+    }
+
     /// Encoding or writing the snapshot failed: the node goes on with its log, and tries again
     /// only after the policy's worth of further entries (not in a loop).
     pub fn snapshot_failed(&mut self, error: &str) {

@@ -172,7 +172,7 @@ impl KvStore {
                 index: self.applied,
                 term,
             },
-            data: std::sync::Arc::new(self.to_snapshot_bytes(size_hint)?),
+            data: bytes::Bytes::from(self.to_snapshot_bytes(size_hint)?),
         })
     }
 

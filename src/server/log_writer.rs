@@ -43,6 +43,9 @@ pub enum Report {
     NoSpace(String),
     /// There was space again and the held jobs were written (a `Durable` follows).
     SpaceBack,
+    /// A snapshot was stored (and is durable): its data, mapped from its file, to hold
+    /// instead of the copy in memory.
+    SnapshotStored(crate::rpc::types::SnapshotMeta, bytes::Bytes),
 }
 
 /// How often the writer tries a write the full disk refused again.
@@ -76,6 +79,7 @@ impl LogWriter {
             closing: closing.clone(),
             no_space: false,
             metrics,
+            stored_snapshot: false,
         };
         let thread = std::thread::Builder::new()
             .name(format!("raftd-wal-{node_id}"))
@@ -129,6 +133,8 @@ struct Writer {
     /// The last write was refused for lack of space (reported, not yet written).
     no_space: bool,
     metrics: Arc<super::metrics::Metrics>,
+    /// The batch being written stored a snapshot.
+    stored_snapshot: bool,
 }
 
 impl Writer {
@@ -146,12 +152,27 @@ impl Writer {
             if self.done.send(result).is_err() || failed {
                 return;
             }
+            if self.stored_snapshot {
+                // After `Durable`, so the node has handed the snapshot to its core by then.
+                match self.storage.map_snapshot() {
+                    Ok(Some((meta, data))) => {
+                        let _ = self.done.send(Ok(Report::SnapshotStored(meta, data)));
+                    }
+                    Ok(None) => {}
+                    // The node keeps the copy it has in memory.
+                    Err(e) => ::log::warn!(
+                        "node {}: cannot map the snapshot file ({e}); keeping it in memory",
+                        self.node_id
+                    ),
+                }
+            }
         }
     }
 
     /// Makes one batch durable, in order; returns the highest sequence number in it.
     fn write_batch(&mut self, batch: Vec<WriteJob>) -> Result<u64, StorageError> {
         let mut last = 0;
+        self.stored_snapshot = false;
         // Consecutive appends, written together with one fsync.
         let mut appends: Vec<(Option<HardState>, Vec<Entry>)> = Vec::new();
         for job in batch {
@@ -176,6 +197,7 @@ impl Writer {
                         let hs = hard_state.unwrap_or(storage.hard_state());
                         storage.save_snapshot(snapshot.meta, &snapshot.data, &tail, hs)
                     })?;
+                    self.stored_snapshot = true;
                     let event = super::metrics::SnapshotLabels { event: "installed" };
                     self.metrics.snapshots.get_or_create(&event).inc();
                     self.metrics
@@ -195,6 +217,7 @@ impl Writer {
                         let hs = storage.hard_state();
                         storage.save_snapshot(snapshot.meta, &snapshot.data, &tail, hs)
                     })?;
+                    self.stored_snapshot = true;
                     last = last.max(seq);
                 }
                 WriteJob::SavePrepared {
@@ -214,6 +237,7 @@ impl Writer {
                         let hs = storage.hard_state();
                         storage.save_prepared_snapshot(&prepared, &tail, hs)
                     })?;
+                    self.stored_snapshot = true;
                     ::log::info!(
                         "node {}: log compacted to index {index}; data dir now {} bytes (the log writer spent {:.1} ms on it)",
                         self.node_id,
@@ -290,7 +314,6 @@ mod tests {
     use super::*;
     use crate::rpc::types::{Snapshot, SnapshotMeta};
     use crate::storage::prepare_snapshot;
-    use std::sync::Arc;
 
     fn entries(term: u64, range: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
         range
@@ -302,7 +325,7 @@ mod tests {
         Snapshot {
             membership: Default::default(),
             meta: SnapshotMeta { index, term },
-            data: Arc::new(data.to_vec()),
+            data: bytes::Bytes::copy_from_slice(data),
         }
     }
 
@@ -346,6 +369,46 @@ mod tests {
         assert_eq!(recovered.hard_state, hs);
         assert_eq!(recovered.snapshot, Some(snapshot(3, 2, b"state at 3")));
         assert_eq!(recovered.entries, entries(2, 4..=6));
+    }
+
+    #[tokio::test]
+    async fn a_stored_snapshot_is_reported_mapped_from_its_file_after_it_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = Storage::open(dir.path(), 1).unwrap();
+        let mut w = LogWriter::start(storage, 1, Default::default()).unwrap();
+        w.queue(WriteJob::Driver(DiskJob::Append {
+            seq: 1,
+            hard_state: Some(HardState { term: 1, vote: 1 }),
+            entries: entries(1, 1..=4),
+        }));
+        let meta = SnapshotMeta { index: 2, term: 1 };
+        let prepared = prepare_snapshot(dir.path(), meta, b"state at 2").unwrap();
+        w.queue(WriteJob::SavePrepared {
+            seq: 2,
+            prepared,
+            tail: entries(1, 3..=4),
+        });
+        let mut durable = 0;
+        let (got_meta, data) = loop {
+            match w.report().await.expect("no storage error") {
+                Report::Durable(n) => durable = durable.max(n),
+                Report::SnapshotStored(m, d) => break (m, d),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(durable, 2, "reported after the job is durable");
+        assert_eq!(got_meta, meta);
+        assert_eq!(&data[..], b"state at 2");
+        // The mapping stays good after the next snapshot replaces the file by rename.
+        let next =
+            prepare_snapshot(dir.path(), SnapshotMeta { index: 4, term: 1 }, b"at 4").unwrap();
+        w.queue(WriteJob::SavePrepared {
+            seq: 3,
+            prepared: next,
+            tail: Vec::new(),
+        });
+        durable_through(&mut w, 3).await;
+        assert_eq!(&data[..], b"state at 2");
     }
 
     #[tokio::test]

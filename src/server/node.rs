@@ -213,6 +213,7 @@ impl NodeLoop {
                     to.map_or(String::new(), |t| format!("; handing leadership to node {t}"))
                 );
             }
+            Report::SnapshotStored(meta, data) => self.driver.snapshot_stored(meta, data),
             Report::SpaceBack => {
                 self.driver.set_no_space(false);
                 ::log::warn!(

@@ -398,6 +398,16 @@ impl Storage {
     }
 
     /// What the durable snapshot covers, if there is one.
+    /// The stored snapshot's data, mapped from its file (see `snapshot::map_file`), for the
+    /// node to hold instead of a copy in memory. Not checked again: it was checked when written
+    /// or loaded.
+    pub fn map_snapshot(&self) -> Result<Option<(SnapshotMeta, bytes::Bytes)>, StorageError> {
+        Ok(
+            snapshot::map_file(&self.dir.join(SNAPSHOT_FILE_NAME), false)?
+                .map(|(meta, data, _)| (meta, data)),
+        )
+    }
+
     pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
         self.snapshot
     }

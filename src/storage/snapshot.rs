@@ -133,8 +133,30 @@ pub fn prepare(
 /// Reads and verifies a snapshot file (a node's `snapshot`, or a backup: they are the same
 /// format). `Ok(None)` if there is none. Returns its meta, its data and the file's length.
 pub fn read_file(path: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>, u64)>, StorageError> {
+    Ok(open_checked(path, true)?.map(|(meta, data, len)| (meta, data.to_vec(), len)))
+}
+
+/// Maps the snapshot file at `path` into memory (after checking its header, and its data's
+/// CRC when `check_data`): its bytes are read from the file when used, and the kernel may drop
+/// them again under memory pressure, instead of the whole snapshot sitting in the heap.
+///
+/// Safe because raftd never changes a snapshot file in place: a new one is written under
+/// another name and renamed over it, and a mapping keeps the old file alive. (Something else
+/// truncating the file while it is mapped would make reading it fail hard; nothing should
+/// touch a data dir but its node.)
+pub fn map_file(
+    path: &Path,
+    check_data: bool,
+) -> Result<Option<(SnapshotMeta, bytes::Bytes, u64)>, StorageError> {
+    open_checked(path, check_data)
+}
+
+fn open_checked(
+    path: &Path,
+    check_data: bool,
+) -> Result<Option<(SnapshotMeta, bytes::Bytes, u64)>, StorageError> {
     let path = path.to_path_buf();
-    let mut file = match File::open(&path) {
+    let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(&path, "open snapshot")(e)),
@@ -152,7 +174,7 @@ pub fn read_file(path: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>, u64)>, St
         ));
     }
     let mut h = [0u8; SNAPSHOT_HEADER_LEN as usize];
-    file.read_exact(&mut h).map_err(io_err(&path, "read"))?;
+    (&file).read_exact(&mut h).map_err(io_err(&path, "read"))?;
     if &h[0..8] != MAGIC {
         return Err(damaged(0, "bad magic, not a raftd snapshot".to_string()));
     }
@@ -182,11 +204,14 @@ pub fn read_file(path: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>, u64)>, St
             format!("the header promises {data_len} data bytes but the file holds {held}"),
         ));
     }
-    // `data_len` equals the real file size, so this allocation is bounded by it.
-    let mut data =
-        vec![0u8; usize::try_from(data_len).map_err(|_| damaged(28, "too large".into()))?];
-    file.read_exact(&mut data).map_err(io_err(&path, "read"))?;
-    if crc32fast::hash(&data) != u32_at(36) {
+    let data = if data_len == 0 {
+        bytes::Bytes::new()
+    } else {
+        // SAFETY: see `map_file`: the file is never modified in place while mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(&path, "map"))?;
+        bytes::Bytes::from_owner(map).slice(SNAPSHOT_HEADER_LEN as usize..)
+    };
+    if check_data && crc32fast::hash(&data) != u32_at(36) {
         return Err(damaged(
             SNAPSHOT_HEADER_LEN,
             "data checksum mismatch".to_string(),
@@ -198,7 +223,7 @@ pub fn read_file(path: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>, u64)>, St
 /// Reads and verifies `<dir>/snapshot`. `Ok(None)` if there is none. Returns the snapshot and
 /// the file's length.
 pub(crate) fn load(dir: &Path) -> Result<Option<(Snapshot, u64)>, StorageError> {
-    let Some((meta, data, file_len)) = read_file(&dir.join(SNAPSHOT_FILE_NAME))? else {
+    let Some((meta, data, file_len)) = map_file(&dir.join(SNAPSHOT_FILE_NAME), true)? else {
         return Ok(None);
     };
     Ok(Some((
@@ -207,7 +232,7 @@ pub(crate) fn load(dir: &Path) -> Result<Option<(Snapshot, u64)>, StorageError> 
             // (`KvStore::from_snapshot`) fills it in.
             membership: Default::default(),
             meta,
-            data: std::sync::Arc::new(data),
+            data,
         },
         file_len,
     )))

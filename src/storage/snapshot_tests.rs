@@ -124,7 +124,7 @@ fn round_trip_snapshot_and_tail() {
         Some(Snapshot {
             membership: Default::default(),
             meta: meta(60, 1),
-            data: std::sync::Arc::new(state_data(60)),
+            data: bytes::Bytes::from(state_data(60)),
         })
     );
     let mut want = entries(1, 61..=100);
@@ -196,7 +196,7 @@ fn empty_tail_and_snapshot_past_the_log() {
 
     let (s, rec) = reopen(dir);
     assert_eq!(rec.snapshot.as_ref().unwrap().meta, meta(500, 7));
-    assert_eq!(rec.snapshot.unwrap().data.as_slice(), b"leader");
+    assert_eq!(rec.snapshot.unwrap().data.as_ref(), b"leader");
     assert_eq!(rec.entries, entries(7, 501..=503));
     assert_eq!(rec.hard_state, hs(7, 2));
     assert_eq!(s.last_index(), 503);
@@ -347,7 +347,7 @@ fn stale_tmp_files_are_ignored_and_removed() {
     fs::write(dir.join(SNAPSHOT_TMP_FILE_NAME), b"RAFTSNAP\0\0").unwrap();
     fs::write(dir.join(WAL_TMP_FILE_NAME), b"\x00\x00\x01garbage").unwrap();
     let (s, rec) = reopen(dir);
-    assert_eq!(rec.snapshot.unwrap().data.as_slice(), b"twenty");
+    assert_eq!(rec.snapshot.unwrap().data.as_ref(), b"twenty");
     assert_eq!(rec.entries, entries(1, 21..=30));
     assert!(!dir.join(SNAPSHOT_TMP_FILE_NAME).exists());
     assert!(!dir.join(WAL_TMP_FILE_NAME).exists());
@@ -377,7 +377,7 @@ fn stale_tmp_files_are_ignored_and_removed() {
         .unwrap();
     drop(s);
     let (_, rec) = reopen(dir);
-    assert_eq!(rec.snapshot.unwrap().data.as_slice(), b"25");
+    assert_eq!(rec.snapshot.unwrap().data.as_ref(), b"25");
     assert_eq!(rec.entries, entries(1, 26..=30));
 }
 
@@ -726,7 +726,7 @@ fn random_history_with_snapshots_recovers_exactly() {
                 snap = Some(Snapshot {
                     membership: Default::default(),
                     meta: m,
-                    data: std::sync::Arc::new(data),
+                    data: bytes::Bytes::from(data),
                 });
                 log = tail;
             }
@@ -738,7 +738,7 @@ fn random_history_with_snapshots_recovers_exactly() {
                 snap = Some(Snapshot {
                     membership: Default::default(),
                     meta: m,
-                    data: std::sync::Arc::new(data),
+                    data: bytes::Bytes::from(data),
                 });
                 log.clear();
             }
@@ -795,7 +795,7 @@ fn prepared_snapshot_installs_or_is_discarded() {
     let (s, rec) = reopen(d);
     let snap = rec.snapshot.expect("snapshot");
     assert_eq!(
-        (snap.meta, (*snap.data).clone()),
+        (snap.meta, snap.data.to_vec()),
         (meta(30, 1), state_data(30))
     );
     assert_eq!(rec.entries, entries(1, 31..=60));

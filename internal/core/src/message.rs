@@ -91,7 +91,7 @@ pub struct SnapshotMeta {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
-    pub data: std::sync::Arc<Vec<u8>>,
+    pub data: Bytes,
     /// The configuration in effect at `meta.index` (empty in snapshots of clusters founded
     /// before configurations were logged).
     pub membership: crate::Membership,

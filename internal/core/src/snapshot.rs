@@ -12,7 +12,6 @@
 use super::progress::ProgressState;
 use super::Raft;
 use crate::message::{ChunkPos, NodeId, RaftMessage, Role, Snapshot, SnapshotMeta};
-use std::sync::Arc;
 
 /// A snapshot being received.
 #[derive(Debug)]
@@ -50,6 +49,19 @@ impl Raft {
     /// The latest snapshot (taken here or installed from the leader).
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
+    }
+
+    /// The same bytes as the current snapshot's, from another place (the daemon maps the
+    /// snapshot file once it is durable, so the bytes need not stay in memory). Ignored unless
+    /// `meta` is the current snapshot's and the length matches. Returns whether it was taken.
+    pub fn replace_snapshot_data(&mut self, meta: SnapshotMeta, data: bytes::Bytes) -> bool {
+        match self.snapshot.as_mut() {
+            Some(s) if s.meta == meta && s.data.len() == data.len() => {
+                s.data = data;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The shell took `snapshot` of its state machine (at an applied index) and made it
@@ -272,7 +284,7 @@ impl Raft {
         self.note_compacted(meta.index, Some(membership.clone()));
         let snapshot = Snapshot {
             meta,
-            data: Arc::new(incoming.buf),
+            data: bytes::Bytes::from(incoming.buf),
             membership,
         };
         ::log::info!(

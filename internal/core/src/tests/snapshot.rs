@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::message::{ChunkPos, SnapshotMeta};
-use std::sync::Arc;
 
 const CHUNK: usize = 4;
 /// Ten bytes: three chunks of `CHUNK`.
@@ -17,7 +16,7 @@ fn snap(index: u64, term: u64, data: &[u8]) -> Snapshot {
     Snapshot {
         membership: three(),
         meta: SnapshotMeta { index, term },
-        data: Arc::new(data.to_vec()),
+        data: bytes::Bytes::copy_from_slice(data),
     }
 }
 
@@ -480,4 +479,15 @@ fn restore_from_a_snapshot_starts_applied_at_it() {
         (5, 5, 7, 7)
     );
     assert_eq!(r.snapshot(), Some(&snap(5, 2, DATA)));
+}
+
+#[test]
+fn the_snapshot_data_is_replaced_only_by_the_same_snapshots_bytes() {
+    let mut r = compacted_leader();
+    let meta = SnapshotMeta { index: 10, term: 1 };
+    let same = bytes::Bytes::copy_from_slice(DATA);
+    assert!(!r.replace_snapshot_data(SnapshotMeta { index: 9, term: 1 }, same.clone()));
+    assert!(!r.replace_snapshot_data(meta, bytes::Bytes::from_static(b"short")));
+    assert!(r.replace_snapshot_data(meta, same.clone()));
+    assert_eq!(r.snapshot().unwrap().data, same);
 }
