@@ -120,7 +120,7 @@ fn a_backup_taken_under_load_restores_into_a_new_cluster_with_every_acknowledged
     let in_backup: BTreeMap<String, String> = backup
         .mvcc()
         .live_pairs()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.clone(), v.to_string()))
         .collect();
     for (k, v) in &before {
         assert_eq!(

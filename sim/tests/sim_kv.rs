@@ -519,10 +519,7 @@ fn retried_cas(seed: u64, crash: bool) {
     assert_stores_agree(&mut c);
     for id in c.ids() {
         assert_eq!(
-            c.node(id)
-                .store()
-                .and_then(|s| s.get("k"))
-                .map(String::as_str),
+            c.node(id).store().and_then(|s| s.get("k")),
             Some("0"),
             "[seed {seed}] node {id} applied the retried Cas twice"
         );
@@ -593,7 +590,7 @@ fn checker_catches_a_stale_read_and_a_wrong_value_in_a_real_history() {
         client: 99,
         key: key.clone(),
         input: Input::Get,
-        output: Output::Value(store.get(&key).cloned()),
+        output: Output::Value(store.get(&key).map(str::to_string)),
         call: end + 1,
         ret: end + 2,
     });
@@ -617,7 +614,7 @@ fn checker_catches_a_stale_read_and_a_wrong_value_in_a_real_history() {
                 Output::Cas {
                     succeeded: true, ..
                 },
-            ) => store.get(&o.key) != expected.as_ref(),
+            ) => store.get(&o.key) != expected.as_deref(),
             _ => false,
         })
         .cloned()

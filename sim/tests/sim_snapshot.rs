@@ -580,7 +580,7 @@ fn values(c: &Cluster, id: NodeId, keys: usize) -> Vec<Option<String>> {
         .store()
         .unwrap_or_else(|| panic!("[seed {}] node {id} is down", c.seed()));
     (0..keys)
-        .map(|k| store.get(&format!("k{k}")).cloned())
+        .map(|k| store.get(&format!("k{k}")).map(str::to_string))
         .collect()
 }
 
@@ -715,7 +715,7 @@ fn restore_from_snapshot_then_snapshot_again_loses_nothing() {
                             "[seed {seed}] round {round}: node {id} lost {key} with nothing left to apply"
                         );
                     } else {
-                        assert_eq!(got, Some(&want), "[seed {seed}] node {id}: {key}");
+                        assert_eq!(got, Some(want.as_str()), "[seed {seed}] node {id}: {key}");
                     }
                 }
             }
@@ -725,7 +725,7 @@ fn restore_from_snapshot_then_snapshot_again_loses_nothing() {
                 let want = format!("v{}-{}", k / 40, k % 40);
                 assert_eq!(
                     store.get(key),
-                    Some(&want),
+                    Some(want.as_str()),
                     "[seed {seed}] round {round}: {key} lost after restart"
                 );
             }

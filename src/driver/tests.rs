@@ -139,7 +139,7 @@ fn a_write_is_answered_once_its_entry_is_durable_committed_and_applied() {
             ..Output::default()
         }
     );
-    assert_eq!(d.store().get("k").map(String::as_str), Some("v"));
+    assert_eq!(d.store().get("k"), Some("v"));
     assert!(d.idle());
 }
 
@@ -366,7 +366,7 @@ fn the_leaders_snapshot_is_a_disk_job_in_order_and_its_acknowledgement_waits_for
         },
         "the state machine takes the snapshot at once; the acknowledgement waits for the disk"
     );
-    assert_eq!(d.store().get("c").map(String::as_str), Some("3"));
+    assert_eq!(d.store().get("c"), Some("3"));
     d.durable(1);
     assert_eq!(
         d.drive().unwrap(),
@@ -790,7 +790,7 @@ fn a_backup_is_taken_only_after_the_leader_confirms_it_leads_and_holds_every_com
     };
     assert_eq!((task.reply, task.id), (20, 2));
     assert_eq!(task.meta(), SnapshotMeta { index: 3, term: 2 });
-    assert_eq!(task.store.get("k").map(String::as_str), Some("v"));
+    assert_eq!(task.store.get("k"), Some("v"));
     assert_eq!(
         task.store
             .membership()

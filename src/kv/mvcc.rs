@@ -35,8 +35,11 @@ pub struct Version {
     /// Writes since the key was created (1 for the write that created it); 0 in a tombstone.
     #[serde(rename = "n", default, skip_serializing_if = "is_zero")]
     pub version: u64,
+    /// Shared, not owned: the map's nodes are copied when a write changes a node that a
+    /// snapshot, a hash or a backup still holds, and copying a shared value is a reference
+    /// count, not an allocation and a copy of its bytes.
     #[serde(rename = "v", default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub value: Option<std::sync::Arc<str>>,
     #[serde(rename = "l", default, skip_serializing_if = "is_zero")]
     pub lease: u64,
 }
@@ -303,15 +306,15 @@ impl Mvcc {
     }
 
     /// The key's current value.
-    pub fn value(&self, key: &str) -> Option<&String> {
-        self.keys.get(key)?.last()?.value.as_ref()
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.keys.get(key)?.last()?.value.as_deref()
     }
 
     /// Every live key and value, in key order (for the consistency check's hash).
-    pub fn live_pairs(&self) -> impl Iterator<Item = (&String, &String)> {
+    pub fn live_pairs(&self) -> impl Iterator<Item = (&String, &str)> {
         self.keys
             .iter()
-            .filter_map(|(k, chain)| chain.last()?.value.as_ref().map(|v| (k, v)))
+            .filter_map(|(k, chain)| chain.last()?.value.as_deref().map(|v| (k, v)))
     }
 
     /// Checks that `revision` can be read: not compacted, not in the future.
@@ -406,10 +409,11 @@ impl Mvcc {
             _ => (rev, 1, 0, false),
         };
         debug_assert!(chain.last().is_none_or(|v| v.mod_revision < rev));
+        let shared: std::sync::Arc<str> = std::sync::Arc::from(value.as_str());
         let event = Event {
             kind: EventKind::Put,
             key: key.to_string(),
-            value: Some(value.clone()),
+            value: Some(value),
             mod_revision: rev,
             create_revision,
             version,
@@ -419,7 +423,7 @@ impl Mvcc {
             mod_revision: rev,
             create_revision,
             version,
-            value: Some(value),
+            value: Some(shared),
             lease,
         });
         if !was_live {
@@ -573,7 +577,11 @@ fn version_exact(chain: &[Version], rev: u64) -> Option<&Version> {
 fn key_value(key: &str, v: &Version, keys_only: bool) -> KeyValue {
     KeyValue {
         key: key.to_string(),
-        value: if keys_only { None } else { v.value.clone() },
+        value: if keys_only {
+            None
+        } else {
+            v.value.as_deref().map(str::to_string)
+        },
         mod_revision: v.mod_revision,
         create_revision: v.create_revision,
         version: v.version,
@@ -589,7 +597,7 @@ fn event_of(key: &str, v: &Version) -> Event {
             EventKind::Delete
         },
         key: key.to_string(),
-        value: v.value.clone(),
+        value: v.value.as_deref().map(str::to_string),
         mod_revision: v.mod_revision,
         create_revision: v.create_revision,
         version: v.version,

@@ -826,7 +826,7 @@ impl<R> KvService<R> {
         let outcome = self.store.apply_with_bugs(entry, self.bugs.double_apply);
         #[cfg(not(feature = "bugs"))]
         let outcome = self.store.apply(entry);
-        if self.hash_every > 0 && entry.index.is_multiple_of(self.hash_every) {
+        if is_hash_point(entry.index, self.hash_every, self.store.len()) {
             self.hash_points.push((entry.index, self.store.clone()));
         }
         let Some(waiting) = self.writes.remove(&entry.index) else {
@@ -964,6 +964,23 @@ impl<R> KvService<R> {
 }
 
 /// The answer to a write, from what applying it gave.
+/// Live keys per hashing interval: a store of more keys is hashed that many times less often.
+const KEYS_PER_HASH_INTERVAL: u64 = 100_000;
+
+/// Whether the state after applying `index` is hashed for the consistency check: at every
+/// multiple of `every`, but for a large store only at every k-th one (k = its keys / 100,000),
+/// so that hashing (which reads the whole state, and keeps a copy alive that makes the next
+/// writes copy what they change) costs about the same per write whatever the store's size.
+/// `keys` is the store's size after that index, the same on every replica, so every node picks
+/// the same indexes and the hashes stay comparable.
+pub(crate) fn is_hash_point(index: u64, every: u64, keys: usize) -> bool {
+    if every == 0 || !index.is_multiple_of(every) {
+        return false;
+    }
+    let k = (keys as u64 / KEYS_PER_HASH_INTERVAL).max(1);
+    (index / every).is_multiple_of(k)
+}
+
 fn outcome_answer(id: u64, outcome: Outcome) -> ClientResponse {
     let ok = |fill: OkResponse| ClientResponse::Ok(OkResponse { id, ..fill });
     match outcome {
@@ -1052,4 +1069,26 @@ fn bad_request(id: Option<u64>, msg: &str) -> ClientResponse {
 
 fn timeout(id: u64, msg: &str) -> ClientResponse {
     ClientResponse::error(Some(id), ErrorCode::Timeout, msg)
+}
+
+#[cfg(test)]
+mod hash_point_tests {
+    use super::is_hash_point;
+
+    #[test]
+    fn a_large_store_is_hashed_less_often_and_every_replica_picks_the_same_indexes() {
+        assert!(!is_hash_point(10_000, 0, 10), "off");
+        assert!(!is_hash_point(10_001, 10_000, 10));
+        assert!(
+            is_hash_point(10_000, 10_000, 10),
+            "a small store: every multiple"
+        );
+        assert!(is_hash_point(20_000, 10_000, 99_999));
+        // 1,000,000 keys: every 10th multiple only.
+        let points: Vec<u64> = (1..=30)
+            .map(|i| i * 10_000)
+            .filter(|i| is_hash_point(*i, 10_000, 1_000_000))
+            .collect();
+        assert_eq!(points, vec![100_000, 200_000, 300_000]);
+    }
 }

@@ -108,7 +108,7 @@ impl KvStore {
     }
 
     /// The key's current value.
-    pub fn get(&self, key: &str) -> Option<&String> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.mvcc.value(key)
     }
 
@@ -339,10 +339,10 @@ impl KvStore {
                 value,
             } => {
                 let current = self.mvcc.value(key);
-                if current != expected.as_ref() {
+                if current != expected.as_deref() {
                     return Outcome::Cas {
                         succeeded: false,
-                        value: current.cloned(),
+                        value: current.map(str::to_string),
                         revision: 0,
                     };
                 }
@@ -546,7 +546,7 @@ mod tests {
             kv.apply(&entry(2, None, 0, put("a", "1"))),
             Some(Outcome::Written { revision: 1 })
         );
-        assert_eq!(kv.get("a").map(String::as_str), Some("1"));
+        assert_eq!(kv.get("a"), Some("1"));
         let cas = |expected: Option<&str>, value: Option<&str>| Op::Cas {
             key: "a".into(),
             expected: expected.map(str::to_string),
@@ -600,7 +600,7 @@ mod tests {
         // The same (client, seq) committed again (a retry after a timeout) changes nothing.
         let again = kv.apply(&entry(3, Some("c1"), 7, cas));
         assert_eq!(first, again);
-        assert_eq!(kv.get("k").map(String::as_str), Some("w"));
+        assert_eq!(kv.get("k"), Some("w"));
     }
 
     #[test]
@@ -615,8 +615,8 @@ mod tests {
         obj.remove("leases");
         obj.insert("data".into(), serde_json::json!({"a": "1", "b": "2"}));
         let back: KvStore = serde_json::from_value(old).unwrap();
-        assert_eq!(back.get("a").map(String::as_str), Some("1"));
-        assert_eq!(back.get("b").map(String::as_str), Some("2"));
+        assert_eq!(back.get("a"), Some("1"));
+        assert_eq!(back.get("b"), Some("2"));
         assert_eq!(back.revision(), 1, "every old key created at revision 1");
         assert_eq!(back.applied(), 2);
         assert_eq!(back.sessions(), kv.sessions());
