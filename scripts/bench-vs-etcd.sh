@@ -183,6 +183,62 @@ member_pid() { # system member
     port=$([ "$1" = raftd ] && raftd_port "$2" || etcd_client_port "$2")
     cat "$DIR/pids/$port.pid"
 }
+# raftd's recovery at size: a follower SIGKILLed and restarted (load the snapshot, replay the
+# log, catch up), and one that was down while 200,000 puts went on; each timed from its start
+# until it has applied what the leader had committed when it started.
+raftd_status() { # node -> the node's Status as JSON (empty if it does not answer)
+    "$CTL" --cluster "127.0.0.1:$(raftd_port "$1")" --timeout 1 --json status 2>/dev/null || true
+}
+status_field() { # field, Status JSON on stdin
+    python3 -c 'import json,sys
+try:
+    print(json.load(sys.stdin)["nodes"][0].get(sys.argv[1], ""))
+except Exception:
+    print("")' "$1"
+}
+raftd_leader() {
+    local n
+    for n in "${NODES[@]}"; do
+        [ "$(raftd_status "$n" | status_field role)" = Leader ] && { echo "$n"; return; }
+    done
+}
+kill_member() { # node
+    local pid
+    pid=$(member_pid raftd "$1")
+    kill -KILL "$pid" 2>/dev/null || true
+    while [ -r "/proc/$pid/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status"; do sleep 0.05; done
+}
+# Starts node $1 and prints the ms until it applied the leader's commit index of that moment.
+time_catch_up() {
+    local n=$1 leader target t0 applied
+    leader=$(raftd_leader)
+    target=$(raftd_status "$leader" | status_field commit_index)
+    t0=$(date +%s%N)
+    start_raftd "$n"
+    for _ in $(seq 1 12000); do
+        applied=$(raftd_status "$n" | status_field last_applied)
+        if [ -n "$applied" ] && [ "$applied" -ge "$target" ]; then
+            echo $((($(date +%s%N) - t0) / 1000000))
+            return
+        fi
+        sleep 0.05
+    done
+    echo -1
+}
+measure_raftd_recovery() {
+    local leader f ms
+    leader=$(raftd_leader)
+    f=$(for n in "${NODES[@]}"; do [ "$n" != "$leader" ] && echo "$n"; done | head -1)
+    kill_member "$f"
+    ms=$(time_catch_up "$f")
+    printf '{"system":"raftd","restart_caught_up_ms":%s}\n' "$ms" >>"$RESULTS"
+    kill_member "$f"
+    "$BENCH" fill --system raftd --endpoints "$RAFTD_EPS" --keys "$KEYS" --puts 200000 \
+        --clients 64 --quiet >/dev/null
+    ms=$(time_catch_up "$f")
+    printf '{"system":"raftd","catch_up_200k_ms":%s}\n' "$ms" >>"$RESULTS"
+}
+
 if [ -n "$KEYS" ]; then
     PUTS=${BENCH_PUTS:-$((KEYS + KEYS / 5))}
     for sys in $SYSTEMS; do
@@ -209,6 +265,10 @@ if [ -n "$KEYS" ]; then
             --keys "$KEYS" --warmup-secs "$WARMUP" --secs "$SECS" "${extra[@]}" |
             tee -a "$RESULTS" >/dev/null
         printf '{"system":"%s","elections_after_fill":%s}\n' "$sys" $(($(elections "$sys") - e1)) >>"$RESULTS"
+        if [ "$sys" = raftd ]; then
+            say "raftd: restart of a follower, and catch-up of one that missed 200k writes"
+            measure_raftd_recovery
+        fi
     done
     say "results ($RESULTS)"
     python3 - "$RESULTS" "$KEYS" <<'PY'
@@ -243,6 +303,24 @@ put = {s: next((r for r in rows if r.get("system") == s and r.get("op") == "put"
 line("puts x64 after fill ops/s", lambda s: f"{put[s]['ops_per_sec']:.0f}")
 line("puts x64 after fill p99 ms", lambda s: f"{put[s]['p99_ms']:.1f}")
 line("elections after fill", lambda s: f"{one(s, 'elections_after_fill')['elections_after_fill']}")
+for key, label in (("restart_caught_up_ms", "follower restart, caught up, s"),
+                   ("catch_up_200k_ms", "catch-up after 200k puts, s")):
+    line(label, lambda s: f"{one(s, key)[key] / 1000:.1f}" if one(s, key) else "-")
+print()
+print(f"{'check':<34}{'value':>14}{'met':>14}")
+def check(name, value, ok):
+    print(f"{name:<34}{value:>14}{'yes' if ok else 'NO':>14}")
+for s in systems:
+    f = fill[s]
+    check(f"{s}: last tenth within 15% of first", f"{f['last_over_first']:.2f}", f["last_over_first"] >= 0.85)
+    el = one(s, "elections_during_fill")["elections_during_fill"] + one(s, "elections_after_fill")["elections_after_fill"]
+    check(f"{s}: no election during the runs", str(el), el == 0)
+if "raftd" in systems:
+    per_key = max(r["rss_kib"] for r in mem["raftd"]) * 1024 / keys
+    check("raftd: RSS per key < 400 B", f"{per_key:.0f}", per_key < 400)
+    if "etcd" in systems:
+        etcd_key = max(r["rss_kib"] for r in mem["etcd"]) * 1024 / keys
+        check("raftd: RSS per key <= etcd's", f"{per_key / etcd_key:.2f}", per_key <= etcd_key)
 PY
     exit 0
 fi
