@@ -461,6 +461,8 @@ targets = [
      get("raftd","get",64,"ops_per_sec") >= 3 * get("etcd","get",64,"ops_per_sec")),
     ("failover <= 1/3", ratio(med["raftd"], med["etcd"]), med["raftd"] <= med["etcd"] / 3),
     ("peak RSS <= 1/5", ratio(rss["raftd"], rss["etcd"]), rss["raftd"] <= rss["etcd"] / 5),
+    ("no election during loads", str(el["raftd"]["elections_during_loads"]) if "raftd" in el else "n/a",
+     "raftd" in el and el["raftd"]["elections_during_loads"] == 0),
 ]
 print()
 print(f"{'target':<28}{'ratio':>12}{'met':>12}")

@@ -241,6 +241,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         metrics: node_metrics::NodeMetrics::new(metrics.clone()),
         ticks: 0,
         snapshot_started: None,
+        last_turn: Default::default(),
         driver,
         wal: LogWriter::start(storage, cfg.id, metrics.clone())
             .map_err(|e| ServerError::Writer(e.to_string()))?,

@@ -73,6 +73,17 @@ pub struct NodeLoop {
     pub ticks: u64,
     /// When the snapshot being encoded was started.
     pub snapshot_started: Option<std::time::Instant>,
+    /// What the last `carry_out` did, for the slow-turn warning.
+    pub last_turn: TurnWork,
+}
+
+/// Where a turn's time went (see `SLOW_TURN`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TurnWork {
+    pub drive: Duration,
+    pub execute: Duration,
+    pub applied: usize,
+    pub messages: usize,
 }
 
 impl NodeLoop {
@@ -155,10 +166,15 @@ impl NodeLoop {
             if took >= SLOW_TURN {
                 // Heartbeats and votes wait for the turn to end: a turn this long on a leader
                 // delays them toward the election timeout.
+                let w = self.last_turn;
                 ::log::warn!(
-                    "node {}: a turn of the node loop took {} ms ({inputs} inputs) in term {}",
+                    "node {}: a turn of the node loop took {} ms ({inputs} inputs; the driver {} ms, {} entries applied; carrying out {} ms, {} messages sent) in term {}",
                     self.id(),
                     took.as_millis(),
+                    w.drive.as_millis(),
+                    w.applied,
+                    w.execute.as_millis(),
+                    w.messages,
                     self.driver.raft().term()
                 );
             }
@@ -360,9 +376,18 @@ impl NodeLoop {
 
     /// Runs the driver and does what its output says.
     fn carry_out(&mut self) -> Result<(), NodeError> {
+        let started = std::time::Instant::now();
         let out = self.driver.drive()?;
+        let driven = started.elapsed();
+        let (applied, messages) = (out.applied.len(), out.messages.len());
         self.execute(out);
         self.metrics.after_turn(&self.driver);
+        self.last_turn = TurnWork {
+            drive: driven,
+            execute: started.elapsed() - driven,
+            applied,
+            messages,
+        };
         Ok(())
     }
 
