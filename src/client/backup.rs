@@ -60,7 +60,7 @@ impl Client {
     }
 
     async fn stream_snapshot(&mut self, path: &Path) -> Result<Streamed, ClientError> {
-        let file_error = |e: StorageError| ClientError::BadRequest(format!("backup file: {e}"));
+        let file_error = |e: StorageError| ClientError::BackupFile(e.to_string());
         let first = self.call_raw(|id| ClientRequest::Snapshot { id }).await?;
         let Some(conn) = self.conn.as_mut() else {
             return Ok(Streamed::Broken("the connection closed".into()));

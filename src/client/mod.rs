@@ -45,6 +45,10 @@ pub enum ClientError {
     /// A watch was ended by the node (a reader too slow, or the node stopping).
     #[error("watch cancelled: {0}")]
     WatchCancelled(String),
+    /// The backup could not be written where it was asked to go (nothing is left under its
+    /// name).
+    #[error("backup file: {0}")]
+    BackupFile(String),
     #[error("unexpected answer from {addr}: {what}")]
     Protocol { addr: SocketAddr, what: String },
 }

@@ -41,6 +41,8 @@ fn client_error(e: &ClientError) -> Response<Body> {
         ClientError::WatchCancelled(_) => (StatusCode::SERVICE_UNAVAILABLE, "WatchCancelled"),
         ClientError::Unavailable(..) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
         ClientError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "Protocol"),
+        // The HTTP port takes no backups; listed for completeness.
+        ClientError::BackupFile(_) => (StatusCode::INTERNAL_SERVER_ERROR, "BackupFile"),
     };
     let mut body = json!({ "error": e.to_string(), "code": code });
     if let ClientError::Compacted { compact_revision } = e {

@@ -371,8 +371,9 @@ mod tests {
         assert_eq!(recovered.entries, entries(2, 4..=6));
     }
 
-    #[tokio::test]
-    async fn a_stored_snapshot_is_reported_mapped_from_its_file_after_it_is_durable() {
+    /// A writer that was given entries 1..=4 (seq 1), then the snapshot at 2 keeping 3..=4,
+    /// encoded and written under the temporary name elsewhere as the node loop does (seq 2).
+    fn log_then_prepared_snapshot() -> (tempfile::TempDir, LogWriter, SnapshotMeta) {
         let dir = tempfile::tempdir().unwrap();
         let (storage, _) = Storage::open(dir.path(), 1).unwrap();
         let mut w = LogWriter::start(storage, 1, Default::default()).unwrap();
@@ -388,6 +389,12 @@ mod tests {
             prepared,
             tail: entries(1, 3..=4),
         });
+        (dir, w, meta)
+    }
+
+    #[tokio::test]
+    async fn a_stored_snapshot_is_reported_mapped_from_its_file_after_it_is_durable() {
+        let (dir, mut w, meta) = log_then_prepared_snapshot();
         let mut durable = 0;
         let (got_meta, data) = loop {
             match w.report().await.expect("no storage error") {
@@ -413,22 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_prepared_snapshot_is_installed_by_the_writer_and_a_stale_one_discarded() {
-        let dir = tempfile::tempdir().unwrap();
-        let (storage, _) = Storage::open(dir.path(), 1).unwrap();
-        let mut w = LogWriter::start(storage, 1, Default::default()).unwrap();
-        w.queue(WriteJob::Driver(DiskJob::Append {
-            seq: 1,
-            hard_state: Some(HardState { term: 1, vote: 1 }),
-            entries: entries(1, 1..=4),
-        }));
-        // Encoded and written under the temporary name elsewhere, as the node loop does.
-        let meta = SnapshotMeta { index: 2, term: 1 };
-        let prepared = prepare_snapshot(dir.path(), meta, b"state at 2").unwrap();
-        w.queue(WriteJob::SavePrepared {
-            seq: 2,
-            prepared,
-            tail: entries(1, 3..=4),
-        });
+        let (dir, mut w, meta) = log_then_prepared_snapshot();
         durable_through(&mut w, 2).await;
         // A second one that will not be used is removed, and nothing else changes.
         let stale = prepare_snapshot(dir.path(), meta, b"unused").unwrap();

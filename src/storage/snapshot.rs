@@ -131,9 +131,10 @@ pub fn prepare(
 }
 
 /// Reads and verifies a snapshot file (a node's `snapshot`, or a backup: they are the same
-/// format). `Ok(None)` if there is none. Returns its meta, its data and the file's length.
-pub fn read_file(path: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>, u64)>, StorageError> {
-    Ok(open_checked(path, true)?.map(|(meta, data, len)| (meta, data.to_vec(), len)))
+/// format), header and data checksums both. `Ok(None)` if there is none. Returns its meta, its
+/// data (mapped, see `map_file`, not copied into the heap) and the file's length.
+pub fn read_file(path: &Path) -> Result<Option<(SnapshotMeta, bytes::Bytes, u64)>, StorageError> {
+    map_file(path, true)
 }
 
 /// Maps the snapshot file at `path` into memory (after checking its header, and its data's
