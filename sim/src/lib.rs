@@ -217,6 +217,11 @@ enum Event {
     WatcherTimer {
         watcher: usize,
     },
+    /// A node's driver goes on with what one drive left (`Driver::wants_drive`).
+    Drive {
+        node: NodeId,
+        incarnation: u64,
+    },
 }
 
 struct Scheduled {
@@ -483,6 +488,9 @@ impl Cluster {
         let founders: Vec<NodeId> = (1..=self.cfg.founder_count() as NodeId).collect();
         let mut config = Config::new(id, founders.clone());
         config.seed = self.rng.gen();
+        // Small batches (with the driver's `apply_per_drive`): nodes take inputs while
+        // committed entries wait to be applied, as a busy daemon does.
+        config.max_apply_batch = 4;
         // As the daemon: an empty founding member founds the cluster only with every other
         // founding member empty too; any other empty node waits to be caught up.
         config.founding = if founders.contains(&id) && !self.joined.contains(&id) {
@@ -551,6 +559,8 @@ impl Cluster {
             tick_ms: (tick_us / MS).max(1),
             // Small, so that compactions run under every fault the simulation has.
             auto_compact_revisions: 64,
+            // Small, so that a node takes inputs with committed entries left to apply.
+            apply_per_drive: 8,
             ..DriverConfig::default()
         };
         let node = self.node_mut(id);
@@ -694,6 +704,11 @@ impl Cluster {
             Event::ClientAnswer { node, route, resp } => self.client_answer(node, route, resp),
             Event::ClientTimer { client, token } => self.client_timer(client, token),
             Event::WatcherTimer { watcher } => self.watcher_timer(watcher),
+            Event::Drive { node, incarnation } => {
+                if self.node(node).incarnation == incarnation && self.node(node).is_up() {
+                    self.drive(node);
+                }
+            }
         }
     }
 
@@ -731,9 +746,23 @@ impl Cluster {
             if out.is_empty() {
                 return;
             }
+            // More committed entries than one drive applies: the daemon goes on in its next
+            // turn, after the inputs waiting; so does the simulation, after the events due now.
+            let more = driver.wants_drive();
             self.execute(id, out);
             self.check_applied(id);
             self.observe(id);
+            if more {
+                let incarnation = self.node(id).incarnation;
+                self.schedule(
+                    0,
+                    Event::Drive {
+                        node: id,
+                        incarnation,
+                    },
+                );
+                return;
+            }
         }
     }
 
@@ -752,6 +781,8 @@ impl Cluster {
             hash_states,
             watch_events,
             backups,
+            // Freed here; the daemon frees many on another thread.
+            released: _,
         } = out;
         for env in messages {
             self.send(env);

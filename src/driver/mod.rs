@@ -95,6 +95,11 @@ pub struct DriverConfig {
     pub tick_ms: u64,
     /// Revisions of history a leader keeps before it proposes a compaction (0: all).
     pub auto_compact_revisions: u64,
+    /// Committed entries one `drive` applies at most; the rest wait for the next call
+    /// (`wants_drive` says so). A follower that was behind, or that got a large commit index at
+    /// once, would otherwise apply hundreds of thousands of entries in one turn while
+    /// heartbeats and votes wait behind them.
+    pub apply_per_drive: usize,
     /// The service's injected bugs (only with the `bugs` feature).
     #[cfg(feature = "bugs")]
     pub bugs: KvBugs,
@@ -109,11 +114,16 @@ impl Default for DriverConfig {
             hash_every: DEFAULT_HASH_EVERY,
             tick_ms: 10,
             auto_compact_revisions: 0,
+            apply_per_drive: DEFAULT_APPLY_PER_DRIVE,
             #[cfg(feature = "bugs")]
             bugs: KvBugs::default(),
         }
     }
 }
+
+/// About 20 ms of applying at a million keys (20 µs an entry): well inside a heartbeat
+/// interval, and large enough that a busy follower's turns are not spent on overhead.
+pub const DEFAULT_APPLY_PER_DRIVE: usize = 1024;
 
 /// The consistency check's default interval: every 10,000 log entries.
 pub const DEFAULT_HASH_EVERY: u64 = 10_000;
@@ -153,6 +163,7 @@ pub struct Driver<R> {
     request_timeout_ticks: u64,
     consistency: consistency::Consistency,
     watches: watch::WatchHub<R>,
+    apply_per_drive: usize,
 }
 
 impl<R: ReplyTo> Driver<R> {
@@ -201,6 +212,7 @@ impl<R: ReplyTo> Driver<R> {
             request_timeout_ticks: cfg.request_timeout_ticks.max(1),
             consistency: consistency::Consistency::default(),
             watches: watch::WatchHub::new((1000 / cfg.tick_ms.max(1)).max(1)),
+            apply_per_drive: cfg.apply_per_drive.max(1),
         };
         // The shell starts out talking to the configuration's members (`member_addrs`).
         driver.connected = driver.peer_addrs();
@@ -536,10 +548,18 @@ impl<R: ReplyTo> Driver<R> {
         }
     }
 
+    /// Whether `drive` has more to do without a new input: committed entries beyond
+    /// `apply_per_drive`, or what the core produced after the last call. The shell calls
+    /// `drive` again soon, after the inputs that are waiting (ticks and peer messages first).
+    pub fn wants_drive(&self) -> bool {
+        self.raft.has_ready()
+    }
+
     /// Does the work the inputs so far made possible and returns everything for the shell to
-    /// do. Call it after every batch of inputs.
+    /// do. Call it after every batch of inputs, and again while `wants_drive`.
     pub fn drive(&mut self) -> Result<Output<R>, DriverError> {
         self.process()?;
+        self.out.released = self.raft.take_released();
         Ok(std::mem::take(&mut self.out))
     }
 
@@ -548,8 +568,10 @@ impl<R: ReplyTo> Driver<R> {
         // Every linearizable read received since the last call shares one ReadIndex round.
         let answers = self.service.flush_reads(&mut self.raft);
         self.out.answers.extend(answers);
-        while self.raft.has_ready() {
+        let mut applied = 0;
+        while self.raft.has_ready() && applied < self.apply_per_drive {
             let mut rd = self.raft.ready();
+            applied += rd.committed_entries.len();
             self.out.messages.append(&mut rd.messages);
             let mut seq = None;
             if let Some(snapshot) = rd.snapshot.take() {

@@ -159,6 +159,9 @@ pub struct Output<R> {
     pub watch_events: Vec<(R, ClientResponse)>,
     /// Backups to encode and stream.
     pub backups: Vec<BackupTask<R>>,
+    /// Log entries a compaction dropped, to free: off the node's thread when there are many.
+    /// Nothing to do but drop them, so `is_empty` does not count them.
+    pub released: Vec<Entry>,
 }
 
 impl<R> Default for Output<R> {
@@ -174,6 +177,7 @@ impl<R> Default for Output<R> {
             hash_states: Vec::new(),
             watch_events: Vec::new(),
             backups: Vec::new(),
+            released: Vec::new(),
         }
     }
 }

@@ -491,6 +491,8 @@ fn the_own_snapshot_is_encoded_by_the_shell_saved_in_order_then_compacts_the_log
             answers: vec![(20, put_ok(2, 2))],
             applied: vec![Applied::Entry(put_entry(1, 3, "k2", "v2"))],
             compacted: Some(snapshot.meta),
+            // The dropped entries go to the shell to free.
+            released: vec![Entry::noop(1, 1), put_entry(1, 2, "k", "v")],
             ..Output::default()
         }
     );
@@ -820,4 +822,71 @@ fn a_backup_asked_of_a_follower_names_the_leader() {
     let o = d.drive().unwrap();
     assert_eq!(o.answers, vec![(50, d.service().not_leader(5, 0))]);
     assert!(o.backups.is_empty());
+}
+
+#[test]
+fn one_drive_applies_at_most_its_share_and_inputs_are_taken_between() {
+    let mut cfg = config(2, &[1, 2, 3]);
+    cfg.max_apply_batch = 4;
+    let raft = Raft::new(cfg, HardState::default(), Vec::new()).unwrap();
+    let mut d: Driver<Token> = Driver::new(
+        raft,
+        KvStore::default(),
+        addrs(&[1, 2, 3]),
+        DriverConfig {
+            apply_per_drive: 10,
+            ..DriverConfig::default()
+        },
+    );
+    let append = |prev: u64, entries: Vec<Entry>| {
+        env(
+            1,
+            2,
+            RaftMessage::AppendEntries {
+                term: 1,
+                leader_id: 1,
+                prev_log_index: prev,
+                prev_log_term: if prev == 0 { 0 } else { 1 },
+                entries,
+                leader_commit: 25,
+                read_round: 0,
+            },
+        )
+    };
+    let entries: Vec<Entry> = (1..=25)
+        .map(|i| put_entry(1, i, &format!("k{i}"), "v"))
+        .collect();
+    d.step(append(0, entries));
+    let first = d.drive().unwrap();
+    assert_eq!(first.disk.len(), 1, "{first:?}");
+    assert_eq!(
+        first.applied.len(),
+        12,
+        "Readys of 4 entries until 10 are applied"
+    );
+    assert!(d.wants_drive(), "13 committed entries are left");
+    d.durable(1);
+    // A heartbeat arrives before the driver goes on: its answer goes out with the next share.
+    d.step(append(25, Vec::new()));
+    let second = d.drive().unwrap();
+    assert_eq!(second.applied.len(), 12);
+    let replies: Vec<u64> = second
+        .messages
+        .iter()
+        .filter_map(|e| match e.msg {
+            RaftMessage::AppendEntriesReply {
+                success: true,
+                match_index,
+                ..
+            } => Some(match_index),
+            _ => None,
+        })
+        .collect();
+    assert!(replies.contains(&25), "{:?}", second.messages);
+    assert!(d.wants_drive());
+    let third = d.drive().unwrap();
+    assert_eq!(third.applied.len(), 1);
+    assert!(!d.wants_drive());
+    assert_eq!(d.store().get("k25"), Some("v"));
+    assert_eq!(d.store().len(), 25);
 }

@@ -34,6 +34,10 @@ const MAX_INPUTS_PER_TURN: usize = 4096;
 /// A turn of the node loop longer than this is logged (it holds back heartbeats).
 const SLOW_TURN: Duration = Duration::from_millis(50);
 
+/// Log entries a compaction dropped are freed on another thread from this many on (about
+/// 0.3 µs an entry: 75–110 ms for the 250,000 of a 1M-key store's compacted log).
+const FREE_ELSEWHERE: usize = 10_000;
+
 /// Why the node loop stopped on its own.
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -147,6 +151,9 @@ impl NodeLoop {
                 Some((index, hash)) = self.hashes_rx.recv() => self.driver.state_hashed(index, hash),
                 Some(event) = self.events.recv() => self.on_peer_event(event),
                 Some(request) = self.requests.recv() => self.on_request(request),
+                // Last: committed entries beyond one turn's share wait behind every input, and
+                // run as soon as there is none.
+                _ = std::future::ready(()), if self.driver.wants_drive() => {}
             }
             let turn_started = std::time::Instant::now();
             let mut inputs = 0usize;
@@ -405,7 +412,11 @@ impl NodeLoop {
             hash_states,
             watch_events,
             backups,
+            released,
         } = out;
+        if released.len() >= FREE_ELSEWHERE {
+            super::background::spawn("free-log", move || drop(released));
+        }
         for task in backups {
             // Its latency as a request is the time to take the consistent copy; the stream's
             // is `raftd_snapshot_duration_seconds{event="backup"}`.

@@ -128,7 +128,7 @@ impl Config {
             max_entries_per_message: 1024,
             max_bytes_per_message: 1 << 20,
             max_inflight: 64,
-            max_apply_batch: 4096,
+            max_apply_batch: 1024,
             snapshot_chunk_bytes: 1 << 20,
             pre_vote: true,
             check_quorum: true,

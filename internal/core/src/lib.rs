@@ -337,6 +337,12 @@ impl Raft {
         &self.log
     }
 
+    /// The entries compactions and installed snapshots dropped since the last call (see
+    /// `RaftLog::take_released`).
+    pub fn take_released(&mut self) -> Vec<Entry> {
+        self.log.take_released()
+    }
+
     pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
         self.progress.get(&peer)
     }
