@@ -543,23 +543,18 @@ impl NodeLoop {
     fn send(&self, env: Envelope) {
         ::log::debug!("node {}: send {env}", self.id());
         self.metrics.sent(&env);
-        match self.transport.send(env.to, &env) {
+        let (to, kind) = (env.to, env.msg.kind());
+        // Encoded by the peer's task, not on this loop.
+        match self.transport.send(to, env) {
             Ok(()) => {}
             // Raft retransmits: a dropped message to a slow or absent peer costs nothing but time.
             Err(SendError::QueueFull) => {
                 ::log::debug!(
-                    "node {}: queue to node {} full; dropped {}",
+                    "node {}: queue to node {to} full; dropped {kind}",
                     self.id(),
-                    env.to,
-                    env.msg.kind()
                 )
             }
-            Err(e) => ::log::warn!(
-                "node {}: cannot send {} to node {}: {e}",
-                self.id(),
-                env.msg.kind(),
-                env.to
-            ),
+            Err(e) => ::log::warn!("node {}: cannot send {kind} to node {to}: {e}", self.id()),
         }
     }
 }

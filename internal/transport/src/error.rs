@@ -11,17 +11,6 @@ pub enum SendError {
     /// The peer's outbound queue is full; the frame was dropped (Raft retransmits).
     #[error("outbound queue for peer is full; frame dropped")]
     QueueFull,
-    /// The serialized message exceeds `max_frame_bytes`; the receiver would reject it.
-    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    FrameTooLarge {
-        /// Serialized size of the message.
-        len: usize,
-        /// Configured `max_frame_bytes`.
-        max: usize,
-    },
-    /// The message could not be serialized to JSON.
-    #[error("failed to serialize message: {0}")]
-    Serialize(#[from] serde_json::Error),
     /// The transport has been shut down.
     #[error("transport is shut down")]
     Shutdown,

@@ -23,6 +23,7 @@ mod error;
 mod event;
 pub mod framing;
 mod listener;
+mod outbound;
 mod peer;
 pub mod security;
 mod stats;

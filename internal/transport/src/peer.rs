@@ -20,13 +20,15 @@ use crate::backoff::Backoff;
 use crate::error::ConnectError;
 use crate::event::PeerEvent;
 use crate::framing::{self, HandshakeFrame, LENGTH_PREFIX_BYTES};
+use crate::outbound::Queued;
 use crate::security::{handshake, tls, Security};
 use crate::stats::PeerCounters;
 use crate::stream::Stream;
 
-/// Upper bound on frames written before one flush, so one busy peer cannot starve the
-/// cancellation and EOF checks for long.
+/// Upper bounds on frames, and on their bytes, written before one flush, so one busy peer
+/// cannot starve the cancellation and EOF checks for long, nor hold many encoded megabytes.
 const MAX_BATCH: usize = 256;
+const MAX_BATCH_BYTES: usize = 4 << 20;
 
 type Sink = FramedWrite<WriteHalf<Stream>, LengthDelimitedCodec>;
 type Source = FramedRead<ReadHalf<Stream>, LengthDelimitedCodec>;
@@ -41,7 +43,7 @@ pub(crate) struct OutboundPeer<M> {
     pub(crate) backoff_max: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) security: Security,
-    pub(crate) queue: mpsc::Receiver<Bytes>,
+    pub(crate) queue: mpsc::Receiver<Queued>,
     pub(crate) counters: Arc<PeerCounters>,
     pub(crate) events: mpsc::Sender<PeerEvent<M>>,
     pub(crate) cancel: CancellationToken,
@@ -199,21 +201,22 @@ impl<M: Send + 'static> OutboundPeer<M> {
                     }
                     Some(Err(e)) => return SessionEnd::Lost(format!("read error: {e}")),
                 },
-                frame = self.queue.recv() => {
-                    let Some(frame) = frame else { return SessionEnd::Stop };
-                    batch.push(frame);
+                msg = self.queue.recv() => {
+                    let Some(msg) = msg else { return SessionEnd::Stop };
+                    let mut bytes = 0;
+                    self.encode_into(msg, &mut batch, &mut bytes);
                     // Take everything already queued so it goes out with one flush (fewer syscalls).
-                    while batch.len() < MAX_BATCH {
+                    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                         match self.queue.try_recv() {
-                            Ok(frame) => batch.push(frame),
+                            Ok(msg) => self.encode_into(msg, &mut batch, &mut bytes),
                             Err(_) => break,
                         }
                     }
+                    if batch.is_empty() {
+                        continue;
+                    }
                     let frames = batch.len() as u64;
-                    let bytes: u64 = batch
-                        .iter()
-                        .map(|f| (f.len() + LENGTH_PREFIX_BYTES) as u64)
-                        .sum();
+                    let bytes = bytes as u64;
                     let written = tokio::select! {
                         biased;
                         // A peer that stopped reading blocks the flush; shutdown must still win.
@@ -229,6 +232,36 @@ impl<M: Send + 'static> OutboundPeer<M> {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+impl<M> OutboundPeer<M> {
+    /// Encodes a queued message onto `batch`, or drops it with a warning: a frame the receiver
+    /// would refuse (over `max_frame_bytes`) must not tear down the connection for the others.
+    fn encode_into(&self, msg: Queued, batch: &mut Vec<Bytes>, bytes: &mut usize) {
+        match msg.encode() {
+            Ok(frame) if frame.len() <= self.max_frame_bytes => {
+                *bytes += frame.len() + LENGTH_PREFIX_BYTES;
+                batch.push(Bytes::from(frame));
+            }
+            Ok(frame) => {
+                self.counters.add_dropped(1);
+                warn!(
+                    "node {}: dropped a {}-byte frame to peer {}: over the {}-byte frame limit",
+                    self.node_id,
+                    frame.len(),
+                    self.peer_id,
+                    self.max_frame_bytes
+                );
+            }
+            Err(e) => {
+                self.counters.add_dropped(1);
+                warn!(
+                    "node {}: dropped a message to peer {} that cannot be encoded: {e}",
+                    self.node_id, self.peer_id
+                );
             }
         }
     }

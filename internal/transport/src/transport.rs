@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use log::{debug, warn};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -22,6 +21,7 @@ use crate::config::TransportConfig;
 use crate::error::SendError;
 use crate::event::PeerEvent;
 use crate::listener::{Inbound, LivePeers};
+use crate::outbound::Queued;
 use crate::peer::OutboundPeer;
 use crate::stats::{PeerCounters, TransportStats};
 
@@ -31,7 +31,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Sending half of one peer's outbound queue.
 struct PeerHandle {
     addr: SocketAddr,
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<Queued>,
     counters: Arc<PeerCounters>,
     /// Stops this peer's outbound task alone (it left the configuration).
     cancel: CancellationToken,
@@ -40,7 +40,6 @@ struct PeerHandle {
 struct Inner {
     node_id: u64,
     local_addr: Option<SocketAddr>,
-    max_frame_bytes: usize,
     peers: RwLock<HashMap<u64, PeerHandle>>,
     /// Who the listener accepts a Hello from (shared with it).
     allowed: Arc<RwLock<HashSet<u64>>>,
@@ -177,7 +176,6 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         let inner = Inner {
             node_id: cfg.node_id,
             local_addr,
-            max_frame_bytes: cfg.max_frame_bytes,
             peers: RwLock::new(peers),
             allowed,
             live,
@@ -192,10 +190,13 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         (transport, events_rx)
     }
 
-    /// Serializes `msg` now and queues it for `to`. Never blocks, never awaits: if the peer's queue is full
-    /// the frame is dropped (Raft retransmits) and `Err(SendError::QueueFull)` is returned;
-    /// `Err(SendError::UnknownPeer)` for an id not in peers.
-    pub fn send(&self, to: u64, msg: &M) -> Result<(), SendError> {
+    /// Queues `msg` for `to`; the peer's task encodes it (so the caller's thread does not).
+    /// Never blocks, never awaits: if the peer's queue is full the message is dropped (Raft
+    /// retransmits) and `Err(SendError::QueueFull)` is returned; `Err(SendError::UnknownPeer)`
+    /// for an id not in peers. A message that cannot be encoded, or whose frame would exceed
+    /// `max_frame_bytes` (the receiver would refuse it), is dropped by the peer's task with a
+    /// warning and counted in the peer's `frames_dropped`; the connection stays up.
+    pub fn send(&self, to: u64, msg: M) -> Result<(), SendError> {
         let peers = self
             .inner
             .peers
@@ -205,15 +206,7 @@ impl<M: Serialize + DeserializeOwned + Send + 'static> Transport<M> {
         if self.inner.cancel.is_cancelled() {
             return Err(SendError::Shutdown);
         }
-        let frame = serde_json::to_vec(msg)?;
-        if frame.len() > self.inner.max_frame_bytes {
-            // Checked here because the codec would fail the write and tear down the whole connection.
-            return Err(SendError::FrameTooLarge {
-                len: frame.len(),
-                max: self.inner.max_frame_bytes,
-            });
-        }
-        match peer.queue.try_send(Bytes::from(frame)) {
+        match peer.queue.try_send(Box::new(msg)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 peer.counters.add_dropped(1);

@@ -137,7 +137,7 @@ pub async fn deliver(
     within("a message to get through", async {
         for attempt in 0..1000u64 {
             let n = tag * 1_000_000 + attempt;
-            let _ = from.send(to, &Msg::Ping { n });
+            let _ = from.send(to, Msg::Ping { n });
             let got = tokio::time::timeout(Duration::from_millis(200), async {
                 loop {
                     match to_rx.recv().await {

@@ -333,7 +333,7 @@ async fn a_node_sends_nothing_to_an_acceptor_that_cannot_prove_the_secret() {
         let t = t.clone();
         tokio::spawn(async move {
             for n in 0.. {
-                let _ = t.send(2, &Msg::Ping { n });
+                let _ = t.send(2, Msg::Ping { n });
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
         })
@@ -511,7 +511,7 @@ async fn a_node_does_not_talk_to_a_server_whose_certificate_names_another_node()
     let (t, _rx) =
         raftd_transport::Transport::<Msg>::start(cfg, bind_local().await, reject_clients());
     for attempt in 0..3 {
-        let _ = t.send(2, &Msg::Ping { n: attempt });
+        let _ = t.send(2, Msg::Ping { n: attempt });
         let (tcp, _) = within("node 1 to dial", fake.accept()).await.unwrap();
         let r = within("the TLS handshake", acceptor.accept(tcp)).await;
         match r {
