@@ -27,7 +27,7 @@ impl Cluster {
         let marks = (
             raft.log().committed(),
             raft.log().applied(),
-            raft.log().snapshot().index,
+            raft.snapshot_index(),
         );
         let before = self.node(id).watermarks;
         assert!(

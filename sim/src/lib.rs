@@ -491,6 +491,9 @@ impl Cluster {
         // Small batches (with the driver's `apply_per_drive`): nodes take inputs while
         // committed entries wait to be applied, as a busy daemon does.
         config.max_apply_batch = 4;
+        // A few entries kept behind each snapshot: some lagging followers catch up from the
+        // log, others need the snapshot.
+        config.log_behind_snapshot = 3;
         // As the daemon: an empty founding member founds the cluster only with every other
         // founding member empty too; any other empty node waits to be caught up.
         config.founding = if founders.contains(&id) && !self.joined.contains(&id) {
@@ -527,7 +530,7 @@ impl Cluster {
         let disk_snapshot = disk.snapshot_index();
         let raft = Raft::restore(config, disk.hard_state, disk.snapshot, disk.entries)
             .expect("valid sim config");
-        let restored = raft.log().snapshot().index;
+        let restored = raft.snapshot_index();
         assert!(
             restored >= disk_snapshot,
             "[seed {seed}] node {id} restarted with its snapshot at {restored}, below the {disk_snapshot} its disk holds"
@@ -535,7 +538,7 @@ impl Cluster {
         let marks = (
             raft.log().committed(),
             raft.log().applied(),
-            raft.log().snapshot().index,
+            raft.snapshot_index(),
         );
         let tick_us = self.node(id).tick_us;
         let first_tick = self.rng.gen_range(1..=tick_us);

@@ -103,9 +103,8 @@ fn completed(c: &Cluster) -> usize {
 
 /// The snapshot index of node `id`'s core (its disk's while it is down).
 fn snapshot_index(c: &Cluster, id: NodeId) -> u64 {
-    c.raft(id).map_or(c.node(id).disk.snapshot_index(), |r| {
-        r.log().snapshot().index
-    })
+    c.raft(id)
+        .map_or(c.node(id).disk.snapshot_index(), |r| r.snapshot_index())
 }
 
 /// Last log index of node `id` (its disk's while it is down).

@@ -17,11 +17,13 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<raftd_core::Config, ConfigError> 
     rc.max_entries_per_message = rc.max_entries_per_message.min(limits.max_entries);
     rc.max_bytes_per_message = rc.max_bytes_per_message.min(limits.max_batch_bytes);
     rc.snapshot_chunk_bytes = rc.snapshot_chunk_bytes.min(limits.max_command_bytes.max(1));
+    rc.log_behind_snapshot = cfg.snapshot_catchup_entries;
     Ok(rc)
 }
 
 /// What fits in one AppendEntries frame of `max_frame_bytes`. Entry data travels as base64
-/// (4 bytes per 3) inside JSON, next to per-entry and per-message fields.
+/// (4 bytes per 3) inside JSON, or as text when that is no longer (`entry_data`), next to
+/// per-entry and per-message fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicationLimits {
     /// Entries per message.

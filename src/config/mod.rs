@@ -22,6 +22,9 @@ pub const DEFAULT_AUTO_COMPACT_REVISIONS: u64 = 10_000;
 /// `--snapshot-log-percent`: a snapshot waits for a log a quarter of the state's size.
 pub const DEFAULT_SNAPSHOT_LOG_PERCENT: u64 = 25;
 
+/// `--snapshot-catchup-entries` (etcd keeps 5,000).
+pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 10_000;
+
 /// `--log-format`.
 #[derive(clap::ValueEnum, Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -75,6 +78,11 @@ pub struct Cli {
     /// (default 25; 0 turns the condition off).
     #[arg(long, value_name = "PERCENT")]
     pub snapshot_log_percent: Option<u64>,
+    /// Entries of log kept in memory behind each snapshot, so that a follower that lags by
+    /// fewer catches up from the log instead of receiving the whole state (default 10000;
+    /// at most 64 MiB of commands).
+    #[arg(long, value_name = "N")]
+    pub snapshot_catchup_entries: Option<u64>,
     /// Keep this many revisions of history (reads of the past, watches that resume); the
     /// leader compacts older ones away (default 10000; 0 keeps all until a `Compact`).
     #[arg(long, value_name = "N")]
@@ -133,6 +141,7 @@ struct FileConfig {
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
     snapshot_log_percent: Option<u64>,
+    snapshot_catchup_entries: Option<u64>,
     auto_compact_revisions: Option<u64>,
     cluster_secret_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -162,6 +171,8 @@ pub struct NodeConfig {
     pub snapshot_bytes: u64,
     /// See `Cli::snapshot_log_percent`.
     pub snapshot_log_percent: u64,
+    /// See `Cli::snapshot_catchup_entries`.
+    pub snapshot_catchup_entries: u64,
     /// Revisions of history the leader keeps (0: all).
     pub auto_compact_revisions: u64,
     pub security: SecurityConfig,
@@ -292,6 +303,10 @@ impl NodeConfig {
             .snapshot_log_percent
             .or(file.snapshot_log_percent)
             .unwrap_or(DEFAULT_SNAPSHOT_LOG_PERCENT);
+        let snapshot_catchup_entries = cli
+            .snapshot_catchup_entries
+            .or(file.snapshot_catchup_entries)
+            .unwrap_or(DEFAULT_SNAPSHOT_CATCHUP_ENTRIES);
         if snapshot_entries == 0 || snapshot_bytes == 0 {
             return Err(ConfigError::ZeroSnapshotThreshold);
         }
@@ -331,6 +346,7 @@ impl NodeConfig {
                 .unwrap_or(DEFAULT_AUTO_COMPACT_REVISIONS),
             snapshot_bytes,
             snapshot_log_percent,
+            snapshot_catchup_entries,
             id,
             listen,
             http_listen,
@@ -622,6 +638,26 @@ mod tests {
         assert_eq!(cfg.heartbeat_ms, 30);
         assert_eq!(cfg.peers.len(), 1);
         assert_eq!(cfg.data_dir, PathBuf::from("data/node2"));
+        assert_eq!(
+            cfg.snapshot_catchup_entries,
+            DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
+        );
+        // The log kept behind a snapshot, from the file, then from a flag; it reaches the core.
+        std::fs::write(
+            &path,
+            "id = 2\nlisten = \"127.0.0.1:8001\"\nsnapshot_catchup_entries = 500\n[peers]\n1 = \"127.0.0.1:8000\"\n",
+        )
+        .unwrap();
+        let from_file = NodeConfig::load(&cli(&["--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(from_file.snapshot_catchup_entries, 500);
+        let flag = NodeConfig::load(&cli(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--snapshot-catchup-entries",
+            "0",
+        ]))
+        .unwrap();
+        assert_eq!(limits::raft_config(&flag).unwrap().log_behind_snapshot, 0);
         std::fs::write(&path, "id = 2\nbogus = 1\n").unwrap();
         let err = NodeConfig::load(&cli(&["--config", path.to_str().unwrap()])).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");

@@ -718,7 +718,7 @@ impl<R: ReplyTo> Driver<R> {
             commit_index: s.commit_index,
             last_applied: s.last_applied,
             last_log_index: s.last_log_index,
-            snapshot_index: self.raft.log().snapshot().index,
+            snapshot_index: self.raft.snapshot_index(),
             members: addrs
                 .iter()
                 .map(|(id, addr)| (id.to_string(), addr.clone()))
@@ -793,12 +793,11 @@ impl<R: ReplyTo> Driver<R> {
     /// Starts a snapshot once the policy says the log has grown enough since the last one.
     fn maybe_start_snapshot(&mut self) {
         let applied = self.store().applied();
-        let log = self.raft.log();
         if !self.snapshot.can_start()
             || !self.policy.wants(
                 applied,
-                log.snapshot().index,
-                log.bytes(),
+                self.raft.snapshot_index(),
+                self.raft.log_bytes_since_snapshot(),
                 self.raft.snapshot().map_or(0, |s| s.data.len() as u64),
                 self.snapshot.failed_at(),
             )
@@ -814,7 +813,7 @@ impl<R: ReplyTo> Driver<R> {
     pub fn start_snapshot(&mut self) -> Option<SnapshotMeta> {
         let store = self.service.store();
         let index = store.applied();
-        if !self.snapshot.can_start() || index <= self.raft.log().snapshot().index {
+        if !self.snapshot.can_start() || index <= self.raft.snapshot_index() {
             return None;
         }
         let term = self.raft.log().term(index)?;
@@ -864,12 +863,12 @@ impl<R: ReplyTo> Driver<R> {
             return false;
         }
         let meta = snapshot.meta;
-        if meta.index <= self.raft.log().snapshot().index {
+        if meta.index <= self.raft.snapshot_index() {
             ::log::debug!(
                 "node {}: dropping the snapshot at {}: the leader's snapshot at {} is newer",
                 self.raft.id(),
                 meta.index,
-                self.raft.log().snapshot().index
+                self.raft.snapshot_index()
             );
             self.snapshot = SnapshotState::Idle { failed_at: None };
             return false;

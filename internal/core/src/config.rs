@@ -71,6 +71,11 @@ pub struct Config {
     pub max_inflight: usize,
     /// Bytes of snapshot per InstallSnapshot message.
     pub snapshot_chunk_bytes: usize,
+    /// Entries a node keeps in memory behind its own snapshot when it compacts (at most
+    /// `log_behind_snapshot_bytes` of commands): a follower that lags by less than this
+    /// catches up from the log instead of receiving the whole state (etcd keeps 5,000).
+    pub log_behind_snapshot: u64,
+    pub log_behind_snapshot_bytes: u64,
     /// Committed entries handed to the state machine per `Ready`.
     pub max_apply_batch: usize,
     /// Ask for pre-votes before raising the term (thesis §9.6), so a node that was cut off
@@ -130,6 +135,8 @@ impl Config {
             max_inflight: 64,
             max_apply_batch: 1024,
             snapshot_chunk_bytes: 1 << 20,
+            log_behind_snapshot: 10_000,
+            log_behind_snapshot_bytes: 64 << 20,
             pre_vote: true,
             check_quorum: true,
             seed: id,

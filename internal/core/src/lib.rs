@@ -199,6 +199,9 @@ pub struct Raft {
     read_only: read_index::ReadOnly,
     /// The latest snapshot, sent to followers that need compacted entries.
     snapshot: Option<Snapshot>,
+    /// Command bytes of the entries the log keeps at or below the snapshot's index
+    /// (`Config::log_behind_snapshot`), which do not count toward the next snapshot.
+    kept_behind_bytes: u64,
     /// A snapshot being received from the leader.
     incoming: Option<snapshot::Incoming>,
     /// A snapshot installed but not yet handed to the shell.
@@ -267,6 +270,7 @@ impl Raft {
                 None => RaftLog::restore(entries),
             },
             snapshot,
+            kept_behind_bytes: 0,
             election_elapsed: 0,
             randomized_election_ticks: cfg.election_ticks_min,
             heartbeat_elapsed: 0,

@@ -152,6 +152,12 @@ impl RaftLog {
         std::mem::take(&mut self.released)
     }
 
+    /// Command bytes of the entries held at or below `index`.
+    pub fn bytes_through(&self, index: u64) -> u64 {
+        let n = (index.saturating_sub(self.snapshot_index) as usize).min(self.entries.len());
+        self.entries[..n].iter().map(|e| e.data.len() as u64).sum()
+    }
+
     /// Durable entries after the snapshot: what storage keeps when it compacts.
     pub fn stable_entries(&self) -> &[Entry] {
         let n = (self.stable.saturating_sub(self.snapshot_index) as usize).min(self.entries.len());

@@ -419,8 +419,10 @@ impl fmt::Display for Role {
 /// An entry's `data` in JSON, on the wire and in the log file. Text goes as the string it is
 /// (escaped as JSON strings are: a few quotes in a command), not as base64, which was a third
 /// larger and cost an encoding on the leader and a decoding on every follower and at every
-/// replay. Bytes that are not UTF-8, or whose text begins with a character of the base64
-/// alphabet, go as base64. A reader tells the two apart by the first character: base64
+/// replay. Bytes that are not UTF-8, whose text begins with a character of the base64
+/// alphabet, or whose escaped text would be longer than their base64 (quotes, backslashes and
+/// control characters are escaped), go as base64: an entry is never larger on the wire than
+/// in base64, so the limits that keep a message within a frame hold. A reader tells the two apart by the first character: base64
 /// always begins with one of `A–Z a–z 0–9 + / =`, text sent as text never does. So logs
 /// and peers that wrote base64 before read as they did; and a node from before this encoding
 /// refuses text (it is not base64) instead of reading it as something else.
@@ -434,10 +436,23 @@ pub mod entry_data {
         b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
     }
 
+    /// Bytes of `text` once escaped in a JSON string (without the quotes).
+    fn escaped_len(text: &[u8]) -> usize {
+        text.iter()
+            .map(|&b| match b {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                0..=0x1f => 6,
+                _ => 1,
+            })
+            .sum()
+    }
+
     /// Whether `data` goes as text.
     pub fn as_text(data: &[u8]) -> Option<&str> {
         match data.first() {
-            Some(&b) if !base64_first(b) => std::str::from_utf8(data).ok(),
+            Some(&b) if !base64_first(b) && escaped_len(data) <= data.len().div_ceil(3) * 4 => {
+                std::str::from_utf8(data).ok()
+            }
             _ => None,
         }
     }
@@ -520,6 +535,7 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_text_or_begin_like_base64_go_as_base64() {
+        let quotes = b"{\"\"\"\"\"\"\"\"\"\"}";
         for data in [
             &[0xff, 0x00, 0x7b][..],
             b"abc",
@@ -527,6 +543,8 @@ mod tests {
             b"+x",
             b"=",
             b"\xe2\x82",
+            b"{\x01\x02\x03",
+            quotes,
         ] {
             let e = Entry::command(1, 1, data.to_vec());
             assert_eq!(
@@ -571,6 +589,12 @@ mod tests {
                 s.into_bytes()
             };
             let e = Entry::command(1, 1, data.clone());
+            // Never longer than base64 would be.
+            let field = serde_json::to_vec(&data_field(&e)).unwrap().len();
+            assert!(
+                data.is_empty() || field <= data.len().div_ceil(3) * 4 + 2,
+                "case {case}: {data:?}"
+            );
             assert_eq!(&round_trip(&e).data[..], &data[..], "case {case}: {data:?}");
         }
     }

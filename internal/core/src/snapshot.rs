@@ -64,8 +64,24 @@ impl Raft {
         }
     }
 
+    /// The index of the latest snapshot (taken here or installed), 0 without one. The log may
+    /// start before it (`Config::log_behind_snapshot`): `log().snapshot()` is where the log
+    /// starts.
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot
+            .as_ref()
+            .map_or(self.log.snapshot().index, |s| s.meta.index)
+    }
+
+    /// Command bytes of the log's entries after the latest snapshot: what the next snapshot
+    /// would cover.
+    pub fn log_bytes_since_snapshot(&self) -> u64 {
+        self.log.bytes().saturating_sub(self.kept_behind_bytes)
+    }
+
     /// The shell took `snapshot` of its state machine (at an applied index) and made it
-    /// durable: drop the log up to it.
+    /// durable: drop the log up to it, but for the entries kept behind it
+    /// (`Config::log_behind_snapshot`) for followers that lag a little.
     pub fn compact(&mut self, mut snapshot: Snapshot) -> Result<(), CompactError> {
         let SnapshotMeta { index, term } = snapshot.meta;
         if index > self.log.applied() {
@@ -74,7 +90,7 @@ impl Raft {
                 applied: self.log.applied(),
             });
         }
-        let current = self.log.snapshot().index;
+        let current = self.snapshot_index();
         if index <= current {
             return Err(CompactError::Stale { index, current });
         }
@@ -84,16 +100,44 @@ impl Raft {
         // The configuration is the core's to know: whatever the shell put there, the snapshot
         // carries the one in effect at its index (what followers that install it will use).
         snapshot.membership = self.membership_at(index);
-        self.log.compact(snapshot.meta);
-        self.note_compacted(index, Some(snapshot.membership.clone()));
+        let start = self.kept_start(index);
+        if start > self.log.snapshot().index {
+            let at = SnapshotMeta {
+                index: start,
+                term: self.log.term(start).unwrap_or_default(),
+            };
+            let membership = self.membership_at(start);
+            self.log.compact(at);
+            self.note_compacted(start, Some(membership));
+        }
+        self.kept_behind_bytes = self.log.bytes_through(index);
         ::log::info!(
-            "node {}: took a snapshot at index {index} (term {term}, {} bytes) in term {}; log compacted",
+            "node {}: took a snapshot at index {index} (term {term}, {} bytes) in term {}; log compacted, keeping {} entries behind it",
             self.id,
             snapshot.data.len(),
-            self.term
+            self.term,
+            index - self.log.snapshot().index
         );
         self.snapshot = Some(snapshot);
         Ok(())
+    }
+
+    /// Where the log starts once compacted for a snapshot at `index`: up to
+    /// `log_behind_snapshot` entries and `log_behind_snapshot_bytes` bytes of commands before
+    /// it stay (never fewer than the log already starts at).
+    fn kept_start(&self, index: u64) -> u64 {
+        let first = self.log.snapshot().index;
+        let mut start = index;
+        let mut bytes = 0u64;
+        while start > first && index - start < self.cfg.log_behind_snapshot {
+            let Some(e) = self.log.get(start) else { break };
+            bytes += e.data.len() as u64;
+            if bytes > self.cfg.log_behind_snapshot_bytes {
+                break;
+            }
+            start -= 1;
+        }
+        start
     }
 
     /// Sends `peer` the next chunk of the snapshot, if none is awaiting an answer.
@@ -276,6 +320,7 @@ impl Raft {
             }
         }
         self.log.install_snapshot(meta);
+        self.kept_behind_bytes = 0;
         let membership = if membership.is_empty() {
             self.membership_at(meta.index)
         } else {

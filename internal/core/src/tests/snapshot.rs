@@ -491,3 +491,125 @@ fn the_snapshot_data_is_replaced_only_by_the_same_snapshots_bytes() {
     assert!(r.replace_snapshot_data(meta, same.clone()));
     assert_eq!(r.snapshot().unwrap().data, same);
 }
+
+/// Leader 1 of term 2 over ten term-1 entries and its no-op, all committed and applied, that
+/// keeps `keep` entries behind its snapshots and compacts through 10.
+fn leader_keeping(keep: u64) -> Raft {
+    let mut cfg = chunked(1);
+    cfg.log_behind_snapshot = keep;
+    let mut r = Raft::new(cfg, HardState { term: 1, vote: 0 }, log_of(&[1; 10])).unwrap();
+    elect(&mut r);
+    r.step(append_reply(3, 1, 2, true, 11, None));
+    drain(&mut r);
+    assert_eq!(r.log().applied(), 11);
+    r.compact(snap(10, 1, DATA)).unwrap();
+    r
+}
+
+#[test]
+fn a_compaction_keeps_entries_behind_the_snapshot_and_a_follower_within_them_gets_entries() {
+    let mut r = leader_keeping(4);
+    assert_eq!(r.snapshot_index(), 10);
+    assert_eq!(
+        r.log().snapshot(),
+        SnapshotMeta { index: 6, term: 1 },
+        "the log starts 4 entries before the snapshot"
+    );
+    assert_eq!(
+        r.log_bytes_since_snapshot(),
+        r.log().get(11).unwrap().data.len() as u64,
+        "the kept entries do not count toward the next snapshot"
+    );
+    // Node 2 holds entries up to 8: behind the snapshot, within the kept log.
+    let prev = r.progress(2).unwrap().next - 1;
+    r.step(append_reply(
+        2,
+        1,
+        2,
+        false,
+        prev,
+        Some(ConflictHint {
+            xterm: 0,
+            xindex: 0,
+            xlen: 9,
+        }),
+    ));
+    let msgs = drain(&mut r);
+    assert!(chunks(&msgs).is_empty(), "no snapshot: {msgs:?}");
+    let to_2: Vec<Append> = appends(&msgs).into_iter().filter(|a| a.to == 2).collect();
+    assert_eq!(to_2.len(), 1, "{msgs:?}");
+    assert_eq!(to_2[0].prev, (8, 1));
+    assert_eq!(
+        to_2[0].entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![9, 10, 11]
+    );
+}
+
+#[test]
+fn a_follower_behind_the_kept_log_gets_the_snapshot() {
+    let mut r = leader_keeping(4);
+    // Node 2 holds entries up to 5: the log starts after 6.
+    let prev = r.progress(2).unwrap().next - 1;
+    r.step(append_reply(
+        2,
+        1,
+        2,
+        false,
+        prev,
+        Some(ConflictHint {
+            xterm: 0,
+            xindex: 0,
+            xlen: 6,
+        }),
+    ));
+    let msgs = drain(&mut r);
+    let sent = chunks(&msgs);
+    assert_eq!(sent, vec![(2, 10, 0, DATA[..CHUNK].to_vec())], "{msgs:?}");
+}
+
+#[test]
+fn the_kept_log_is_bounded_by_bytes_and_the_next_compaction_drops_it() {
+    let mut cfg = chunked(1);
+    cfg.log_behind_snapshot = 100;
+    let mut r = Raft::new(
+        cfg.clone(),
+        HardState { term: 1, vote: 0 },
+        log_of(&[1; 10]),
+    )
+    .unwrap();
+    cfg.log_behind_snapshot_bytes = (8..=10)
+        .map(|i| r.log().get(i).unwrap().data.len() as u64)
+        .sum();
+    let mut r2 = Raft::new(cfg, HardState { term: 1, vote: 0 }, log_of(&[1; 10])).unwrap();
+    for r in [&mut r, &mut r2] {
+        elect(r);
+        r.step(append_reply(3, 1, 2, true, 11, None));
+        drain(r);
+    }
+    r2.compact(snap(10, 1, DATA)).unwrap();
+    assert_eq!(
+        r2.log().snapshot().index,
+        7,
+        "3 entries' worth of bytes kept"
+    );
+    // With no byte bound that bites, everything the log held stays (fewer than 100 entries).
+    r.compact(snap(10, 1, DATA)).unwrap();
+    assert_eq!(r.log().snapshot().index, 0);
+    // A later snapshot moves the start of the kept log along, and is refused if not newer
+    // than the snapshot (not the start of the log).
+    assert_eq!(
+        r2.compact(snap(9, 1, b"s")),
+        Err(CompactError::Stale {
+            index: 9,
+            current: 10
+        })
+    );
+    r2.propose(b"x".to_vec()).unwrap();
+    r2.step(append_reply(3, 1, 2, true, 12, None));
+    drain(&mut r2);
+    assert_eq!(r2.log().applied(), 12);
+    r2.compact(snap(12, 2, b"s")).unwrap();
+    // Entries 9..=12 (the one-byte "x", the empty no-op, two commands) fit the bound.
+    assert_eq!(r2.log().snapshot().index, 8);
+    assert_eq!(r2.snapshot_index(), 12);
+}
