@@ -468,7 +468,28 @@ fn a_wiped_follower_is_readmitted_under_load_with_its_new_data_dir() {
 /// serves the data written before it joined.
 #[test]
 fn a_joiner_is_caught_up_by_a_snapshot_that_carries_the_configuration() {
-    let mut cluster = Cluster::start_with(3, &["--snapshot-entries", "20"]);
+    // No log kept behind the snapshots: the joiner needs entries the members no longer hold.
+    joiner_catches_up("0", true);
+}
+
+/// With the log the members keep behind their snapshots (`--snapshot-catchup-entries`, 10,000
+/// by default), a node that needs fewer entries than that gets them from the log: no snapshot
+/// is sent.
+#[test]
+fn a_joiner_within_the_log_kept_behind_the_snapshots_gets_entries_not_a_snapshot() {
+    joiner_catches_up("10000", false);
+}
+
+fn joiner_catches_up(catchup_entries: &str, by_snapshot: bool) {
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "--snapshot-entries",
+            "20",
+            "--snapshot-catchup-entries",
+            catchup_entries,
+        ],
+    );
     cluster.leader(TEN_S);
     let rt = runtime();
     rt.block_on(async {
@@ -495,9 +516,11 @@ fn a_joiner_is_caught_up_by_a_snapshot_that_carries_the_configuration() {
             .unwrap_or_else(|e| panic!("add node {id}: {e}\n{}", cluster.logs()));
         wait_for_voters(&mut adm, &[1, 2, 3, id], &cluster).await;
         let log = cluster.node(id).log();
-        assert!(
+        assert_eq!(
             log.contains("installed a snapshot at index"),
-            "node {id} was not caught up by a snapshot:\n{log}"
+            by_snapshot,
+            "node {id} caught up by a snapshot: {}\n{log}",
+            !by_snapshot
         );
         let new = cluster.node(id).addr();
         for i in [0, 57, 99] {
