@@ -3,6 +3,7 @@
 //! the results and how to read them.
 
 mod backend;
+mod codec;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod failover;
@@ -73,6 +74,17 @@ enum Cmd {
         /// machine little and the figure is what serving them costs the node.
         #[arg(long)]
         watch_raw: bool,
+    },
+    /// What encoding and decoding log entries costs, as raftd sends them (text) and as base64:
+    /// one AppendEntries of ENTRIES puts, in a loop (JSON on stdout; no cluster needed).
+    Codec {
+        #[arg(long, default_value_t = 64)]
+        entries: usize,
+        #[arg(long, default_value_t = 256)]
+        value_bytes: usize,
+        /// Seconds per measurement (four of them).
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
     },
     /// Fill the store: PUTS puts over KEYS distinct keys, each tenth of the load timed (JSON on
     /// stdout).
@@ -164,6 +176,11 @@ async fn run(cli: Cli) -> Result<String, String> {
             let report = load::run(target.system, &endpoints, &spec).await?;
             serde_json::to_string(&report).map_err(|e| e.to_string())
         }
+        Cmd::Codec {
+            entries,
+            value_bytes,
+            secs,
+        } => Ok(codec::run(entries.max(1), value_bytes, secs.max(0.01)).to_string()),
         Cmd::Fill {
             target,
             keys,

@@ -187,6 +187,12 @@ impl KvStore {
         Ok(out)
     }
 
+    /// Writes the store's snapshot bytes (what `to_snapshot_bytes` returns) to `out` as they
+    /// are encoded.
+    pub fn write_snapshot(&self, out: impl std::io::Write) -> serde_json::Result<()> {
+        serde_json::to_writer(out, self)
+    }
+
     pub fn applied(&self) -> u64 {
         self.applied
     }

@@ -247,7 +247,7 @@ impl Metrics {
         );
         r.register(
             "peer_dropped_frames",
-            "Frames to each peer dropped (queue full, not connected, a failed write); Raft retransmits",
+            "Frames to each peer dropped (queue full, not connected, a failed write, over the frame limit); Raft retransmits",
             m.peer_dropped_frames.clone(),
         );
         r.register(

@@ -16,7 +16,7 @@ use super::metrics::SnapshotLabels;
 use super::node_metrics::NodeMetrics;
 use crate::driver::{Applied, DiskJob, Driver, DriverError, Output, SnapshotTask};
 use crate::rpc::types::{Envelope, NodeId, Role, Snapshot};
-use crate::storage::{prepare_snapshot, PreparedSnapshot, StorageError};
+use crate::storage::{prepare_snapshot_streamed, PreparedSnapshot, StorageError, StreamedError};
 use raftd_transport::{PeerEvent, SendError, Transport};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -489,21 +489,30 @@ impl NodeLoop {
         }
     }
 
-    /// Encodes the snapshot and writes its file under a temporary name on a background thread,
-    /// so the node keeps serving (heartbeats included) meanwhile.
+    /// Encodes the snapshot straight into its file under a temporary name on a background
+    /// thread, so the node keeps serving (heartbeats included) meanwhile; the snapshot's bytes
+    /// are then a mapping of that file, never a copy in the heap.
     fn start_snapshot(&mut self, task: SnapshotTask) {
         let (tx, rx) = oneshot::channel();
         self.snapshot_started = Some(std::time::Instant::now());
         let dir = self.data_dir.clone();
         super::background::spawn("snapshot", move || {
-            let result = task
-                .encode()
-                .map_err(|e| (format!("cannot serialize the state machine: {e}"), None))
-                .and_then(|snapshot| {
-                    let prepared = prepare_snapshot(&dir, snapshot.meta, &snapshot.data)
-                        .map_err(|e| (e.to_string(), Some(e)))?;
-                    Ok((snapshot, prepared))
-                });
+            let meta = task.meta();
+            let result =
+                match prepare_snapshot_streamed(&dir, meta, |w| task.store.write_snapshot(w)) {
+                    Ok((prepared, data)) => Ok((
+                        Snapshot {
+                            meta,
+                            data,
+                            membership: task.store.membership().clone(),
+                        },
+                        prepared,
+                    )),
+                    Err(StreamedError::Encode(e)) => {
+                        Err((format!("cannot serialize the state machine: {e}"), None))
+                    }
+                    Err(StreamedError::Storage(e)) => Err((e.to_string(), Some(e))),
+                };
             let _ = tx.send(result);
         });
         self.snapshot_job = Some(rx);

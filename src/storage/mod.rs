@@ -44,8 +44,9 @@ pub use crate::rpc::types::SnapshotMeta;
 pub use error::StorageError;
 pub use identity::ID_FILE_NAME;
 pub use snapshot::{
-    prepare as prepare_snapshot, read_file as read_snapshot_file, PreparedSnapshot,
-    SnapshotFileWriter, SNAPSHOT_FILE_NAME, SNAPSHOT_PREPARED_FILE_NAME, SNAPSHOT_TMP_FILE_NAME,
+    prepare as prepare_snapshot, prepare_streamed as prepare_snapshot_streamed,
+    read_file as read_snapshot_file, PreparedSnapshot, SnapshotFileWriter, StreamedError,
+    SNAPSHOT_FILE_NAME, SNAPSHOT_PREPARED_FILE_NAME, SNAPSHOT_TMP_FILE_NAME,
 };
 pub use wal::{DroppedTail, WAL_FILE_NAME};
 

@@ -130,6 +130,107 @@ pub fn prepare(
     })
 }
 
+/// Why [`prepare_streamed`] failed.
+#[derive(Debug)]
+pub enum StreamedError {
+    /// The encoder refused the state (nothing about the disk).
+    Encode(String),
+    /// Creating, writing, syncing or mapping the file failed.
+    Storage(StorageError),
+}
+
+/// Writes what `encode` writes as a snapshot file under the prepared name, as it comes: the
+/// data never exists whole in memory (at a million keys it is 300 MB, on top of the state it
+/// encodes). The header, with the length and CRC counted on the way, goes in last, and the
+/// file is fsynced. Returns the prepared file and its data, mapped from it (see `map_file`).
+pub fn prepare_streamed<E: std::fmt::Display>(
+    dir: &Path,
+    meta: SnapshotMeta,
+    encode: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+) -> Result<(PreparedSnapshot, bytes::Bytes), StreamedError> {
+    use std::os::unix::fs::FileExt;
+    let tmp = dir.join(SNAPSHOT_PREPARED_FILE_NAME);
+    let storage = |e| StreamedError::Storage(e);
+    let result = (|| {
+        // A new file, not the old one truncated: a leftover (from a save that failed) may
+        // still be mapped by someone.
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(storage(io_err(&tmp, "remove")(e))),
+        }
+        let file = File::create(&tmp).map_err(|e| storage(io_err(&tmp, "create")(e)))?;
+        let mut out = Counted {
+            inner: io::BufWriter::with_capacity(1 << 20, &file),
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+            failed: None,
+        };
+        out.inner
+            .write_all(&[0; SNAPSHOT_HEADER_LEN as usize])
+            .map_err(|e| storage(io_err(&tmp, "write")(e)))?;
+        let encoded = encode(&mut out);
+        if let Some(e) = out.failed.take() {
+            return Err(storage(io_err(&tmp, "write")(e)));
+        }
+        encoded.map_err(|e| StreamedError::Encode(e.to_string()))?;
+        out.inner
+            .flush()
+            .map_err(|e| storage(io_err(&tmp, "write")(e)))?;
+        let (len, crc) = (out.len, out.crc.clone().finalize());
+        drop(out);
+        file.write_all_at(&header_of(meta, len, crc), 0)
+            .map_err(|e| storage(io_err(&tmp, "write")(e)))?;
+        // The contents must be durable before the rename makes them the snapshot.
+        file.sync_all()
+            .map_err(|e| storage(io_err(&tmp, "fsync")(e)))?;
+        let (_, data, file_len) = map_file(&tmp, false)
+            .map_err(storage)?
+            .ok_or_else(|| storage(io_err(&tmp, "map")(io::ErrorKind::NotFound.into())))?;
+        Ok((
+            PreparedSnapshot {
+                meta,
+                len: file_len,
+            },
+            data,
+        ))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A writer that counts and checksums what passes through it, and keeps the first I/O error
+/// (an encoder reports its own error type, which may not carry it).
+struct Counted<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+    failed: Option<io::Error>,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.inner.write(buf) {
+            Ok(n) => {
+                self.crc.update(&buf[..n]);
+                self.len += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                let kind = e.kind();
+                self.failed.get_or_insert(e);
+                Err(kind.into())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Reads and verifies a snapshot file (a node's `snapshot`, or a backup: they are the same
 /// format), header and data checksums both. `Ok(None)` if there is none. Returns its meta, its
 /// data (mapped, see `map_file`, not copied into the heap) and the file's length.

@@ -811,3 +811,60 @@ fn prepared_snapshot_installs_or_is_discarded() {
     s.discard_prepared_snapshot(p);
     assert!(!d.join(SNAPSHOT_PREPARED_FILE_NAME).exists());
 }
+
+/// A snapshot streamed into its file as it is encoded gives the same file as one prepared
+/// from bytes in memory, and its data comes back mapped from that file; it installs like any
+/// prepared snapshot. An encoder that fails leaves no file behind, and says it was the
+/// encoder; a file that cannot be written says it was the storage.
+#[test]
+fn a_streamed_snapshot_is_the_file_a_prepared_one_would_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut s, _) = reopen(d);
+    fill(&mut s, 40);
+    let data = state_data(30);
+    prepare_snapshot(d, meta(30, 1), &data).unwrap();
+    let whole = fs::read(d.join(SNAPSHOT_PREPARED_FILE_NAME)).unwrap();
+    // In pieces, as an encoder writes.
+    let (prepared, mapped) =
+        prepare_snapshot_streamed(d, meta(30, 1), |w: &mut dyn std::io::Write| {
+            for piece in data.chunks(7) {
+                w.write_all(piece)?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    assert_eq!(
+        fs::read(d.join(SNAPSHOT_PREPARED_FILE_NAME)).unwrap(),
+        whole
+    );
+    assert_eq!(&mapped[..], &data[..]);
+    assert_eq!(prepared.meta(), meta(30, 1));
+
+    s.save_prepared_snapshot(&prepared, &entries(1, 31..=40), hs(1, 1))
+        .unwrap();
+    // The mapping outlives the rename.
+    assert_eq!(&mapped[..], &data[..]);
+    drop(s);
+    let (_, rec) = reopen(d);
+    assert_eq!(rec.snapshot.map(|x| x.data.to_vec()), Some(data.clone()));
+
+    let failed = prepare_snapshot_streamed(d, meta(35, 1), |w: &mut dyn std::io::Write| {
+        w.write_all(b"half")?;
+        Err(std::io::Error::other("the state does not encode"))
+    });
+    assert!(
+        matches!(&failed, Err(StreamedError::Encode(e)) if e.contains("does not encode")),
+        "{failed:?}"
+    );
+    assert!(!d.join(SNAPSHOT_PREPARED_FILE_NAME).exists());
+
+    let gone = d.join("no-such-dir");
+    let failed = prepare_snapshot_streamed(&gone, meta(35, 1), |_: &mut dyn std::io::Write| {
+        Ok::<(), std::io::Error>(())
+    });
+    assert!(
+        matches!(failed, Err(StreamedError::Storage(_))),
+        "{failed:?}"
+    );
+}
