@@ -1,38 +1,46 @@
-//! `raftd-bench codec`: what encoding log entries costs, in the form raftd sends and logs them
-//! (the command's text as a JSON string) next to the base64 form it used before. One
-//! AppendEntries of 64 puts of 256-byte values, encoded and decoded in a loop; prints bytes and
-//! nanoseconds per entry as one JSON line.
+//! `raftd-bench codec`: what encoding log entries costs. One AppendEntries of 64 puts of
+//! 256-byte values, encoded and decoded in a loop, in the form raftd sends and logs them (the
+//! command's bytes as base64 inside the real `Envelope`), and, in a plain message of the same
+//! fields, as base64, as a JSON string of the command's text, and as the command's JSON
+//! embedded as it is. Prints bytes and nanoseconds per entry as one JSON line.
 
 use raftd::kv::{Command, Op};
 use raftd::rpc::types::{Entry, Envelope, RaftMessage};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::time::Instant;
 
-/// An entry as it was sent before: data always base64.
 #[derive(Serialize, Deserialize)]
-struct Base64Entry {
-    term: u64,
-    index: u64,
-    kind: raftd_core_kind::Kind,
-    #[serde(with = "raftd::rpc::types::b64")]
-    data: Vec<u8>,
-}
-
-mod raftd_core_kind {
-    #[derive(serde::Serialize, serde::Deserialize, Clone, Copy)]
-    pub enum Kind {
-        Command,
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Base64Append {
+struct Append<E> {
     term: u64,
     leader_id: u64,
     prev_log_index: u64,
     prev_log_term: u64,
-    entries: Vec<Base64Entry>,
+    entries: Vec<E>,
     leader_commit: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Base64Entry {
+    term: u64,
+    index: u64,
+    #[serde(with = "raftd::rpc::types::b64")]
+    data: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TextEntry {
+    term: u64,
+    index: u64,
+    data: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawEntry {
+    term: u64,
+    index: u64,
+    data: Box<RawValue>,
 }
 
 fn commands(n: usize, value_bytes: usize) -> Vec<Vec<u8>> {
@@ -67,9 +75,39 @@ fn time(secs: f64, mut f: impl FnMut()) -> f64 {
     started.elapsed().as_nanos() as f64 / calls as f64
 }
 
+/// (bytes, encode ns, decode ns) per entry of `msg`.
+fn measure<M: Serialize + DeserializeOwned>(msg: &M, entries: usize, secs: f64) -> [f64; 3] {
+    let bytes = serde_json::to_vec(msg).expect("encodes");
+    let encode = time(secs, || {
+        std::hint::black_box(serde_json::to_vec(msg).expect("encodes"));
+    });
+    let decode = time(secs, || {
+        std::hint::black_box(serde_json::from_slice::<M>(&bytes).expect("decodes"));
+    });
+    let n = entries as f64;
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    [
+        (bytes.len() / entries) as f64,
+        round(encode / n),
+        round(decode / n),
+    ]
+}
+
+fn append<E>(entries: Vec<E>) -> Append<E> {
+    Append {
+        term: 7,
+        leader_id: 1,
+        prev_log_index: 100_000,
+        prev_log_term: 7,
+        entries,
+        leader_commit: 100_000,
+    }
+}
+
 pub fn run(entries: usize, value_bytes: usize, secs: f64) -> serde_json::Value {
     let cmds = commands(entries, value_bytes);
-    let env = Envelope {
+    let index = |i: usize| 100_001 + i as u64;
+    let real = Envelope {
         incarnation: 1,
         from: 1,
         to: 2,
@@ -81,54 +119,60 @@ pub fn run(entries: usize, value_bytes: usize, secs: f64) -> serde_json::Value {
             entries: cmds
                 .iter()
                 .enumerate()
-                .map(|(i, c)| Entry::command(7, 100_001 + i as u64, c.clone()))
+                .map(|(i, c)| Entry::command(7, index(i), c.clone()))
                 .collect(),
             leader_commit: 100_000,
             read_round: 0,
         },
     };
-    let old = Base64Append {
-        term: 7,
-        leader_id: 1,
-        prev_log_index: 100_000,
-        prev_log_term: 7,
-        entries: cmds
-            .iter()
+    let base64 = append(
+        cmds.iter()
             .enumerate()
             .map(|(i, c)| Base64Entry {
                 term: 7,
-                index: 100_001 + i as u64,
-                kind: raftd_core_kind::Kind::Command,
+                index: index(i),
                 data: c.clone(),
             })
             .collect(),
-        leader_commit: 100_000,
-    };
-    let text = serde_json::to_vec(&env).expect("encodes");
-    let base64 = serde_json::to_vec(&old).expect("encodes");
-    let n = entries as f64;
-    let per = |ns: f64| (ns / n * 10.0).round() / 10.0;
-    let text_encode = time(secs, || {
-        std::hint::black_box(serde_json::to_vec(&env).expect("encodes"));
-    });
-    let base64_encode = time(secs, || {
-        std::hint::black_box(serde_json::to_vec(&old).expect("encodes"));
-    });
-    let text_decode = time(secs, || {
-        std::hint::black_box(serde_json::from_slice::<Envelope>(&text).expect("decodes"));
-    });
-    let base64_decode = time(secs, || {
-        std::hint::black_box(serde_json::from_slice::<Base64Append>(&base64).expect("decodes"));
-    });
+    );
+    let text = append(
+        cmds.iter()
+            .enumerate()
+            .map(|(i, c)| TextEntry {
+                term: 7,
+                index: index(i),
+                data: String::from_utf8(c.clone()).expect("commands are text"),
+            })
+            .collect(),
+    );
+    let raw = append(
+        cmds.iter()
+            .enumerate()
+            .map(|(i, c)| RawEntry {
+                term: 7,
+                index: index(i),
+                data: RawValue::from_string(String::from_utf8(c.clone()).expect("text"))
+                    .expect("commands are JSON"),
+            })
+            .collect(),
+    );
+    // Embedding a command as it is would first have to check that it is JSON.
+    let validate = time(secs, || {
+        for c in &cmds {
+            std::hint::black_box(serde_json::from_slice::<&RawValue>(c).expect("JSON"));
+        }
+    }) / entries as f64;
+    let form = |[bytes, encode, decode]: [f64; 3]| serde_json::json!({"bytes": bytes, "encode_ns": encode, "decode_ns": decode});
     serde_json::json!({
         "entries": entries,
         "value_bytes": value_bytes,
         "command_bytes": cmds.iter().map(Vec::len).sum::<usize>() / entries,
-        "text_bytes_per_entry": text.len() / entries,
-        "base64_bytes_per_entry": base64.len() / entries,
-        "text_encode_ns_per_entry": per(text_encode),
-        "base64_encode_ns_per_entry": per(base64_encode),
-        "text_decode_ns_per_entry": per(text_decode),
-        "base64_decode_ns_per_entry": per(base64_decode),
+        "per_entry": {
+            "envelope_base64": form(measure(&real, entries, secs)),
+            "plain_base64": form(measure(&base64, entries, secs)),
+            "plain_text": form(measure(&text, entries, secs)),
+            "plain_raw": form(measure(&raw, entries, secs)),
+            "raw_validate_ns": (validate * 10.0).round() / 10.0,
+        },
     })
 }

@@ -75,8 +75,8 @@ enum Cmd {
         #[arg(long)]
         watch_raw: bool,
     },
-    /// What encoding and decoding log entries costs, as raftd sends them (text) and as base64:
-    /// one AppendEntries of ENTRIES puts, in a loop (JSON on stdout; no cluster needed).
+    /// What encoding and decoding log entries costs, as raftd sends them (base64) and in other
+    /// forms: one AppendEntries of ENTRIES puts, in a loop (JSON on stdout; no cluster needed).
     Codec {
         #[arg(long, default_value_t = 64)]
         entries: usize,

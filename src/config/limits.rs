@@ -22,8 +22,7 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<raftd_core::Config, ConfigError> 
 }
 
 /// What fits in one AppendEntries frame of `max_frame_bytes`. Entry data travels as base64
-/// (4 bytes per 3) inside JSON, or as text when that is no longer (`entry_data`), next to
-/// per-entry and per-message fields.
+/// (4 bytes per 3) inside JSON, next to per-entry and per-message fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplicationLimits {
     /// Entries per message.
