@@ -51,6 +51,9 @@ pub enum Report {
 /// How often the writer tries a write the full disk refused again.
 pub const NO_SPACE_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How often an idle writer looks in on a log being rewritten in the background.
+const REWRITE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub struct LogWriter {
     jobs: Option<std_mpsc::Sender<WriteJob>>,
     /// Reports after each batch, or the error that stopped the writer (after which it writes
@@ -69,6 +72,9 @@ impl LogWriter {
         node_id: u64,
         metrics: Arc<super::metrics::Metrics>,
     ) -> std::io::Result<LogWriter> {
+        let mut storage = storage;
+        // A snapshot's log rewrite must not hold this node's appends.
+        storage.set_background_compaction(true);
         let (jobs_tx, jobs_rx) = std_mpsc::channel::<WriteJob>();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let closing = Arc::new(AtomicBool::new(false));
@@ -139,10 +145,35 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, jobs: &std_mpsc::Receiver<WriteJob>) {
-        while let Ok(first) = jobs.recv() {
+        loop {
+            let first = if self.storage.background_compaction_pending() {
+                // Look in on the log being rewritten while waiting for jobs.
+                match jobs.recv_timeout(REWRITE_POLL) {
+                    Ok(job) => job,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = self.storage.finish_background_compaction(false) {
+                            let _ = self.done.send(Err(e));
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
             let mut batch = vec![first];
             batch.extend(jobs.try_iter());
-            let result = self.write_batch(batch).map(Report::Durable);
+            let result = self
+                .write_batch(batch)
+                .and_then(|seq| {
+                    self.storage.finish_background_compaction(false)?;
+                    Ok(seq)
+                })
+                .map(Report::Durable);
             let wal = self.storage.wal_bytes();
             self.metrics.wal_bytes.set(super::metrics::g(wal));
             self.metrics.snapshot_bytes.set(super::metrics::g(
@@ -166,6 +197,14 @@ impl Writer {
                     ),
                 }
             }
+        }
+        // Stopping: let a log rewritten in the background take over (leaving it would be safe
+        // too: the next start finishes the compaction itself).
+        if let Err(e) = self.storage.finish_background_compaction(true) {
+            ::log::warn!(
+                "node {}: the log rewritten after the last snapshot did not take over ({e}); the next start compacts it",
+                self.node_id
+            );
         }
     }
 

@@ -95,6 +95,8 @@ pub struct Storage {
     recovery: RecoveryInfo,
     /// This data dir's identity (see `identity`).
     incarnation: u64,
+    /// Rewrite the log after a snapshot on another thread (`set_background_compaction`).
+    background_compaction: bool,
 }
 
 impl Storage {
@@ -220,6 +222,7 @@ impl Storage {
             snapshot_bytes,
             recovery,
             incarnation,
+            background_compaction: false,
         };
         let state = RecoveredState {
             hard_state,
@@ -329,6 +332,24 @@ impl Storage {
         Ok(())
     }
 
+    /// From now on, the log's rewrite after a snapshot (its entries up to the snapshot
+    /// dropped) is written and synced on another thread while appends go on, and takes over
+    /// in `finish_background_compaction`. Off by default: the rewrite is done in place.
+    pub fn set_background_compaction(&mut self, on: bool) {
+        self.background_compaction = on;
+    }
+
+    /// Whether a log rewrite is being written in the background.
+    pub fn background_compaction_pending(&self) -> bool {
+        self.wal.rewrite_pending()
+    }
+
+    /// Lets a log rewritten in the background take over: if it is written (or at once, waiting
+    /// for it, if `wait`). Returns whether it took over.
+    pub fn finish_background_compaction(&mut self, wait: bool) -> Result<bool, StorageError> {
+        self.wal.finish_rewrite(wait)
+    }
+
     /// Drops a prepared snapshot that will not be used.
     pub fn discard_prepared_snapshot(&self, _prepared: PreparedSnapshot) {
         let _ = std::fs::remove_file(self.dir.join(SNAPSHOT_PREPARED_FILE_NAME));
@@ -371,8 +392,14 @@ impl Storage {
         };
         self.snapshot = Some(meta);
 
-        // (b) On error the log poisons itself.
-        self.wal.rewrite(&compacted)?;
+        // (b) On error the log poisons itself. In the background, the current log (valid, if
+        // older than the snapshot: a start after a crash finishes its compaction) takes the
+        // appends until the new one takes over.
+        if self.background_compaction {
+            self.wal.start_rewrite(compacted)?;
+        } else {
+            self.wal.rewrite(&compacted)?;
+        }
         self.last_index = meta.index + tail.len() as u64;
         log::info!(
             "{}: saved a snapshot up to index {} term {} ({} bytes); the log now holds {} \

@@ -868,3 +868,77 @@ fn a_streamed_snapshot_is_the_file_a_prepared_one_would_be() {
         "{failed:?}"
     );
 }
+
+/// Compaction in the background: the log's rewrite after a snapshot is written on another
+/// thread while appends (a new term, entries, a conflict that replaces some) go on to the old
+/// log; when the new log takes over it holds them all, it is small, and it holds the lock.
+#[test]
+fn a_log_rewritten_in_the_background_takes_over_with_what_was_appended_meanwhile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut s, _) = Storage::open(dir, 1).unwrap();
+    s.set_background_compaction(true);
+    fill(&mut s, 1000);
+    let before = file_len(&wal_path(dir));
+    s.save_snapshot(
+        meta(990, 1),
+        &state_data(990),
+        &entries(1, 991..=1000),
+        hs(1, 1),
+    )
+    .unwrap();
+    assert!(s.background_compaction_pending());
+    // Appends meanwhile, to the old log.
+    s.save(Some(&hs(2, 2)), &entries(2, 1001..=1010)).unwrap();
+    s.save(None, &entries(3, 1006..=1012)).unwrap();
+    assert!(file_len(&wal_path(dir)) > before, "still the old log");
+    assert!(s.finish_background_compaction(true).unwrap());
+    assert!(!s.background_compaction_pending());
+    let after = file_len(&wal_path(dir));
+    assert!(after * 20 < before, "log {before} -> {after} bytes");
+    assert_eq!(s.wal_bytes(), after);
+    let err = Storage::open(dir, 1).unwrap_err();
+    assert!(matches!(err, StorageError::InUse { .. }), "{err}");
+    s.save(None, &entries(3, 1013..=1013)).unwrap();
+    drop(s);
+    let (s, rec) = reopen(dir);
+    let mut want = entries(1, 991..=1000);
+    want.extend(entries(2, 1001..=1005));
+    want.extend(entries(3, 1006..=1013));
+    assert_eq!(rec.entries, want);
+    assert_eq!(rec.hard_state, hs(2, 2));
+    assert_eq!(s.last_index(), 1013);
+    assert!(!s.recovery().finished_compaction);
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [WAL_FILE_NAME, ID_FILE_NAME, SNAPSHOT_FILE_NAME]);
+}
+
+/// A crash while the rewritten log has not taken over loses nothing: the old log holds every
+/// append, and the start finishes the compaction.
+#[test]
+fn a_crash_before_the_rewritten_log_takes_over_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut s, _) = Storage::open(dir, 1).unwrap();
+    s.set_background_compaction(true);
+    fill(&mut s, 100);
+    s.save_snapshot(
+        meta(90, 1),
+        &state_data(90),
+        &entries(1, 91..=100),
+        hs(1, 1),
+    )
+    .unwrap();
+    s.save(None, &entries(1, 101..=105)).unwrap();
+    // The "crash": the storage goes away without letting the new log take over.
+    drop(s);
+    let (s, rec) = reopen(dir);
+    assert_eq!(rec.snapshot.map(|x| x.meta), Some(meta(90, 1)));
+    assert_eq!(rec.entries, entries(1, 91..=105));
+    assert_eq!(s.last_index(), 105);
+    assert!(s.recovery().finished_compaction);
+}
