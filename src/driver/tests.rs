@@ -75,6 +75,23 @@ fn put_entry(term: u64, index: u64, key: &str, value: &str) -> Entry {
     Entry::command(term, index, cmd.encode().unwrap())
 }
 
+/// Leader 1's AppendEntries of term 1 to node 2 (every entry before of term 1).
+fn append_from_1(prev: u64, entries: Vec<Entry>, commit: u64) -> Envelope {
+    env(
+        1,
+        2,
+        RaftMessage::AppendEntries {
+            term: 1,
+            leader_id: 1,
+            prev_log_index: prev,
+            prev_log_term: if prev == 0 { 0 } else { 1 },
+            entries,
+            leader_commit: commit,
+            read_round: 0,
+        },
+    )
+}
+
 /// The answer to a Put that left the store at `revision`.
 fn put_ok(id: u64, revision: u64) -> ClientResponse {
     ClientResponse::Ok(OkResponse {
@@ -172,21 +189,7 @@ fn status_and_refused_requests_are_answered_at_once() {
 #[test]
 fn acknowledgements_wait_for_their_write_and_every_write_before_it() {
     let mut d = driver(2, &[1, 2, 3], DriverConfig::default());
-    let append = |prev: u64, entries: Vec<Entry>, commit: u64| {
-        env(
-            1,
-            2,
-            RaftMessage::AppendEntries {
-                term: 1,
-                leader_id: 1,
-                prev_log_index: prev,
-                prev_log_term: if prev == 0 { 0 } else { 1 },
-                entries,
-                leader_commit: commit,
-                read_round: 0,
-            },
-        )
-    };
+    let append = append_from_1;
     let reply = |match_index: u64| {
         env(
             2,
@@ -840,21 +843,7 @@ fn one_drive_applies_at_most_its_share_and_inputs_are_taken_between() {
             ..DriverConfig::default()
         },
     );
-    let append = |prev: u64, entries: Vec<Entry>| {
-        env(
-            1,
-            2,
-            RaftMessage::AppendEntries {
-                term: 1,
-                leader_id: 1,
-                prev_log_index: prev,
-                prev_log_term: if prev == 0 { 0 } else { 1 },
-                entries,
-                leader_commit: 25,
-                read_round: 0,
-            },
-        )
-    };
+    let append = |prev: u64, entries: Vec<Entry>| append_from_1(prev, entries, 25);
     let entries: Vec<Entry> = (1..=25)
         .map(|i| put_entry(1, i, &format!("k{i}"), "v"))
         .collect();

@@ -38,6 +38,16 @@ fn file_len(path: &Path) -> u64 {
     fs::metadata(path).unwrap().len()
 }
 
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 fn reopen(dir: &Path) -> (Storage, RecoveredState) {
     Storage::open(dir, 1).unwrap_or_else(|e| panic!("reopen failed: {e}"))
 }
@@ -234,12 +244,10 @@ fn compaction_shrinks_the_log_and_moves_the_lock() {
     let (_, rec) = reopen(dir);
     assert_eq!(rec.entries, entries(1, 991..=1001));
     // Nothing else is left in the dir.
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, [WAL_FILE_NAME, ID_FILE_NAME, SNAPSHOT_FILE_NAME]);
+    assert_eq!(
+        file_names(dir),
+        [WAL_FILE_NAME, ID_FILE_NAME, SNAPSHOT_FILE_NAME]
+    );
 }
 
 /// A dir with entries 1..=100 in the log, and the snapshot file written as if `save_snapshot`
@@ -909,12 +917,10 @@ fn a_log_rewritten_in_the_background_takes_over_with_what_was_appended_meanwhile
     assert_eq!(rec.hard_state, hs(2, 2));
     assert_eq!(s.last_index(), 1013);
     assert!(!s.recovery().finished_compaction);
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, [WAL_FILE_NAME, ID_FILE_NAME, SNAPSHOT_FILE_NAME]);
+    assert_eq!(
+        file_names(dir),
+        [WAL_FILE_NAME, ID_FILE_NAME, SNAPSHOT_FILE_NAME]
+    );
 }
 
 /// A crash while the rewritten log has not taken over loses nothing: the old log holds every

@@ -492,6 +492,17 @@ fn the_snapshot_data_is_replaced_only_by_the_same_snapshots_bytes() {
     assert_eq!(r.snapshot().unwrap().data, same);
 }
 
+/// Node 2 answers the leader's probe: its log ends at `last`.
+fn follower_2_holds(r: &mut Raft, last: u64) {
+    let prev = r.progress(2).unwrap().next - 1;
+    let hint = ConflictHint {
+        xterm: 0,
+        xindex: 0,
+        xlen: last + 1,
+    };
+    r.step(append_reply(2, 1, 2, false, prev, Some(hint)));
+}
+
 /// Leader 1 of term 2 over ten term-1 entries and its no-op, all committed and applied, that
 /// keeps `keep` entries behind its snapshots and compacts through 10.
 fn leader_keeping(keep: u64) -> Raft {
@@ -521,19 +532,7 @@ fn a_compaction_keeps_entries_behind_the_snapshot_and_a_follower_within_them_get
         "the kept entries do not count toward the next snapshot"
     );
     // Node 2 holds entries up to 8: behind the snapshot, within the kept log.
-    let prev = r.progress(2).unwrap().next - 1;
-    r.step(append_reply(
-        2,
-        1,
-        2,
-        false,
-        prev,
-        Some(ConflictHint {
-            xterm: 0,
-            xindex: 0,
-            xlen: 9,
-        }),
-    ));
+    follower_2_holds(&mut r, 8);
     let msgs = drain(&mut r);
     assert!(chunks(&msgs).is_empty(), "no snapshot: {msgs:?}");
     let to_2: Vec<Append> = appends(&msgs).into_iter().filter(|a| a.to == 2).collect();
@@ -549,19 +548,7 @@ fn a_compaction_keeps_entries_behind_the_snapshot_and_a_follower_within_them_get
 fn a_follower_behind_the_kept_log_gets_the_snapshot() {
     let mut r = leader_keeping(4);
     // Node 2 holds entries up to 5: the log starts after 6.
-    let prev = r.progress(2).unwrap().next - 1;
-    r.step(append_reply(
-        2,
-        1,
-        2,
-        false,
-        prev,
-        Some(ConflictHint {
-            xterm: 0,
-            xindex: 0,
-            xlen: 6,
-        }),
-    ));
+    follower_2_holds(&mut r, 5);
     let msgs = drain(&mut r);
     let sent = chunks(&msgs);
     assert_eq!(sent, vec![(2, 10, 0, DATA[..CHUNK].to_vec())], "{msgs:?}");
