@@ -50,9 +50,7 @@ impl NemesisCluster {
         let path = dir.path().to_path_buf();
         // Hold the nodes' ports while the proxies bind theirs, so no proxy gets a node's port;
         // released just before the nodes start.
-        let reserved: Vec<std::net::TcpListener> = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-            .collect();
+        let reserved = crate::process::reserve_ports(n);
         let ports: Vec<u16> = reserved
             .iter()
             .map(|l| l.local_addr().expect("local addr").port())

@@ -62,15 +62,41 @@ pub fn raftctl(cluster: &str, args: &[&str]) -> Run {
     run(&tool_bin("raftctl"), &all)
 }
 
-/// `n` free loopback ports (bound and released; the OS does not hand them out again at once).
+/// `n` free loopback ports for nodes to listen on: bound (to check) and released.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), at random: a port the
+/// kernel handed out for `bind(0)` is one it also hands out as the local port of outgoing
+/// connections, and with many tests connecting at once one of them took a port before the
+/// node it was meant for could listen on it ("Address already in use").
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
+    reserve_ports(n)
         .iter()
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
+}
+
+/// `n` loopback ports as `free_ports` picks them, held (bound) until the listeners are
+/// dropped.
+pub fn reserve_ports(n: usize) -> Vec<TcpListener> {
+    use rand::Rng;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
+    let mut rng = rand::thread_rng();
+    let mut held: Vec<TcpListener> = Vec::with_capacity(n);
+    for _ in 0..10_000 {
+        if held.len() == n {
+            break;
+        }
+        let port = rng.gen_range(low..high);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), n, "no {n} free ports in {low}..{high}");
+    held
 }
 
 pub struct Node {
