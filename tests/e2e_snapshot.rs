@@ -335,12 +335,9 @@ fn others(of: u64) -> Vec<u64> {
 /// The slack covers those two logs: 10,000 entries (the default `--snapshot-entries`) plus
 /// the up to 2 x 4 x 1024 requests in flight and appended before the snapshot is written,
 /// at ~150 bytes per entry, twice: ~5.5 MB. Measured peak: ~6.3 MiB against a bound of ~16 MiB
-/// (live data 2.56 MiB as JSON); without compaction the log alone would reach ~14 MiB. Since
-/// the log's rewrite is written in the background, the old log also takes the appends made
-/// meanwhile, next to the new one: 2 MiB more slack (peaks of 13.9-16.8 MiB were measured
-/// then, with a snapshot of 5.4-5.8 MiB: the store now holds revisions and sessions too).
+/// (live data 2.56 MiB as JSON); without compaction the log alone would reach ~14 MiB.
 const DIR_FACTOR: u64 = 4;
-const DIR_SLACK: u64 = 8 * MIB;
+const DIR_SLACK: u64 = 6 * MIB;
 
 #[test]
 fn a_follower_far_behind_catches_up_by_snapshot() {
@@ -522,11 +519,8 @@ fn a_follower_far_behind_catches_up_by_snapshot() {
 /// 16 MiB; with the finished snapshot starved by the load (the bug this test found) the
 /// leader's dir grew to 6-13 MiB. Since snapshots are encoded at nice 10 (heartbeats first;
 /// src/server/background.rs), on this saturated 2-core load they take longer and more log
-/// waits behind them: peaks measured 2.7-4.5 MiB (below 3 MiB at normal priority). Since the
-/// log's rewrite is written in the background (docs/STORAGE.md), the old log keeps taking
-/// appends next to the new one until it takes over, and on this saturated machine the rewrite
-/// takes a while: peaks of 5.3-6.4 MiB were measured, still well under half of no compaction.
-const LOAD_BOUND: u64 = 8 * MIB;
+/// waits behind them: peaks measured 2.7-4.5 MiB (below 3 MiB at normal priority).
+const LOAD_BOUND: u64 = 5 * MIB;
 
 #[test]
 fn disk_use_stays_bounded_under_a_long_overwrite_load() {

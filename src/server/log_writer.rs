@@ -74,7 +74,7 @@ impl LogWriter {
     ) -> std::io::Result<LogWriter> {
         let mut storage = storage;
         // A snapshot's log rewrite must not hold this node's appends.
-        storage.set_background_compaction(true);
+        storage.set_background_compaction(Some(crate::storage::BACKGROUND_REWRITE_MIN));
         let (jobs_tx, jobs_rx) = std_mpsc::channel::<WriteJob>();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let closing = Arc::new(AtomicBool::new(false));

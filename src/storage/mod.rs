@@ -50,6 +50,12 @@ pub use snapshot::{
 };
 pub use wal::{DroppedTail, WAL_FILE_NAME};
 
+/// The smallest rewritten log the daemon writes in the background
+/// (`set_background_compaction`): a smaller one takes tens of milliseconds in place, and in the
+/// background the old log would keep growing next to it for as long (more disk at the peak for
+/// nothing: measured on a saturated machine, data dirs of 6.4 MiB where 4.5 MiB was the peak).
+pub const BACKGROUND_REWRITE_MIN: u64 = 4 << 20;
+
 /// Where [`Storage::save_snapshot`] builds the compacted log before renaming it over
 /// [`WAL_FILE_NAME`].
 pub const WAL_TMP_FILE_NAME: &str = "raft.wal.tmp";
@@ -95,8 +101,9 @@ pub struct Storage {
     recovery: RecoveryInfo,
     /// This data dir's identity (see `identity`).
     incarnation: u64,
-    /// Rewrite the log after a snapshot on another thread (`set_background_compaction`).
-    background_compaction: bool,
+    /// Rewrite the log after a snapshot on another thread when the new log is at least this
+    /// large (`set_background_compaction`).
+    background_compaction: Option<u64>,
 }
 
 impl Storage {
@@ -222,7 +229,7 @@ impl Storage {
             snapshot_bytes,
             recovery,
             incarnation,
-            background_compaction: false,
+            background_compaction: None,
         };
         let state = RecoveredState {
             hard_state,
@@ -333,10 +340,11 @@ impl Storage {
     }
 
     /// From now on, the log's rewrite after a snapshot (its entries up to the snapshot
-    /// dropped) is written and synced on another thread while appends go on, and takes over
-    /// in `finish_background_compaction`. Off by default: the rewrite is done in place.
-    pub fn set_background_compaction(&mut self, on: bool) {
-        self.background_compaction = on;
+    /// dropped), when it is at least `min_bytes` (None: never), is written and synced on
+    /// another thread while appends go on, and takes over in `finish_background_compaction`.
+    /// Off by default: the rewrite is done in place.
+    pub fn set_background_compaction(&mut self, min_bytes: Option<u64>) {
+        self.background_compaction = min_bytes;
     }
 
     /// Whether a log rewrite is being written in the background.
@@ -395,7 +403,10 @@ impl Storage {
         // (b) On error the log poisons itself. In the background, the current log (valid, if
         // older than the snapshot: a start after a crash finishes its compaction) takes the
         // appends until the new one takes over.
-        if self.background_compaction {
+        if self
+            .background_compaction
+            .is_some_and(|min| compacted.len() as u64 >= min)
+        {
             self.wal.start_rewrite(compacted)?;
         } else {
             self.wal.rewrite(&compacted)?;

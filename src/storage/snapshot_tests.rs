@@ -885,7 +885,7 @@ fn a_log_rewritten_in_the_background_takes_over_with_what_was_appended_meanwhile
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (mut s, _) = Storage::open(dir, 1).unwrap();
-    s.set_background_compaction(true);
+    s.set_background_compaction(Some(0));
     fill(&mut s, 1000);
     let before = file_len(&wal_path(dir));
     s.save_snapshot(
@@ -930,7 +930,7 @@ fn a_crash_before_the_rewritten_log_takes_over_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (mut s, _) = Storage::open(dir, 1).unwrap();
-    s.set_background_compaction(true);
+    s.set_background_compaction(Some(0));
     fill(&mut s, 100);
     s.save_snapshot(
         meta(90, 1),
@@ -947,4 +947,24 @@ fn a_crash_before_the_rewritten_log_takes_over_loses_nothing() {
     assert_eq!(rec.entries, entries(1, 91..=105));
     assert_eq!(s.last_index(), 105);
     assert!(s.recovery().finished_compaction);
+}
+
+/// A rewritten log smaller than the background minimum is written in place, as before.
+#[test]
+fn a_small_rewrite_is_done_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut s, _) = Storage::open(dir, 1).unwrap();
+    s.set_background_compaction(Some(BACKGROUND_REWRITE_MIN));
+    fill(&mut s, 100);
+    let before = file_len(&wal_path(dir));
+    s.save_snapshot(
+        meta(90, 1),
+        &state_data(90),
+        &entries(1, 91..=100),
+        hs(1, 1),
+    )
+    .unwrap();
+    assert!(!s.background_compaction_pending());
+    assert!(file_len(&wal_path(dir)) < before);
 }
