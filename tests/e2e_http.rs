@@ -285,7 +285,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[test]
 fn metrics_are_prometheus_text_and_move_with_the_cluster() {
-    let mut cluster = Cluster::start_http(3, &[], Auth::Secret);
+    let mut cluster = Cluster::start_http(3, &["--snapshot-entries", "10"], Auth::Secret);
     let leader = cluster.leader(TEN_S);
     all_ready(&mut cluster);
     let l = cluster.node(leader).http_addr().expect("http");
@@ -332,6 +332,16 @@ fn metrics_are_prometheus_text_and_move_with_the_cluster() {
         ) > 0.0
     );
     assert_eq!(value(&after, "raftd_alarm", &[("alarm", "no_space")]), 0.0);
+    // The snapshot's index, not where the log starts (it keeps up to
+    // --snapshot-catchup-entries entries behind the snapshot: here all of them).
+    let snapshot = wait_for(TEN_S, || {
+        let v = value(&scrape(l), "raftd_snapshot_index", &[]);
+        (v >= 10.0).then_some(v)
+    });
+    assert!(
+        snapshot.is_some(),
+        "raftd_snapshot_index never showed the snapshot"
+    );
     // Every metric the Grafana dashboard and the alerts of docs/OPERATIONS.md use exists.
     let known: std::collections::BTreeSet<String> = after
         .iter()

@@ -682,7 +682,7 @@ impl<R: ReplyTo> Driver<R> {
         PeersKey {
             config: (at, log.term(at).unwrap_or(0)),
             committed_config: self.raft.membership_index_at(log.committed()),
-            snapshot_index: log.snapshot().index,
+            snapshot_index: self.raft.snapshot_index(),
             known: !self.raft.membership().is_empty(),
         }
     }

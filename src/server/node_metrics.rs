@@ -159,7 +159,8 @@ impl NodeMetrics {
         m.commit_index.set(g(commit));
         m.applied_index.set(g(log.applied()));
         m.last_log_index.set(g(last));
-        m.snapshot_index.set(g(log.snapshot().index));
+        // The snapshot's index, not where the log starts (it may keep entries before it).
+        m.snapshot_index.set(g(raft.snapshot_index()));
     }
 
     /// Logs the commit index if it moved and the last such line is `PROGRESS_EVERY` old.

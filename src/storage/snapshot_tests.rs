@@ -968,3 +968,26 @@ fn a_small_rewrite_is_done_in_place() {
     assert!(!s.background_compaction_pending());
     assert!(file_len(&wal_path(dir)) < before);
 }
+
+/// A log that failed while its rewrite was being written stays failed: the rewrite does not
+/// take over (it would hide the failure, and copy records of unknown state), and its file goes.
+#[test]
+fn a_rewrite_does_not_take_over_from_a_log_that_failed_meanwhile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut s, _) = Storage::open(dir, 1).unwrap();
+    s.set_background_compaction(Some(0));
+    fill(&mut s, 100);
+    s.save_snapshot(
+        meta(90, 1),
+        &state_data(90),
+        &entries(1, 91..=100),
+        hs(1, 1),
+    )
+    .unwrap();
+    s.wal.poison();
+    assert!(s.finish_background_compaction(true).is_err());
+    assert!(!s.background_compaction_pending());
+    assert!(s.save(None, &entries(1, 101..=101)).is_err());
+    assert!(!dir.join(format!("{WAL_FILE_NAME}.tmp")).exists());
+}

@@ -236,6 +236,12 @@ impl Wal {
             return Ok(false);
         }
         let tmp = tmp_path(&self.path);
+        if let Err(e) = self.check_usable() {
+            // The current log failed meanwhile: what it holds is unknown, so nothing of it may
+            // be copied, and the new log must not hide that (only a restart gets past it).
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         let written = p.writer.join().unwrap_or_else(|_| {
             Err(io_err(&tmp, "write")(io::Error::other(
                 "the thread writing it panicked",
