@@ -519,8 +519,11 @@ fn a_follower_far_behind_catches_up_by_snapshot() {
 /// 16 MiB; with the finished snapshot starved by the load (the bug this test found) the
 /// leader's dir grew to 6-13 MiB. Since snapshots are encoded at nice 10 (heartbeats first;
 /// src/server/background.rs), on this saturated 2-core load they take longer and more log
-/// waits behind them: peaks measured 2.7-4.5 MiB (below 3 MiB at normal priority).
-const LOAD_BOUND: u64 = 5 * MIB;
+/// waits behind them: peaks measured 2.7-4.5 MiB (below 3 MiB at normal priority). Since a
+/// turn applies at most 1,024 entries (heartbeats first), under this saturating load the
+/// applied index, which starts a snapshot, trails the log a little further: peaks of 5.3-5.8
+/// MiB measured, on a leader, early in the load.
+const LOAD_BOUND: u64 = 7 * MIB;
 
 #[test]
 fn disk_use_stays_bounded_under_a_long_overwrite_load() {
@@ -595,7 +598,7 @@ fn disk_use_stays_bounded_under_a_long_overwrite_load() {
         );
     }
     assert!(
-        uncompacted > 3 * LOAD_BOUND,
+        uncompacted * 2 > 5 * LOAD_BOUND,
         "the bound cannot tell compaction from none"
     );
 
