@@ -335,9 +335,12 @@ fn others(of: u64) -> Vec<u64> {
 /// The slack covers those two logs: 10,000 entries (the default `--snapshot-entries`) plus
 /// the up to 2 x 4 x 1024 requests in flight and appended before the snapshot is written,
 /// at ~150 bytes per entry, twice: ~5.5 MB. Measured peak: ~6.3 MiB against a bound of ~16 MiB
-/// (live data 2.56 MiB as JSON); without compaction the log alone would reach ~14 MiB.
+/// (live data 2.56 MiB as JSON); without compaction the log alone would reach ~14 MiB. Since
+/// the store keeps revisions (10,000 by default) and sessions, the snapshot is about twice the
+/// live data (5.4-5.8 MiB), and two of them sit next to the log while one replaces the other:
+/// peaks of 13.9-16.8 MiB measured, hence 2 MiB more slack.
 const DIR_FACTOR: u64 = 4;
-const DIR_SLACK: u64 = 6 * MIB;
+const DIR_SLACK: u64 = 8 * MIB;
 
 #[test]
 fn a_follower_far_behind_catches_up_by_snapshot() {
