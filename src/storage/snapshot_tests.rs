@@ -923,15 +923,15 @@ fn a_log_rewritten_in_the_background_takes_over_with_what_was_appended_meanwhile
     );
 }
 
-/// A crash while the rewritten log has not taken over loses nothing: the old log holds every
-/// append, and the start finishes the compaction.
-#[test]
-fn a_crash_before_the_rewritten_log_takes_over_loses_nothing() {
+/// A storage with background compaction from `min` bytes on, 100 entries, and a snapshot at 90
+/// (its log rewrite started, or done in place if smaller than `min`). Also the log's size
+/// before the snapshot.
+fn snapshot_at_90_of_100(min: Option<u64>) -> (tempfile::TempDir, Storage, u64) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let (mut s, _) = Storage::open(dir, 1).unwrap();
-    s.set_background_compaction(Some(0));
+    let (mut s, _) = Storage::open(tmp.path(), 1).unwrap();
+    s.set_background_compaction(min);
     fill(&mut s, 100);
+    let before = file_len(&wal_path(tmp.path()));
     s.save_snapshot(
         meta(90, 1),
         &state_data(90),
@@ -939,6 +939,15 @@ fn a_crash_before_the_rewritten_log_takes_over_loses_nothing() {
         hs(1, 1),
     )
     .unwrap();
+    (tmp, s, before)
+}
+
+/// A crash while the rewritten log has not taken over loses nothing: the old log holds every
+/// append, and the start finishes the compaction.
+#[test]
+fn a_crash_before_the_rewritten_log_takes_over_loses_nothing() {
+    let (tmp, mut s, _) = snapshot_at_90_of_100(Some(0));
+    let dir = tmp.path();
     s.save(None, &entries(1, 101..=105)).unwrap();
     // The "crash": the storage goes away without letting the new log take over.
     drop(s);
@@ -952,19 +961,8 @@ fn a_crash_before_the_rewritten_log_takes_over_loses_nothing() {
 /// A rewritten log smaller than the background minimum is written in place, as before.
 #[test]
 fn a_small_rewrite_is_done_in_place() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, s, before) = snapshot_at_90_of_100(Some(BACKGROUND_REWRITE_MIN));
     let dir = tmp.path();
-    let (mut s, _) = Storage::open(dir, 1).unwrap();
-    s.set_background_compaction(Some(BACKGROUND_REWRITE_MIN));
-    fill(&mut s, 100);
-    let before = file_len(&wal_path(dir));
-    s.save_snapshot(
-        meta(90, 1),
-        &state_data(90),
-        &entries(1, 91..=100),
-        hs(1, 1),
-    )
-    .unwrap();
     assert!(!s.background_compaction_pending());
     assert!(file_len(&wal_path(dir)) < before);
 }
@@ -973,18 +971,8 @@ fn a_small_rewrite_is_done_in_place() {
 /// take over (it would hide the failure, and copy records of unknown state), and its file goes.
 #[test]
 fn a_rewrite_does_not_take_over_from_a_log_that_failed_meanwhile() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, mut s, _) = snapshot_at_90_of_100(Some(0));
     let dir = tmp.path();
-    let (mut s, _) = Storage::open(dir, 1).unwrap();
-    s.set_background_compaction(Some(0));
-    fill(&mut s, 100);
-    s.save_snapshot(
-        meta(90, 1),
-        &state_data(90),
-        &entries(1, 91..=100),
-        hs(1, 1),
-    )
-    .unwrap();
     s.wal.poison();
     assert!(s.finish_background_compaction(true).is_err());
     assert!(!s.background_compaction_pending());
