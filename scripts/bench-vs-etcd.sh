@@ -265,9 +265,12 @@ if [ -n "$KEYS" ]; then
             pid=$(member_pid "$sys" "$n")
             rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
             hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+            # Anonymous (heap) and file-backed (mapped snapshot files) parts of the RSS.
+            anon=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status")
+            file=$(awk '/^RssFile:/ {print $2}' "/proc/$pid/status")
             disk=$(du -sb "$DIR/$sys$n" | cut -f1)
-            printf '{"system":"%s","member":%s,"rss_kib":%s,"peak_rss_kib":%s,"disk_bytes":%s,"scale":true}\n' \
-                "$sys" "$n" "$rss" "$hwm" "$disk" >>"$RESULTS"
+            printf '{"system":"%s","member":%s,"rss_kib":%s,"peak_rss_kib":%s,"anon_kib":%s,"file_kib":%s,"disk_bytes":%s,"scale":true}\n' \
+                "$sys" "$n" "$rss" "$hwm" "${anon:-0}" "${file:-0}" "$disk" >>"$RESULTS"
         done
         printf '{"system":"%s","elections_during_fill":%s}\n' "$sys" $((e1 - e0)) >>"$RESULTS"
         say "puts x64 over $KEYS keys: $sys"
@@ -310,6 +313,8 @@ mem = {s: [r for r in rows if r.get("system") == s and r.get("scale")] for s in 
 line("RSS MiB (max member)", lambda s: f"{max(r['rss_kib'] for r in mem[s]) / 1024:.0f}")
 line("peak RSS MiB (max member)", lambda s: f"{max(r['peak_rss_kib'] for r in mem[s]) / 1024:.0f}")
 line("RSS bytes per key", lambda s: f"{max(r['rss_kib'] for r in mem[s]) * 1024 / keys:.0f}")
+line("  of it heap (anon) B/key", lambda s: f"{max(r.get('anon_kib', 0) for r in mem[s]) * 1024 / keys:.0f}")
+line("  of it mapped files B/key", lambda s: f"{max(r.get('file_kib', 0) for r in mem[s]) * 1024 / keys:.0f}")
 line("data dir MiB (max member)", lambda s: f"{max(r['disk_bytes'] for r in mem[s]) / 2**20:.0f}")
 put = {s: next((r for r in rows if r.get("system") == s and r.get("op") == "put"), None) for s in systems}
 line("puts x64 after fill ops/s", lambda s: f"{put[s]['ops_per_sec']:.0f}")

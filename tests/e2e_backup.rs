@@ -44,7 +44,7 @@ fn store_of(file: &Path) -> KvStore {
     let (_, data, _) = raftd::storage::read_snapshot_file(file)
         .expect("a good backup")
         .expect("the file exists");
-    serde_json::from_slice(&data).expect("a store")
+    KvStore::from_snapshot_bytes(&data).expect("a store")
 }
 
 /// Every key under `k/` in the cluster, with its value, and the revision read.
@@ -291,7 +291,7 @@ fn the_snapshot_request_is_answered_by_the_leader_as_a_checked_stream() {
         done["crc32"].as_u64(),
         Some(u64::from(crc32fast::hash(&data)))
     );
-    let store: KvStore = serde_json::from_slice(&data).unwrap();
+    let store = KvStore::from_snapshot_bytes(&data).unwrap();
     assert_eq!(store.applied(), header["index"].as_u64().unwrap());
     assert_eq!(store.len(), 300);
 }

@@ -8,6 +8,7 @@ mod codec;
 mod etcd;
 mod failover;
 mod fill;
+mod image;
 mod latency;
 mod load;
 
@@ -85,6 +86,14 @@ enum Cmd {
         /// Seconds per measurement (four of them).
         #[arg(long, default_value_t = 2.0)]
         secs: f64,
+    },
+    /// What a snapshot of a store of KEYS keys costs to encode and to load, binary and JSON
+    /// (JSON on stdout; no cluster needed).
+    Image {
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 256)]
+        value_bytes: usize,
     },
     /// Fill the store: PUTS puts over KEYS distinct keys, each tenth of the load timed (JSON on
     /// stdout).
@@ -181,6 +190,7 @@ async fn run(cli: Cli) -> Result<String, String> {
             value_bytes,
             secs,
         } => Ok(codec::run(entries.max(1), value_bytes, secs.max(0.01)).to_string()),
+        Cmd::Image { keys, value_bytes } => image::run(keys, value_bytes).map(|v| v.to_string()),
         Cmd::Fill {
             target,
             keys,

@@ -65,7 +65,7 @@ type Decoded = Arc<Mutex<Option<(SnapshotMeta, KvStore)>>>;
 /// that fails is refused like any impossible message, so one bad snapshot cannot stop a node.
 fn snapshot_check(decoded: Decoded) -> SnapshotCheck {
     SnapshotCheck(Arc::new(move |meta: &SnapshotMeta, data: &[u8]| {
-        let store: KvStore = serde_json::from_slice(data)
+        let store = KvStore::from_snapshot_bytes(data)
             .map_err(|e| format!("it is not a key-value store: {e}"))?;
         if store.applied() != meta.index {
             return Err(format!(

@@ -76,7 +76,7 @@ impl SnapshotTask {
     }
 
     /// Encodes the store (the slow part: the whole state is serialized).
-    pub fn encode(&self) -> serde_json::Result<Snapshot> {
+    pub fn encode(&self) -> std::io::Result<Snapshot> {
         self.store.to_snapshot(self.term, self.size_hint)
     }
 }

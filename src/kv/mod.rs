@@ -16,4 +16,4 @@ pub use service::{Answer, KvService, DEFAULT_REQUEST_TIMEOUT_TICKS};
 pub use sessions::{
     Check, SessionLimits, Sessions, DEFAULT_SESSION_TTL_MS, MAX_RESULTS_PER_CLIENT,
 };
-pub use store::{KvStore, DEFAULT_MAX_SESSIONS};
+pub use store::{KvStore, StoreImageError, DEFAULT_MAX_SESSIONS};

@@ -9,12 +9,15 @@
 //! * `changes`: revision -> the keys changed at it. Watches replay history from a revision in
 //!   order through it, and compaction finds the chains it must prune through it, so neither
 //!   scans the whole keyspace. It is an index, rebuilt from the chains when a snapshot loads.
+//!   Every revision changes at least one key, so the revisions it holds are consecutive: it is
+//!   a persistent vector indexed by revision, full to the last slot, where a sorted map's nodes
+//!   are a third empty and cost a key each (about 50 bytes a revision at a million keys).
 //!
 //! A write that changes several keys (a transaction, a range delete, a revoked lease) changes
 //! them all at one revision; a key changes at most once per revision, so the events of one
 //! revision are ordered by key.
 
-use imbl::OrdMap;
+use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -197,14 +200,17 @@ pub enum RevisionError {
 }
 
 /// The revisioned keyspace. See the module comment.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(from = "MvccImage", into = "MvccImage")]
 pub struct Mvcc {
     revision: u64,
     compact_revision: u64,
     keys: OrdMap<String, Chain>,
-    /// Revision -> the keys changed at it, for revisions at or after `compact_revision`.
-    changes: OrdMap<u64, Changed>,
+    /// The keys changed at each revision from `changes_base` on: `changes[i]` is revision
+    /// `changes_base + i`. It holds the revisions at or after `compact_revision`.
+    changes: Vector<Changed>,
+    /// The first revision `changes` holds: `compact_revision`, or 1 before any compaction.
+    changes_base: u64,
     /// Keys whose newest version is not a tombstone.
     live: usize,
     /// The revision the write in progress changes keys at, once it changed one.
@@ -231,16 +237,45 @@ impl From<Mvcc> for MvccImage {
 
 impl From<MvccImage> for Mvcc {
     fn from(img: MvccImage) -> Self {
-        let mut changes: OrdMap<u64, Changed> = OrdMap::new();
+        Mvcc::from_chains(img.revision, img.compact_revision, img.keys)
+    }
+}
+
+impl Mvcc {
+    /// A keyspace from what a snapshot holds of it: its revisions and its keys' chains. The
+    /// index of changes is rebuilt from the chains.
+    pub(crate) fn from_chains(
+        revision: u64,
+        compact_revision: u64,
+        keys: OrdMap<String, Chain>,
+    ) -> Mvcc {
+        let img = MvccImage {
+            revision,
+            compact_revision,
+            keys,
+        };
+        let base = changes_base(img.compact_revision);
+        // Collected by revision first: the vector is then built in one pass, in order.
+        let mut by_rev: std::collections::BTreeMap<u64, Changed> = Default::default();
         let mut live = 0;
         for (key, chain) in &img.keys {
             if chain.last().is_some_and(|v| v.value.is_some()) {
                 live += 1;
             }
             for v in chain {
-                if v.mod_revision >= img.compact_revision {
-                    changes.entry(v.mod_revision).or_default().push(key.clone());
+                if v.mod_revision >= base && v.mod_revision <= img.revision {
+                    by_rev.entry(v.mod_revision).or_default().push(key.clone());
                 }
+            }
+        }
+        // Keys were visited in order, so each revision's keys are sorted already. A revision
+        // no chain holds (which a store this code wrote never has) stays an empty slot.
+        let mut changes = Vector::new();
+        let mut by_rev = by_rev.into_iter().peekable();
+        for rev in base..=img.revision {
+            match by_rev.next_if(|(r, _)| *r == rev) {
+                Some((_, keys)) => changes.push_back(keys),
+                None => changes.push_back(Changed::new()),
             }
         }
         Mvcc {
@@ -248,15 +283,59 @@ impl From<MvccImage> for Mvcc {
             compact_revision: img.compact_revision,
             keys: img.keys,
             changes,
+            changes_base: base,
             live,
             writing: false,
         }
     }
 }
 
+impl Default for Mvcc {
+    fn default() -> Self {
+        Mvcc::new()
+    }
+}
+
+/// The first revision the change index holds, with history compacted at `compact_revision`
+/// (revision 0 is the empty store, which no change made).
+fn changes_base(compact_revision: u64) -> u64 {
+    compact_revision.max(1)
+}
+
 impl Mvcc {
     pub fn new() -> Mvcc {
-        Mvcc::default()
+        Mvcc {
+            revision: 0,
+            compact_revision: 0,
+            keys: OrdMap::new(),
+            changes: Vector::new(),
+            changes_base: changes_base(0),
+            live: 0,
+            writing: false,
+        }
+    }
+
+    /// Records that `key` changed at `rev`, the revision of the write in progress.
+    fn record_change(&mut self, rev: u64, key: &str) {
+        let next = self.changes_base + self.changes.len() as u64;
+        if rev == next {
+            let mut keys = Changed::new();
+            keys.push(key.to_string());
+            self.changes.push_back(keys);
+        } else if let Some(keys) = self.changes.back_mut() {
+            debug_assert_eq!(
+                rev + 1,
+                next,
+                "changes are recorded at the write's revision"
+            );
+            keys.push(key.to_string());
+        }
+    }
+
+    /// The keys changed at `rev`, if the index holds it.
+    fn changed_at_mut(&mut self, rev: u64) -> Option<&mut Changed> {
+        let i = rev.checked_sub(self.changes_base)?;
+        self.changes.get_mut(usize::try_from(i).ok()?)
     }
 
     /// A keyspace holding `data` (a store from before revisions): every key created at
@@ -268,6 +347,11 @@ impl Mvcc {
         }
         m.finish_write();
         m
+    }
+
+    /// Every key's chain of versions, in key order (what a snapshot holds).
+    pub(crate) fn chains(&self) -> &OrdMap<String, Chain> {
+        &self.keys
     }
 
     /// The store revision: the revision of the latest change (0 before any).
@@ -429,7 +513,7 @@ impl Mvcc {
         if !was_live {
             self.live += 1;
         }
-        self.changes.entry(rev).or_default().push(key.to_string());
+        self.record_change(rev, key);
         self.writing = true;
         (prev_lease, event)
     }
@@ -450,7 +534,7 @@ impl Mvcc {
             lease: 0,
         });
         self.live -= 1;
-        self.changes.entry(rev).or_default().push(key.to_string());
+        self.record_change(rev, key);
         self.writing = true;
         Some((
             lease,
@@ -472,7 +556,8 @@ impl Mvcc {
         if self.writing {
             self.revision += 1;
             self.writing = false;
-            if let Some(keys) = self.changes.get_mut(&self.revision) {
+            let rev = self.revision;
+            if let Some(keys) = self.changed_at_mut(rev) {
                 keys.sort_unstable();
             }
         }
@@ -493,12 +578,17 @@ impl Mvcc {
             });
         }
         let mut out = Vec::new();
-        for (rev, keys) in self.changes.range(from..) {
+        let first = from.max(self.changes_base);
+        let skip = usize::try_from(first - self.changes_base).unwrap_or(usize::MAX);
+        if skip >= self.changes.len() {
+            return Ok(out);
+        }
+        for (rev, keys) in (first..).zip(self.changes.skip(skip).iter()) {
             for key in keys {
                 if !range.contains(key) {
                     continue;
                 }
-                if let Some(v) = self.keys.get(key).and_then(|c| version_exact(c, *rev)) {
+                if let Some(v) = self.keys.get(key).and_then(|c| version_exact(c, rev)) {
                     out.push(event_of(key, v));
                 }
             }
@@ -523,13 +613,15 @@ impl Mvcc {
                 compact_revision: self.compact_revision,
             });
         }
-        let old: Vec<(u64, Changed)> = self
-            .changes
-            .range(..revision)
-            .map(|(r, k)| (*r, k.clone()))
-            .collect();
-        for (rev, keys) in old {
-            self.changes.remove(&rev);
+        // Revisions before `revision` leave the index; `revision` itself stays (its keys are
+        // what a read at it sees).
+        let cut = usize::try_from(revision.saturating_sub(self.changes_base))
+            .unwrap_or(usize::MAX)
+            .min(self.changes.len());
+        let kept = self.changes.split_off(cut);
+        let old = std::mem::replace(&mut self.changes, kept);
+        self.changes_base = changes_base(revision);
+        for keys in old {
             for key in keys {
                 let Some(chain) = self.keys.get_mut(&key) else {
                     continue;

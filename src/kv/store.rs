@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 // Persistent maps: cloning the store for a snapshot is O(1) (the copy shares structure), so the
 // node loop is not held up while the snapshot is serialized in the background.
 use imbl::OrdMap;
+use std::io;
+
+#[path = "store_image.rs"]
+mod image;
+pub use image::StoreImageError;
 
 /// Clients remembered at once (each with up to 256 outcomes).
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
@@ -149,8 +154,14 @@ impl KvStore {
 
     /// Rebuilds a store from a snapshot's bytes: the one place a state machine is made from a
     /// snapshot (at start, and when the leader sends one).
-    pub fn from_snapshot(snapshot: &Snapshot) -> serde_json::Result<KvStore> {
-        serde_json::from_slice(&snapshot.data)
+    pub fn from_snapshot(snapshot: &Snapshot) -> Result<KvStore, StoreImageError> {
+        KvStore::from_snapshot_bytes(&snapshot.data)
+    }
+
+    /// Reads a store from a snapshot's data: the binary image this version writes (see
+    /// `store_image.rs`), or the JSON of earlier versions.
+    pub fn from_snapshot_bytes(data: &[u8]) -> Result<KvStore, StoreImageError> {
+        image::decode(data)
     }
 
     /// The configuration as of the applied index (empty if none was applied or restored).
@@ -165,7 +176,7 @@ impl KvStore {
     }
 
     /// A snapshot of the store at its applied index, whose term is `term`.
-    pub fn to_snapshot(&self, term: u64, size_hint: usize) -> serde_json::Result<Snapshot> {
+    pub fn to_snapshot(&self, term: u64, size_hint: usize) -> io::Result<Snapshot> {
         Ok(Snapshot {
             membership: self.membership.clone(),
             meta: SnapshotMeta {
@@ -176,21 +187,27 @@ impl KvStore {
         })
     }
 
-    /// The store as snapshot bytes (JSON). `size_hint` is the size of the previous snapshot:
-    /// the buffer starts a little larger than that, so a snapshot of megabytes is not grown by
+    /// The store as snapshot bytes. `size_hint` is the size of the previous snapshot: the
+    /// buffer starts a little larger than that, so a snapshot of megabytes is not grown by
     /// doubling (which briefly holds the old buffer, the new one and the slack at the memory
     /// peak), and is trimmed to size afterwards.
-    pub fn to_snapshot_bytes(&self, size_hint: usize) -> serde_json::Result<Vec<u8>> {
+    pub fn to_snapshot_bytes(&self, size_hint: usize) -> io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(size_hint + size_hint / 8 + 4096);
-        serde_json::to_writer(&mut out, self)?;
+        image::encode(self, &mut out)?;
         out.shrink_to_fit();
         Ok(out)
     }
 
     /// Writes the store's snapshot bytes (what `to_snapshot_bytes` returns) to `out` as they
     /// are encoded.
-    pub fn write_snapshot(&self, out: impl std::io::Write) -> serde_json::Result<()> {
-        serde_json::to_writer(out, self)
+    pub fn write_snapshot(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        image::encode(self, out)
+    }
+
+    /// The store in the JSON image earlier versions wrote (which `from_snapshot_bytes` still
+    /// reads), for tests of that path and for comparison in the benchmark.
+    pub fn to_json_image(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(self)
     }
 
     pub fn applied(&self) -> u64 {

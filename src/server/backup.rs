@@ -56,8 +56,8 @@ pub fn spawn(node: u64, task: BackupTask<Reply>, metrics: &Metrics) {
             crc: crc32fast::Hasher::new(),
             size: 0,
         };
-        let result = serde_json::to_writer(&mut out, &store)
-            .map_err(io::Error::from)
+        let result = store
+            .write_snapshot(&mut out)
             .and_then(|()| out.flush())
             .map(|()| (out.size, out.crc.finalize()));
         let _ = done_tx.send(result);

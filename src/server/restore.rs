@@ -68,11 +68,10 @@ pub fn restore(
     let (meta, data, _) = read_snapshot_file(file)
         .map_err(RestoreError::BadBackup)?
         .ok_or_else(|| RestoreError::NoFile(file.to_path_buf()))?;
-    let mut store: KvStore =
-        serde_json::from_slice(&data).map_err(|e| RestoreError::NotAStore {
-            path: file.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    let mut store = KvStore::from_snapshot_bytes(&data).map_err(|e| RestoreError::NotAStore {
+        path: file.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     if store.applied() != meta.index {
         return Err(RestoreError::NotAStore {
             path: file.to_path_buf(),

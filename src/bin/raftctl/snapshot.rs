@@ -50,7 +50,7 @@ pub fn status(file: &Path) -> Result<(serde_json::Value, String), String> {
     let (meta, data, file_len) = raftd::storage::read_snapshot_file(file)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{}: no such file", file.display()))?;
-    let store: KvStore = serde_json::from_slice(&data)
+    let store = KvStore::from_snapshot_bytes(&data)
         .map_err(|e| format!("{}: not a raftd store: {e}", file.display()))?;
     let members: Vec<u64> = store.membership().members.keys().copied().collect();
     let text = format!(
