@@ -391,3 +391,52 @@ fn memory_per_key_plain_map() {
     );
     assert_eq!(plain.len(), KEYS);
 }
+
+/// What building a map of sorted keys with full leaves (`ordmap_from_sorted`, as a snapshot
+/// loads) saves over inserting them in order: the map's nodes and keys per key, both built
+/// from the same chains (values shared). Run by hand:
+/// `cargo test --release --lib mvcc::tests::memory_of_a_loaded_map -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn memory_of_a_loaded_map() {
+    const KEYS: usize = 200_000;
+    let value: std::sync::Arc<str> = std::sync::Arc::from("v".repeat(256).as_str());
+    let items: Vec<(String, super::Chain)> = (0..KEYS)
+        .map(|i| {
+            let mut chain = super::Chain::new();
+            chain.push(super::Version {
+                mod_revision: i as u64 + 1,
+                create_revision: i as u64 + 1,
+                version: 1,
+                value: Some(value.clone()),
+                lease: 0,
+            });
+            (format!("bench/{i:07}"), chain)
+        })
+        .collect();
+    let before = rss_bytes();
+    let full = super::ordmap_from_sorted(items.clone());
+    let mid = rss_bytes();
+    let mut in_order = imbl::OrdMap::new();
+    for (k, c) in items.clone() {
+        in_order.insert(k, c);
+    }
+    let after = rss_bytes();
+    assert_eq!(full, in_order);
+    let per = |a: usize, b: usize| (b.saturating_sub(a)) as f64 / KEYS as f64;
+    eprintln!(
+        "map nodes and keys per key: {:.0} bytes built with full leaves, {:.0} inserted in order",
+        per(before, mid),
+        per(mid, after),
+    );
+}
+
+#[test]
+fn a_map_built_from_sorted_items_is_the_same_map() {
+    for n in [0usize, 1, 2, 3, 16, 17, 33, 1000, 4097] {
+        let items: Vec<(u32, u32)> = (0..n as u32).map(|i| (i * 3, i)).collect();
+        let map = super::ordmap_from_sorted(items.clone());
+        assert_eq!(map.len(), n);
+        assert!(map.iter().map(|(k, v)| (*k, *v)).eq(items.into_iter()));
+    }
+}

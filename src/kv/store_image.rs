@@ -26,12 +26,11 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use imbl::OrdMap;
 use raftd_core::Membership;
 use serde::{Deserialize, Serialize};
 
 use super::{KvStore, Leases, Sessions};
-use crate::kv::mvcc::{Chain, Mvcc, Version};
+use crate::kv::mvcc::{ordmap_from_sorted, Chain, Mvcc, Version};
 
 const MAGIC: &[u8; 8] = b"RDKVIMG\x01";
 const END: &[u8; 8] = b"RDKVEND\x01";
@@ -133,7 +132,8 @@ pub(super) fn decode(data: &[u8]) -> Result<KvStore, StoreImageError> {
             head.compact_revision, head.revision
         )));
     }
-    let mut keys: OrdMap<String, Chain> = OrdMap::new();
+    // Collected first, then built into the map with its leaves full (`ordmap_from_sorted`).
+    let mut keys: Vec<(String, Chain)> = Vec::new();
     let mut last_key: Option<&str> = None;
     for _ in 0..head.keys {
         let len = r.len("a key's length")?;
@@ -173,7 +173,7 @@ pub(super) fn decode(data: &[u8]) -> Result<KvStore, StoreImageError> {
                 lease,
             });
         }
-        keys.insert(key.to_string(), chain);
+        keys.push((key.to_string(), chain));
     }
     if r.bytes(END.len(), "the end mark")? != END {
         return Err(r.invalid("the end mark is missing".to_string()));
@@ -182,7 +182,11 @@ pub(super) fn decode(data: &[u8]) -> Result<KvStore, StoreImageError> {
         return Err(r.invalid(format!("{} bytes follow the end", data.len() - r.at)));
     }
     Ok(KvStore {
-        mvcc: Mvcc::from_chains(head.revision, head.compact_revision, keys),
+        mvcc: Mvcc::from_chains(
+            head.revision,
+            head.compact_revision,
+            ordmap_from_sorted(keys),
+        ),
         leases: head.leases,
         sessions: head.sessions,
         applied: head.applied,
