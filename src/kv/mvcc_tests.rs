@@ -440,3 +440,84 @@ fn a_map_built_from_sorted_items_is_the_same_map() {
         assert!(map.iter().map(|(k, v)| (*k, *v)).eq(items.into_iter()));
     }
 }
+
+/// A repack started at a copy, finished after more writes and compactions (or dropped when
+/// another began, or the copy is of another store), always leaves the keys a reference that
+/// never repacked has: equal maps, history and reads alike.
+#[test]
+fn a_repack_brought_up_to_date_equals_the_keys_it_replaces() {
+    let (mut taken, mut refused) = (0, 0);
+    for seed in 0..60u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut m = Mvcc::new();
+        let mut reference = Mvcc::new();
+        let mut pending: Vec<super::Repacked> = Vec::new();
+        for step in 0..300 {
+            match rng.gen_range(0..12) {
+                0..=5 => {
+                    let k = key(&mut rng);
+                    let v = format!("v{step}");
+                    m.put(&k, v.clone(), 0);
+                    reference.put(&k, v, 0);
+                    m.finish_write();
+                    reference.finish_write();
+                }
+                6 => {
+                    let k = key(&mut rng);
+                    m.delete(&k);
+                    reference.delete(&k);
+                    m.finish_write();
+                    reference.finish_write();
+                }
+                7 => {
+                    let rev = rng.gen_range(0..=m.revision());
+                    assert_eq!(m.compact(rev), reference.compact(rev));
+                }
+                8 => {
+                    // The copy and the start, in one turn, as the driver does.
+                    let copy = m.clone();
+                    let ticket = m.start_repack();
+                    pending.push(super::Repacked::build(&copy, ticket));
+                }
+                9 | 10 if !pending.is_empty() => {
+                    let i = rng.gen_range(0..pending.len());
+                    let packed = pending.swap_remove(i);
+                    match m.finish_repack(packed) {
+                        Some(_) => taken += 1,
+                        None => refused += 1,
+                    }
+                }
+                _ => {
+                    // A copy of another store is never taken.
+                    let other = Mvcc::from_plain([("zz".to_string(), "1".to_string())]);
+                    let mut other_mut = other.clone();
+                    let ticket = other_mut.start_repack();
+                    assert!(m
+                        .finish_repack(super::Repacked::build(&other, ticket))
+                        .is_none());
+                }
+            }
+            assert_eq!(m, reference, "seed {seed} step {step}");
+            assert_eq!(m.versions(), reference.versions());
+        }
+    }
+    assert!(
+        taken > 100 && refused > 10,
+        "{taken} taken, {refused} refused"
+    );
+}
+
+#[test]
+fn a_repack_is_dropped_when_too_many_keys_change_before_it_ends() {
+    let mut m = Mvcc::new();
+    let copy = m.clone();
+    let ticket = m.start_repack();
+    for i in 0..=super::REPACK_MAX_DIRTY {
+        m.put(&format!("k{i}"), "v".into(), 0);
+        m.finish_write();
+    }
+    assert!(m
+        .finish_repack(super::Repacked::build(&copy, ticket))
+        .is_none());
+    assert_eq!(m.len(), super::REPACK_MAX_DIRTY + 1);
+}
