@@ -50,7 +50,6 @@ pub use network::{Links, NetConfig};
 use bugs::BugSet;
 use clients::Clients;
 use raftd::driver::{Applied, DiskJob, Driver, DriverConfig, Output, SnapshotPolicy};
-use raftd::kv::mvcc::Repacked;
 use raftd::kv::{KvService, KvStore};
 use raftd::rpc::types::{
     ClientRequest, ClientResponse, Entry, EntryKind, Envelope, NodeId, RaftMessage, Role,
@@ -281,12 +280,6 @@ pub struct SimNode {
     pub tick_us: Micros,
     /// The disk faults in effect on this node.
     pub disk_faults: disk_faults::DiskFaults,
-    /// The keys repacked from the last snapshot's copy, handed to the driver with the node's
-    /// next output (as the daemon's do, later than the copy: writes come in between).
-    pending_repack: Option<Repacked>,
-    /// Repacks the driver took / dropped, over all incarnations.
-    pub repacks_taken: u64,
-    pub repacks_dropped: u64,
 }
 
 impl SimNode {
@@ -429,9 +422,6 @@ impl Cluster {
                 applied: Vec::new(),
                 applied_base: 0,
                 snapshots_taken: 0,
-                pending_repack: None,
-                repacks_taken: 0,
-                repacks_dropped: 0,
                 snapshots_installed: 0,
                 watermarks: (0, 0, 0),
                 incarnation: 0,
@@ -782,19 +772,6 @@ impl Cluster {
     /// Does what the daemon's node loop does with an output, on the simulated network, disk
     /// and clients, checking the state machine's safety on the way.
     fn execute(&mut self, id: NodeId, out: Output<Route>) {
-        if let Some(packed) = self.node_mut(id).pending_repack.take() {
-            // The driver checks (in this debug build) that the brought-up-to-date keys equal
-            // its own, and panics if they do not.
-            let taken = self
-                .driver_mut(id)
-                .is_some_and(|driver| driver.store_repacked(packed).is_some());
-            let node = self.node_mut(id);
-            if taken {
-                node.repacks_taken += 1;
-            } else {
-                node.repacks_dropped += 1;
-            }
-        }
         let Output {
             messages,
             disk,
@@ -853,7 +830,6 @@ impl Cluster {
             if driver.snapshot_prepared(snapshot) {
                 self.node_mut(id).snapshots_taken += 1;
             }
-            self.node_mut(id).pending_repack = Some(task.repack());
         }
     }
 

@@ -159,13 +159,6 @@ fn snapshots_bound_the_log_under_steady_write_load() {
                 node.snapshots_installed
             );
         }
-        // Each snapshot's copy is repacked and handed back with the node's next output, after
-        // writes the driver must bring into it (checked key by key in this debug build).
-        let repacked: u64 = c.ids().iter().map(|&id| c.node(id).repacks_taken).sum();
-        assert!(
-            repacked >= applied / every,
-            "[seed {seed}] only {repacked} repacks taken for {applied} applied entries"
-        );
         assert_everything_applied_stays(&c);
         assert_linearizable(&c, "steady load with snapshots");
         eprintln!(

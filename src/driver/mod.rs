@@ -29,7 +29,6 @@ mod snapshot;
 mod tests;
 mod watch;
 
-use crate::kv::mvcc::{Repacked, RetiredKeys};
 pub use output::{Applied, BackupTask, DiskJob, HashTask, Output, SnapshotTask};
 pub use snapshot::SnapshotPolicy;
 pub use watch::{ReplyTo, MAX_WATCHES};
@@ -820,13 +819,10 @@ impl<R: ReplyTo> Driver<R> {
         let term = self.raft.log().term(index)?;
         let mut store = store.clone();
         store.set_membership(self.raft.membership_at(index));
-        // In the same turn as the copy: the repack notes the keys changed after it.
-        let repack_ticket = self.service.store_mut().start_repack();
         let task = SnapshotTask {
             store,
             term,
             size_hint: self.raft.snapshot().map_or(0, |s| s.data.len()),
-            repack_ticket,
         };
         let meta = task.meta();
         self.snapshot = SnapshotState::Preparing { index };
@@ -891,26 +887,6 @@ impl<R: ReplyTo> Driver<R> {
         true
     }
 
-    /// The shell rebuilt the keys of the last `SnapshotTask` with full leaves
-    /// (`SnapshotTask::repack`): the store takes them, brought up to date with the writes
-    /// since, unless that repack was dropped (the store was replaced, another began, or too
-    /// many keys changed meanwhile). Returns the keys it replaced if it took them, for the
-    /// shell to drop where that holds nothing up.
-    pub fn store_repacked(&mut self, packed: Repacked) -> Option<RetiredKeys> {
-        let keys = packed.len();
-        let retired = self.service.store_mut().finish_repack(packed);
-        ::log::debug!(
-            "node {}: repacked keys ({keys} in the copy) {}",
-            self.raft.id(),
-            if retired.is_some() {
-                "taken"
-            } else {
-                "dropped"
-            },
-        );
-        retired
-    }
-
     /// The snapshot at `meta` is on disk, and `data` holds its bytes from there: the core keeps
     /// that rather than its copy in memory (ignored if the core's snapshot is another).
     pub fn snapshot_stored(&mut self, meta: SnapshotMeta, data: bytes::Bytes) {
@@ -926,7 +902,6 @@ impl<R: ReplyTo> Driver<R> {
     /// Encoding or writing the snapshot failed: the node goes on with its log, and tries again
     /// only after the policy's worth of further entries (not in a loop).
     pub fn snapshot_failed(&mut self, error: &str) {
-        self.service.store_mut().cancel_repack();
         let applied = self.store().applied();
         ::log::error!(
             "node {}: cannot prepare a snapshot at index {applied}: {error}; the log keeps growing until the next attempt",

@@ -1,7 +1,6 @@
 //! What the driver asks its shell to do: the only way the daemon and the simulation learn of
 //! the core's and the service's work.
 
-use crate::kv::mvcc::Repacked;
 use crate::kv::KvStore;
 use crate::rpc::types::NodeId;
 use crate::rpc::types::{ClientResponse, Entry, Envelope, HardState, Snapshot, SnapshotMeta};
@@ -66,9 +65,6 @@ pub struct SnapshotTask {
     pub term: u64,
     /// The size of the previous snapshot, to size the buffer.
     pub size_hint: usize,
-    /// The ticket of the repack of the store's keys started with this copy: the shell hands
-    /// `repack()` to `Driver::store_repacked` once the snapshot is prepared.
-    pub repack_ticket: u64,
 }
 
 impl SnapshotTask {
@@ -82,11 +78,6 @@ impl SnapshotTask {
     /// Encodes the store (the slow part: the whole state is serialized).
     pub fn encode(&self) -> std::io::Result<Snapshot> {
         self.store.to_snapshot(self.term, self.size_hint)
-    }
-
-    /// The store's keys rebuilt with full leaves (slow too: every key is copied).
-    pub fn repack(&self) -> Repacked {
-        self.store.repacked(self.repack_ticket)
     }
 }
 

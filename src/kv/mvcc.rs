@@ -200,7 +200,7 @@ pub enum RevisionError {
 }
 
 /// The revisioned keyspace. See the module comment.
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(from = "MvccImage", into = "MvccImage")]
 pub struct Mvcc {
     revision: u64,
@@ -215,58 +215,6 @@ pub struct Mvcc {
     live: usize,
     /// The revision the write in progress changes keys at, once it changed one.
     writing: bool,
-    /// While a repacked copy of `keys` is built elsewhere (see `start_repack`): its ticket and
-    /// the keys whose chains changed since.
-    repack: Option<(u64, Vec<String>)>,
-}
-
-/// Keys a repack may have to bring up to date before it is dropped instead: patching them
-/// is one turn of the node's loop (some 20 ms at this many).
-const REPACK_MAX_DIRTY: usize = 50_000;
-
-/// Tickets of repacks, unique in the process: a copy built from one store can never be taken
-/// for a copy of another (a store replaced by a snapshot meanwhile starts afresh).
-static REPACK_TICKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// The keys of a store, rebuilt with full leaves from a copy (see `Mvcc::start_repack`).
-#[derive(Debug)]
-pub struct Repacked {
-    ticket: u64,
-    keys: OrdMap<String, Chain>,
-}
-
-/// Keys a repack replaced, to be dropped where it does not hold anything up.
-pub struct RetiredKeys(#[allow(dead_code)] OrdMap<String, Chain>);
-
-/// Two keyspaces are equal when their history is; a repack in progress is not part of it.
-impl PartialEq for Mvcc {
-    fn eq(&self, other: &Self) -> bool {
-        self.revision == other.revision
-            && self.compact_revision == other.compact_revision
-            && self.keys == other.keys
-            && self.changes == other.changes
-            && self.changes_base == other.changes_base
-            && self.live == other.live
-            && self.writing == other.writing
-    }
-}
-
-impl Eq for Mvcc {}
-
-/// A copy shares the keyspace (in O(1)) but no repack: the repack belongs to the original.
-impl Clone for Mvcc {
-    fn clone(&self) -> Self {
-        Mvcc {
-            revision: self.revision,
-            compact_revision: self.compact_revision,
-            keys: self.keys.clone(),
-            changes: self.changes.clone(),
-            changes_base: self.changes_base,
-            live: self.live,
-            writing: self.writing,
-            repack: None,
-        }
-    }
 }
 
 /// What a snapshot holds of the keyspace: the chains; the index is rebuilt on load.
@@ -338,7 +286,6 @@ impl Mvcc {
             changes_base: base,
             live,
             writing: false,
-            repack: None,
         }
     }
 }
@@ -367,31 +314,6 @@ pub(crate) fn ordmap_from_sorted<K: Ord + Clone, V: Clone>(items: Vec<(K, V)>) -
     map
 }
 
-impl Repacked {
-    /// Rebuilds `copy`'s keys with full leaves (the slow part: every key is copied), for the
-    /// store whose repack has `ticket`.
-    pub fn build(copy: &Mvcc, ticket: u64) -> Repacked {
-        let items: Vec<(String, Chain)> = copy
-            .keys
-            .iter()
-            .map(|(k, c)| (k.clone(), c.clone()))
-            .collect();
-        Repacked {
-            ticket,
-            keys: ordmap_from_sorted(items),
-        }
-    }
-
-    /// Keys in the copy.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-}
-
 impl Default for Mvcc {
     fn default() -> Self {
         Mvcc::new()
@@ -414,7 +336,6 @@ impl Mvcc {
             changes_base: changes_base(0),
             live: 0,
             writing: false,
-            repack: None,
         }
     }
 
@@ -432,67 +353,6 @@ impl Mvcc {
                 "changes are recorded at the write's revision"
             );
             keys.push(key.to_string());
-        }
-    }
-
-    /// Starts a repack: from now on the keys whose chains change are noted, so that a copy of
-    /// `keys` as of now, rebuilt with full leaves elsewhere (`Repacked::build` on a clone taken
-    /// in the same turn), can be brought up to date by `finish_repack`. A repack started
-    /// before is dropped. Returns the ticket the copy must carry.
-    ///
-    /// Why: keys inserted in order leave every leaf of the map half empty (about 290 bytes a
-    /// key of nodes and keys, against 124 with full leaves). A node repacks its keys with each
-    /// snapshot, on the snapshot's thread, from the copy it encodes.
-    pub fn start_repack(&mut self) -> u64 {
-        let ticket = REPACK_TICKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.repack = Some((ticket, Vec::new()));
-        ticket
-    }
-
-    /// Drops the repack in progress, if any.
-    pub fn cancel_repack(&mut self) {
-        self.repack = None;
-    }
-
-    /// Takes `packed` as the keys, once the keys changed since its copy was taken are brought
-    /// up to date in it, and returns the keys it replaced (to be dropped off the node's thread:
-    /// freeing a million keys takes tens of milliseconds). None (and nothing changes) if it is
-    /// not the repack in progress: another was started since, or the store was replaced, or
-    /// too many keys changed.
-    pub fn finish_repack(&mut self, packed: Repacked) -> Option<RetiredKeys> {
-        let dirty = match self.repack.take() {
-            Some((ticket, dirty)) if ticket == packed.ticket => dirty,
-            other => {
-                self.repack = other;
-                return None;
-            }
-        };
-        let mut keys = packed.keys;
-        for key in dirty {
-            match self.keys.get(&key) {
-                Some(chain) => {
-                    keys.insert(key, chain.clone());
-                }
-                None => {
-                    keys.remove(&key);
-                }
-            }
-        }
-        // The tests' and debug builds' proof that the patch missed nothing.
-        debug_assert!(
-            keys == self.keys,
-            "a repacked keyspace differs from the live one"
-        );
-        Some(RetiredKeys(std::mem::replace(&mut self.keys, keys)))
-    }
-
-    fn mark_dirty(&mut self, key: &str) {
-        if let Some((_, dirty)) = &mut self.repack {
-            if dirty.len() >= REPACK_MAX_DIRTY {
-                self.repack = None;
-            } else {
-                dirty.push(key.to_string());
-            }
         }
     }
 
@@ -678,7 +538,6 @@ impl Mvcc {
             self.live += 1;
         }
         self.record_change(rev, key);
-        self.mark_dirty(key);
         self.writing = true;
         (prev_lease, event)
     }
@@ -700,7 +559,6 @@ impl Mvcc {
         });
         self.live -= 1;
         self.record_change(rev, key);
-        self.mark_dirty(key);
         self.writing = true;
         Some((
             lease,
@@ -789,7 +647,6 @@ impl Mvcc {
         self.changes_base = changes_base(revision);
         for keys in old {
             for key in keys {
-                self.mark_dirty(&key);
                 let Some(chain) = self.keys.get_mut(&key) else {
                     continue;
                 };

@@ -2,7 +2,7 @@
 
 use super::command::{Command, Op, Outcome, Refusal};
 use super::leases::Leases;
-use super::mvcc::{Event, KeyRange, Mvcc, RangeOptions, Repacked, RetiredKeys, RevisionError};
+use super::mvcc::{Event, KeyRange, Mvcc, RangeOptions, RevisionError};
 use super::sessions::{Check, SessionLimits, Sessions};
 use super::txn::{Txn, TxnOp, TxnOutcome, TxnResponse};
 use crate::rpc::types::{Entry, EntryKind, Snapshot, SnapshotMeta};
@@ -162,28 +162,6 @@ impl KvStore {
     /// `store_image.rs`), or the JSON of earlier versions.
     pub fn from_snapshot_bytes(data: &[u8]) -> Result<KvStore, StoreImageError> {
         image::decode(data)
-    }
-
-    /// Starts repacking the keys (see `Mvcc::start_repack`); returns the ticket for
-    /// `repacked`, which is called on a clone taken in the same turn.
-    pub fn start_repack(&mut self) -> u64 {
-        self.mvcc.start_repack()
-    }
-
-    pub fn cancel_repack(&mut self) {
-        self.mvcc.cancel_repack();
-    }
-
-    /// This store's keys rebuilt with full leaves, for the store whose repack has `ticket`
-    /// (the slow part, off the node's thread).
-    pub fn repacked(&self, ticket: u64) -> Repacked {
-        Repacked::build(&self.mvcc, ticket)
-    }
-
-    /// Takes the repacked keys if they are of the repack in progress (see
-    /// `Mvcc::finish_repack`).
-    pub fn finish_repack(&mut self, packed: Repacked) -> Option<RetiredKeys> {
-        self.mvcc.finish_repack(packed)
     }
 
     /// The configuration as of the applied index (empty if none was applied or restored).

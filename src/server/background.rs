@@ -24,31 +24,6 @@ pub fn spawn(name: &str, job: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Hands the heap's free pages back to the system, after a large amount of memory was freed
-/// (the keys a repack replaced: some 290 MB at a million keys). The allocator keeps freed
-/// memory in the middle of its heaps for reuse, counted in the RSS; this releases the whole
-/// free pages among it. It walks each heap under its lock, which other threads' allocations
-/// wait for: a few milliseconds, logged. Only glibc has it; elsewhere nothing is done.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn release_free_memory() {
-    let started = std::time::Instant::now();
-    // SAFETY: malloc_trim takes a plain integer (the padding to keep at the heap's top) and
-    // only works on the allocator's own state.
-    let released = unsafe { libc::malloc_trim(0) };
-    ::log::info!(
-        "returned free heap pages to the system ({}) in {:.1} ms",
-        if released == 1 {
-            "some released"
-        } else {
-            "none to release"
-        },
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn release_free_memory() {}
-
 /// The nice value of background threads (0 is the default, 19 the lowest).
 const BACKGROUND_NICE: libc::c_int = 10;
 

@@ -15,7 +15,6 @@ use super::log_writer::{LogWriter, Report, WriteJob};
 use super::metrics::SnapshotLabels;
 use super::node_metrics::NodeMetrics;
 use crate::driver::{Applied, DiskJob, Driver, DriverError, Output, SnapshotTask};
-use crate::kv::mvcc::Repacked;
 use crate::rpc::types::{Envelope, NodeId, Role, Snapshot};
 use crate::storage::{prepare_snapshot_streamed, PreparedSnapshot, StorageError, StreamedError};
 use raftd_transport::{PeerEvent, SendError, Transport};
@@ -50,7 +49,7 @@ pub enum NodeError {
 
 /// A snapshot encoded and written under a temporary name in the background, or why not: a
 /// message, or the storage error (an fsync that failed stops the node, as anywhere else).
-type Prepared = Result<(Snapshot, PreparedSnapshot, Repacked), (String, Option<StorageError>)>;
+type Prepared = Result<(Snapshot, PreparedSnapshot), (String, Option<StorageError>)>;
 
 pub struct NodeLoop {
     pub driver: Driver<Reply>,
@@ -508,8 +507,6 @@ impl NodeLoop {
                             membership: task.store.membership().clone(),
                         },
                         prepared,
-                        // The keys rebuilt with full leaves, from the copy just encoded.
-                        task.repack(),
                     )),
                     Err(StreamedError::Encode(e)) => {
                         Err((format!("cannot serialize the state machine: {e}"), None))
@@ -526,7 +523,7 @@ impl NodeLoop {
         done: Result<Prepared, oneshot::error::RecvError>,
     ) -> Result<(), NodeError> {
         match done {
-            Ok(Ok((snapshot, prepared, repacked))) => {
+            Ok(Ok((snapshot, prepared))) => {
                 let event = SnapshotLabels { event: "taken" };
                 self.metrics.metrics.snapshots.get_or_create(&event).inc();
                 if let Some(at) = self.snapshot_started.take() {
@@ -540,22 +537,6 @@ impl NodeLoop {
                     self.prepared = Some(prepared);
                 } else {
                     self.wal.queue(WriteJob::DiscardPrepared(prepared));
-                }
-                let started = std::time::Instant::now();
-                let copied = repacked.len();
-                match self.driver.store_repacked(repacked) {
-                    Some(retired) => {
-                        ::log::info!(
-                            "node {}: repacked {copied} keys with full leaves; brought up to date in {:.1} ms",
-                            self.id(),
-                            started.elapsed().as_secs_f64() * 1000.0
-                        );
-                        super::background::spawn("free-keys", move || {
-                            drop(retired);
-                            super::background::release_free_memory();
-                        });
-                    }
-                    None => ::log::debug!("node {}: the repack was dropped", self.id()),
                 }
             }
             // Never retried as if the data were safe: the page cache can no longer be trusted.
