@@ -6,6 +6,7 @@
 
 use raftd::kv::{Command, Op};
 use raftd::rpc::types::{Entry, Envelope, RaftMessage};
+use raftd::storage::record::{self, RecordRef, WalRecord};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -93,6 +94,48 @@ fn measure<M: Serialize + DeserializeOwned>(msg: &M, entries: usize, secs: f64) 
     ]
 }
 
+/// (bytes, encode ns, decode ns) per entry of one log record of `entries`, as the log writer
+/// frames it (binary) and as replay reads it back.
+fn wal_record(entries: &[Entry], secs: f64) -> [f64; 3] {
+    let mut buf = Vec::new();
+    record::encode(&RecordRef::Entries { entries }, &mut buf).expect("encodes");
+    let encode = time(secs, || {
+        let mut out = Vec::new();
+        record::encode(&RecordRef::Entries { entries }, &mut out).expect("encodes");
+        std::hint::black_box(out);
+    });
+    let decode = time(secs, || {
+        let mut r = record::Reader::new(std::io::Cursor::new(&buf), buf.len() as u64);
+        std::hint::black_box(r.next_step().expect("reads"));
+    });
+    let n = entries.len() as f64;
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    [
+        (buf.len() / entries.len()) as f64,
+        round(encode / n),
+        round(decode / n),
+    ]
+}
+
+/// The same, with the record's payload in JSON (entries in base64), as earlier versions wrote.
+fn wal_json(entries: &[Entry], secs: f64) -> [f64; 3] {
+    let rec = RecordRef::Entries { entries };
+    let bytes = serde_json::to_vec(&rec).expect("encodes");
+    let encode = time(secs, || {
+        std::hint::black_box(serde_json::to_vec(&rec).expect("encodes"));
+    });
+    let decode = time(secs, || {
+        std::hint::black_box(serde_json::from_slice::<WalRecord>(&bytes).expect("decodes"));
+    });
+    let n = entries.len() as f64;
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    [
+        (bytes.len() / entries.len()) as f64,
+        round(encode / n),
+        round(decode / n),
+    ]
+}
+
 fn append<E>(entries: Vec<E>) -> Append<E> {
     Append {
         term: 7,
@@ -163,6 +206,10 @@ pub fn run(entries: usize, value_bytes: usize, secs: f64) -> serde_json::Value {
         }
     }) / entries as f64;
     let form = |[bytes, encode, decode]: [f64; 3]| serde_json::json!({"bytes": bytes, "encode_ns": encode, "decode_ns": decode});
+    let log_entries: Vec<Entry> = match &real.msg {
+        RaftMessage::AppendEntries { entries, .. } => entries.clone(),
+        _ => Vec::new(),
+    };
     serde_json::json!({
         "entries": entries,
         "value_bytes": value_bytes,
@@ -173,6 +220,8 @@ pub fn run(entries: usize, value_bytes: usize, secs: f64) -> serde_json::Value {
             "plain_text": form(measure(&text, entries, secs)),
             "plain_raw": form(measure(&raw, entries, secs)),
             "raw_validate_ns": (validate * 10.0).round() / 10.0,
+            "wal_json": form(wal_json(&log_entries, secs)),
+            "wal_binary": form(wal_record(&log_entries, secs)),
         },
     })
 }
