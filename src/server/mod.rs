@@ -242,6 +242,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<
         ticks: 0,
         snapshot_started: None,
         last_turn: Default::default(),
+        snapshot_held: None,
         driver,
         wal: LogWriter::start(storage, cfg.id, metrics.clone())
             .map_err(|e| ServerError::Writer(e.to_string()))?,

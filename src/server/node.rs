@@ -37,6 +37,8 @@ const SLOW_TURN: Duration = Duration::from_millis(50);
 /// Log entries a compaction dropped are freed on another thread from this many on (about
 /// 0.3 µs an entry: 75–110 ms for the 250,000 of a 1M-key store's compacted log).
 const FREE_ELSEWHERE: usize = 10_000;
+/// Snapshot data this large (or larger) is dropped on a background thread.
+const FREE_ELSEWHERE_BYTES: usize = 1 << 20;
 
 /// Why the node loop stopped on its own.
 #[derive(Debug, Error)]
@@ -79,6 +81,10 @@ pub struct NodeLoop {
     pub snapshot_started: Option<std::time::Instant>,
     /// What the last `carry_out` did, for the slow-turn warning.
     pub last_turn: TurnWork,
+    /// A second reference to the core's current snapshot data, so that the last reference to a
+    /// replaced snapshot is dropped on a background thread, never on this loop (see
+    /// `release_replaced_snapshot`).
+    pub snapshot_held: Option<bytes::Bytes>,
 }
 
 /// Where a turn's time went (see `SLOW_TURN`).
@@ -99,6 +105,8 @@ impl NodeLoop {
         // Set once a stop was asked for while leading: leadership is being handed over first.
         let mut handing_over: Option<tokio::time::Instant> = None;
         loop {
+            // When the branch that woke the loop began its work: that work is part of the turn.
+            let mut woke: Option<std::time::Instant> = None;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if handing_over.is_none() => {
@@ -131,13 +139,18 @@ impl NodeLoop {
                 // (a turn outlasts a tick), and a finished snapshot polled after them would wait,
                 // and the log grow, until the load stops.
                 done = wait_job(&mut self.snapshot_job), if self.snapshot_job.is_some() => {
+                    woke = Some(std::time::Instant::now());
                     self.snapshot_job = None;
                     self.on_snapshot_prepared(done)?;
                 }
                 // Also ahead of the inputs: a durable write releases acknowledgements and lets
                 // a leader commit.
-                report = self.wal.report() => self.on_report(report?),
+                report = self.wal.report() => {
+                    woke = Some(std::time::Instant::now());
+                    self.on_report(report?);
+                }
                 _ = ticker.tick() => {
+                    woke = Some(std::time::Instant::now());
                     self.driver.tick(wall_clock_ms());
                     self.ticks += 1;
                     if self.ticks.is_multiple_of(10) {
@@ -155,7 +168,7 @@ impl NodeLoop {
                 // run as soon as there is none.
                 _ = std::future::ready(()), if self.driver.wants_drive() => {}
             }
-            let turn_started = std::time::Instant::now();
+            let turn_started = woke.unwrap_or_else(std::time::Instant::now);
             let mut inputs = 0usize;
             for _ in 0..MAX_INPUTS_PER_TURN {
                 match self.events.try_recv() {
@@ -169,6 +182,7 @@ impl NodeLoop {
                 inputs += 1;
             }
             self.carry_out()?;
+            self.release_replaced_snapshot();
             let took = turn_started.elapsed();
             if took >= SLOW_TURN {
                 // Heartbeats and votes wait for the turn to end: a turn this long on a leader
@@ -249,6 +263,30 @@ impl NodeLoop {
 
     fn id(&self) -> NodeId {
         self.driver.raft().id()
+    }
+
+    /// Once the core has replaced its snapshot, drops the old snapshot's data on a background
+    /// thread. That data is a mapping of a snapshot file that the new one was renamed over:
+    /// dropping its last reference unmaps it, and the kernel then frees the deleted file's
+    /// blocks in the caller's thread. For a file of hundreds of megabytes, with the disk busy
+    /// syncing other snapshots, that took long enough on this loop to delay heartbeats past the
+    /// election timeout. Holding a second reference here makes the background drop the last.
+    fn release_replaced_snapshot(&mut self) {
+        let current = self.driver.raft().snapshot().map(|s| &s.data);
+        let same = match (&self.snapshot_held, current) {
+            (Some(held), Some(cur)) => held.as_ptr() == cur.as_ptr() && held.len() == cur.len(),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        let replaced = std::mem::replace(&mut self.snapshot_held, current.cloned());
+        if let Some(old) = replaced {
+            if old.len() >= FREE_ELSEWHERE_BYTES {
+                super::background::spawn("free-snapshot", move || drop(old));
+            }
+        }
     }
 
     fn on_peer_event(&mut self, event: PeerEvent<Envelope>) {
