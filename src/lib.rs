@@ -18,3 +18,4 @@ pub mod kv;
 pub mod rpc;
 pub mod server;
 pub mod storage;
+pub mod varint;

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{KvStore, Leases, Sessions};
 use crate::kv::mvcc::{ordmap_from_sorted, Chain, Mvcc, Version};
+use crate::varint::{self, VarintError};
 
 const MAGIC: &[u8; 8] = b"RDKVIMG\x01";
 const END: &[u8; 8] = b"RDKVEND\x01";
@@ -87,21 +88,21 @@ pub(super) fn encode(store: &KvStore, out: &mut dyn Write) -> io::Result<()> {
     .map_err(io::Error::other)?;
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
     buf.extend_from_slice(MAGIC);
-    put_varint(&mut buf, head.len() as u64);
+    varint::put(&mut buf, head.len() as u64);
     buf.extend_from_slice(&head);
     for (key, chain) in chains {
-        put_varint(&mut buf, key.len() as u64);
+        varint::put(&mut buf, key.len() as u64);
         buf.extend_from_slice(key.as_bytes());
-        put_varint(&mut buf, chain.len() as u64);
+        varint::put(&mut buf, chain.len() as u64);
         for v in chain {
-            put_varint(&mut buf, v.mod_revision);
-            put_varint(&mut buf, v.create_revision);
-            put_varint(&mut buf, v.version);
-            put_varint(&mut buf, v.lease);
+            varint::put(&mut buf, v.mod_revision);
+            varint::put(&mut buf, v.create_revision);
+            varint::put(&mut buf, v.version);
+            varint::put(&mut buf, v.lease);
             match &v.value {
-                None => put_varint(&mut buf, 0),
+                None => varint::put(&mut buf, 0),
                 Some(value) => {
-                    put_varint(&mut buf, value.len() as u64 + 1);
+                    varint::put(&mut buf, value.len() as u64 + 1);
                     buf.extend_from_slice(value.as_bytes());
                 }
             }
@@ -196,15 +197,6 @@ pub(super) fn decode(data: &[u8]) -> Result<KvStore, StoreImageError> {
     })
 }
 
-/// LEB128: seven bits a byte, low bits first, the high bit set on all but the last byte.
-fn put_varint(buf: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        buf.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    buf.push(n as u8);
-}
-
 struct Reader<'a> {
     data: &'a [u8],
     at: usize,
@@ -212,22 +204,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn varint(&mut self, what: &'static str) -> Result<u64, StoreImageError> {
-        let mut n: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let Some(&b) = self.data.get(self.at) else {
-                return Err(StoreImageError::Truncated { at: self.at, what });
-            };
-            self.at += 1;
-            let bits = u64::from(b & 0x7f);
-            if shift == 63 && bits > 1 {
-                return Err(self.invalid(format!("{what} does not fit in 64 bits")));
-            }
-            n |= bits << shift;
-            if b & 0x80 == 0 {
-                return Ok(n);
-            }
-        }
-        Err(self.invalid(format!("{what} does not fit in 64 bits")))
+        let start = self.at;
+        varint::read(self.data, &mut self.at).map_err(|e| match e {
+            VarintError::Truncated => StoreImageError::Truncated { at: start, what },
+            VarintError::TooLong => self.invalid(format!("{what} does not fit in 64 bits")),
+        })
     }
 
     /// A length, which cannot be more than what is left.

@@ -269,8 +269,11 @@ impl NodeLoop {
     /// thread. That data is a mapping of a snapshot file that the new one was renamed over:
     /// dropping its last reference unmaps it, and the kernel then frees the deleted file's
     /// blocks in the caller's thread. For a file of hundreds of megabytes, with the disk busy
-    /// syncing other snapshots, that took long enough on this loop to delay heartbeats past the
-    /// election timeout. Holding a second reference here makes the background drop the last.
+    /// syncing other snapshots, that can take hundreds of milliseconds: the likely cause of the
+    /// elections at 3M keys (docs/PERFORMANCE.md, runs L and L2). The core holds the data in
+    /// several places (its snapshot, a follower's transfer, a pending install), any of which
+    /// may drop last; a second reference held here outlives them all, so the background drop
+    /// is the last.
     fn release_replaced_snapshot(&mut self) {
         let current = self.driver.raft().snapshot().map(|s| &s.data);
         let same = match (&self.snapshot_held, current) {

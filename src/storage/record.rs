@@ -22,6 +22,7 @@
 use std::io::{self, Read, Seek, SeekFrom};
 
 use super::batch;
+use crate::varint::{self, VarintError};
 
 use serde::{Deserialize, Serialize};
 
@@ -82,16 +83,16 @@ fn encode_entries(entries: &[Entry]) -> Vec<u8> {
     let data: usize = entries.iter().map(|e| e.data.len()).sum();
     let mut out = Vec::with_capacity(1 + 10 + entries.len() * 24 + data);
     out.push(BINARY_ENTRIES);
-    put_varint(&mut out, entries.len() as u64);
+    varint::put(&mut out, entries.len() as u64);
     for e in entries {
-        put_varint(&mut out, e.term);
-        put_varint(&mut out, e.index);
+        varint::put(&mut out, e.term);
+        varint::put(&mut out, e.index);
         out.push(match e.kind {
             EntryKind::Noop => 0,
             EntryKind::Command => 1,
             EntryKind::Config => 2,
         });
-        put_varint(&mut out, e.data.len() as u64);
+        varint::put(&mut out, e.data.len() as u64);
         out.extend_from_slice(&e.data);
     }
     out
@@ -132,31 +133,12 @@ fn decode_entries(payload: &[u8]) -> Result<WalRecord, String> {
     Ok(WalRecord::Entries { entries })
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 fn varint(bytes: &[u8], at: &mut usize, what: &str) -> Result<u64, String> {
-    let mut n: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let Some(&b) = bytes.get(*at) else {
-            return Err(format!("the entries end early, at byte {at}, in {what}"));
-        };
-        *at += 1;
-        let bits = u64::from(b & 0x7f);
-        if shift == 63 && bits > 1 {
-            break;
-        }
-        n |= bits << shift;
-        if b & 0x80 == 0 {
-            return Ok(n);
-        }
-    }
-    Err(format!("{what} at byte {at} does not fit in 64 bits"))
+    let start = *at;
+    varint::read(bytes, at).map_err(|e| match e {
+        VarintError::Truncated => format!("the entries end early, at byte {start}, in {what}"),
+        VarintError::TooLong => format!("{what} at byte {start} does not fit in 64 bits"),
+    })
 }
 
 /// Appends the framed record to `out`.
@@ -549,6 +531,17 @@ mod tests {
         }
     }
 
+    /// The good records at the start of `bytes`.
+    fn records(bytes: &[u8]) -> Vec<WalRecord> {
+        steps(bytes)
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::Record { record, .. } => Some(record),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn frame(payload: &[u8]) -> Vec<u8> {
         let len = (payload.len() as u32).to_be_bytes();
         let mut out = len.to_vec();
@@ -566,13 +559,7 @@ mod tests {
         encode(&RecordRef::Entries { entries: &entries }, &mut buf).unwrap();
         encode(&RecordRef::Truncate { from: 2 }, &mut buf).unwrap();
         encode(&RecordRef::Snapshot { index: 9, term: 4 }, &mut buf).unwrap();
-        let got: Vec<WalRecord> = steps(&buf)
-            .into_iter()
-            .filter_map(|s| match s {
-                Step::Record { record, .. } => Some(record),
-                _ => None,
-            })
-            .collect();
+        let got = records(&buf);
         assert_eq!(
             got,
             vec![
@@ -661,13 +648,7 @@ mod tests {
         // A record of entries as earlier versions wrote it, in JSON.
         let old = serde_json::to_vec(&RecordRef::Entries { entries: &entries }).unwrap();
         buf.extend_from_slice(&frame(&old));
-        let got: Vec<WalRecord> = steps(&buf)
-            .into_iter()
-            .filter_map(|s| match s {
-                Step::Record { record, .. } => Some(record),
-                _ => None,
-            })
-            .collect();
+        let got = records(&buf);
         let want = WalRecord::Entries { entries };
         assert_eq!(got, vec![want.clone(), want]);
     }
