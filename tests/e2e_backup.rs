@@ -39,6 +39,23 @@ fn json_of(text: &str) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
 }
 
+/// `raftd restore FILE` as node 1 of a one-node cluster into `data_dir`.
+fn restore_alone(file: &Path, data_dir: &Path) -> process::Run {
+    process::run(
+        &process::bin(),
+        &[
+            "restore",
+            file.to_str().unwrap(),
+            "--id",
+            "1",
+            "--peers",
+            "1=127.0.0.1:1",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+    )
+}
+
 /// The store a backup file holds.
 fn store_of(file: &Path) -> KvStore {
     let (_, data, _) = raftd::storage::read_snapshot_file(file)
@@ -165,19 +182,7 @@ fn a_backup_taken_under_load_restores_into_a_new_cluster_with_every_acknowledged
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("checksum"), "{}", r.stderr);
     let target = dir.path().join("never");
-    let r = process::run(
-        &process::bin(),
-        &[
-            "restore",
-            damaged.to_str().unwrap(),
-            "--id",
-            "1",
-            "--peers",
-            "1=127.0.0.1:1",
-            "--data-dir",
-            target.to_str().unwrap(),
-        ],
-    );
+    let r = restore_alone(&damaged, &target);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stderr.contains("checksum"), "{}", r.stderr);
     assert!(!target.exists());
@@ -198,19 +203,7 @@ fn a_backup_taken_under_load_restores_into_a_new_cluster_with_every_acknowledged
     );
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("store image ends early"), "{}", r.stderr);
-    let r = process::run(
-        &process::bin(),
-        &[
-            "restore",
-            cut.to_str().unwrap(),
-            "--id",
-            "1",
-            "--peers",
-            "1=127.0.0.1:1",
-            "--data-dir",
-            target.to_str().unwrap(),
-        ],
-    );
+    let r = restore_alone(&cut, &target);
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stderr.contains("store image ends early"), "{}", r.stderr);
     assert!(!target.exists());
